@@ -1,0 +1,622 @@
+//! Targeted scanner for the Prometheus text exposition format.
+//!
+//! It accepts format 0.0.4 as written by Micrometer/simpleclient (trailing
+//! comma in label sets, Java doubles) and by newer clients (no trailing comma),
+//! plus the OpenMetrics `# EOF` marker and exemplars. Only samples whose metric
+//! name the caller wants are decoded; every other line costs one `memchr` for
+//! its end and one comparison of its name. Label values are unescaped (`\\`,
+//! `\"`, `\n`) and borrowed from the input whenever they hold no escape.
+//!
+//! The scanner is fed chunk by chunk as the body arrives, so a scrape never
+//! needs the whole body in memory. Malformed lines are counted and skipped.
+
+use std::borrow::Cow;
+
+/// One label pair of a sample, borrowed from the input where possible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Label<'a> {
+    pub name: &'a str,
+    pub value: Cow<'a, str>,
+}
+
+/// One decoded sample of a wanted family.
+#[derive(Debug)]
+pub struct Sample<'a, 'l> {
+    pub name: &'a str,
+    pub labels: &'l [Label<'a>],
+    pub value: f64,
+}
+
+/// What a scan saw, for the adapter's own metrics and logs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ParseStats {
+    /// Samples handed to the sink.
+    pub samples: u64,
+    /// Lines of wanted families that could not be decoded.
+    pub malformed: u64,
+    /// The first malformed line (shortened), to make a log line useful.
+    pub first_malformed: Option<String>,
+}
+
+/// Streaming scanner; `W` decides which metric names are decoded.
+pub struct Scanner<W> {
+    wanted: W,
+    /// Name of the previous sample line and whether it was wanted: samples of
+    /// one family are contiguous, so this answers almost every line.
+    last_name: Vec<u8>,
+    last_wanted: bool,
+    /// Families declared as summary/histogram: not gauges or counters, so
+    /// their samples (`x`, `x_sum`, `x_count`, `x_bucket`) are never decoded.
+    excluded_families: Vec<String>,
+    /// Bytes of a line split across two chunks.
+    partial_line: Vec<u8>,
+    /// Allocation reused for every line's labels.
+    label_buffer: Vec<Label<'static>>,
+    seen_eof: bool,
+    stats: ParseStats,
+}
+
+const MAX_LOGGED_LINE: usize = 200;
+/// A line longer than this cannot be a Pravega sample; it is dropped rather
+/// than buffered without bound when it straddles chunks.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+impl<W: Fn(&str) -> bool> Scanner<W> {
+    pub fn new(wanted: W) -> Self {
+        Scanner {
+            wanted,
+            last_name: Vec::new(),
+            last_wanted: false,
+            excluded_families: Vec::new(),
+            partial_line: Vec::new(),
+            label_buffer: Vec::new(),
+            seen_eof: false,
+            stats: ParseStats::default(),
+        }
+    }
+
+    /// Scans a whole exposition held in memory.
+    pub fn scan_all(wanted: W, input: &[u8], sink: impl FnMut(&Sample<'_, '_>)) -> ParseStats {
+        let mut scanner = Scanner::new(wanted);
+        let mut sink = sink;
+        scanner.feed(input, &mut sink);
+        scanner.finish(&mut sink)
+    }
+
+    /// Scans the complete lines of `chunk`, keeping an unfinished last line
+    /// for the next call.
+    pub fn feed(&mut self, chunk: &[u8], sink: &mut impl FnMut(&Sample<'_, '_>)) {
+        let mut rest = chunk;
+        if !self.partial_line.is_empty() {
+            match memchr::memchr(b'\n', rest) {
+                Some(end) => {
+                    let mut line = std::mem::take(&mut self.partial_line);
+                    line.extend_from_slice(&rest[..end]);
+                    self.line(&line, sink);
+                    line.clear();
+                    self.partial_line = line;
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    self.keep_partial(rest);
+                    return;
+                }
+            }
+        }
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            self.line(&rest[..end], sink);
+            rest = &rest[end + 1..];
+        }
+        self.keep_partial(rest);
+    }
+
+    /// Scans a last line that had no newline and returns the totals.
+    pub fn finish(mut self, sink: &mut impl FnMut(&Sample<'_, '_>)) -> ParseStats {
+        let line = std::mem::take(&mut self.partial_line);
+        self.line(&line, sink);
+        self.stats
+    }
+
+    fn keep_partial(&mut self, tail: &[u8]) {
+        if self.partial_line.len() + tail.len() > MAX_LINE_BYTES {
+            self.partial_line.clear();
+            self.count_malformed(b"<line longer than 64 KiB>");
+            return;
+        }
+        self.partial_line.extend_from_slice(tail);
+    }
+
+    fn line(&mut self, line: &[u8], sink: &mut impl FnMut(&Sample<'_, '_>)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if self.seen_eof || line.is_empty() {
+            return;
+        }
+        if line[0] == b'#' {
+            self.comment(line);
+            return;
+        }
+        let name_end = memchr::memchr3(b'{', b' ', b'\t', line).unwrap_or(line.len());
+        let name = &line[..name_end];
+        if name != self.last_name.as_slice() {
+            self.last_wanted = self.decide(name);
+            self.last_name.clear();
+            self.last_name.extend_from_slice(name);
+        }
+        if !self.last_wanted {
+            return;
+        }
+        // One UTF-8 check per line; the decoder then slices at ASCII delimiters.
+        let Ok(text) = std::str::from_utf8(line) else {
+            self.count_malformed(line);
+            return;
+        };
+        let (name, rest) = text.split_at(name_end);
+        let mut labels = recycle(std::mem::take(&mut self.label_buffer));
+        match decode_after_name(rest, &mut labels) {
+            Some(value) => {
+                self.stats.samples += 1;
+                sink(&Sample { name, labels: &labels, value });
+            }
+            None => self.count_malformed(line),
+        }
+        self.label_buffer = recycle(labels);
+    }
+
+    fn decide(&self, name: &[u8]) -> bool {
+        let Ok(name) = std::str::from_utf8(name) else { return false };
+        is_metric_name(name)
+            && (self.wanted)(name)
+            && !self.excluded_families.iter().any(|family| belongs_to_family(name, family))
+    }
+
+    fn comment(&mut self, line: &[u8]) {
+        if line.starts_with(b"# EOF") {
+            self.seen_eof = true;
+            return;
+        }
+        let Some(declaration) = line.strip_prefix(b"# TYPE ") else { return };
+        let mut words = declaration.split(|b| *b == b' ' || *b == b'\t').filter(|w| !w.is_empty());
+        let (Some(family), Some(kind)) = (words.next(), words.next()) else { return };
+        if matches!(kind, b"summary" | b"histogram" | b"gaugehistogram") {
+            if let Ok(family) = std::str::from_utf8(family) {
+                self.excluded_families.push(family.to_owned());
+                // A cached decision may predate this declaration.
+                self.last_name.clear();
+            }
+        }
+    }
+
+    fn count_malformed(&mut self, line: &[u8]) {
+        self.stats.malformed += 1;
+        if self.stats.first_malformed.is_none() {
+            let shown = &line[..line.len().min(MAX_LOGGED_LINE)];
+            self.stats.first_malformed = Some(String::from_utf8_lossy(shown).into_owned());
+        }
+    }
+}
+
+/// Empties a vector and hands its allocation to a vector of another lifetime
+/// (same layout, so the in-place collect reuses the buffer).
+fn recycle<'b>(mut labels: Vec<Label<'_>>) -> Vec<Label<'b>> {
+    labels.clear();
+    labels.into_iter().map(|_| unreachable!("the vector was cleared")).collect()
+}
+
+fn is_metric_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z' | b'A'..=b'Z' | b'_' | b':'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
+fn belongs_to_family(name: &str, family: &str) -> bool {
+    match name.strip_prefix(family) {
+        Some(suffix) => matches!(suffix, "" | "_sum" | "_count" | "_bucket" | "_created" | "_gcount" | "_gsum"),
+        None => false,
+    }
+}
+
+/// Decodes `{labels} value [timestamp]` into `labels`; `None` if malformed.
+///
+/// One pass with a byte index: every token is found by the loop that
+/// validates it, which is what keeps the scanner above 1 GB/s.
+fn decode_after_name<'a>(text: &'a str, labels: &mut Vec<Label<'a>>) -> Option<f64> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    if bytes.first() == Some(&b'{') {
+        i = decode_labels(text, 1, labels)?;
+    }
+    i = skip_blanks(bytes, i);
+    let (value, end) = match parse_short_decimal(&bytes[i..]) {
+        Some((value, len)) if bytes.get(i + len).is_none_or(|b| is_blank(*b)) => (value, i + len),
+        _ => {
+            let end = token_end(bytes, i);
+            (parse_value(&bytes[i..end])?, end)
+        }
+    };
+    let rest = skip_blanks(bytes, end);
+    if rest < bytes.len() && bytes[rest] != b'#' {
+        // A timestamp (integer milliseconds, or OpenMetrics float seconds).
+        let ts_end = token_end(bytes, rest);
+        text[rest..ts_end].parse::<f64>().ok()?;
+        let trailing = skip_blanks(bytes, ts_end);
+        if trailing < bytes.len() && bytes[trailing] != b'#' {
+            return None;
+        }
+    }
+    Some(value)
+}
+
+/// Decodes label pairs from `i` (just after `{`) up to the closing brace;
+/// returns the index after it.
+fn decode_labels<'a>(text: &'a str, mut i: usize, labels: &mut Vec<Label<'a>>) -> Option<usize> {
+    let bytes = text.as_bytes();
+    loop {
+        i = skip_blanks(bytes, i);
+        let name_start = i;
+        match *bytes.get(i)? {
+            b'}' => return Some(i + 1),
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => i += 1,
+            _ => return None,
+        }
+        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            i += 1;
+        }
+        let name = &text[name_start..i];
+        i = skip_blanks(bytes, i);
+        if *bytes.get(i)? != b'=' {
+            return None;
+        }
+        i = skip_blanks(bytes, i + 1);
+        if *bytes.get(i)? != b'"' {
+            return None;
+        }
+        let (value, after) = decode_quoted(text, i + 1)?;
+        labels.push(Label { name, value });
+        i = skip_blanks(bytes, after);
+        match *bytes.get(i)? {
+            b',' => i += 1,
+            b'}' => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// Decodes a quoted label value starting at `start` (after the opening
+/// quote); returns it and the index after the closing quote.
+fn decode_quoted(text: &str, start: usize) -> Option<(Cow<'_, str>, usize)> {
+    let bytes = text.as_bytes();
+    let mut i = start;
+    while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\\' {
+        i += 1;
+    }
+    if *bytes.get(i)? == b'"' {
+        return Some((Cow::Borrowed(&text[start..i]), i + 1));
+    }
+    let mut owned = String::from(&text[start..i]);
+    loop {
+        match *bytes.get(i)? {
+            b'"' => return Some((Cow::Owned(owned), i + 1)),
+            b'\\' => {
+                match *bytes.get(i + 1)? {
+                    b'n' => owned.push('\n'),
+                    b'\\' => owned.push('\\'),
+                    b'"' => owned.push('"'),
+                    // Unknown escapes are kept verbatim, as Prometheus does;
+                    // the escaped character is copied by the next step.
+                    _ => {
+                        owned.push('\\');
+                        i += 1;
+                        continue;
+                    }
+                }
+                i += 2;
+            }
+            _ => {
+                let run = bytes[i..].iter().position(|b| *b == b'"' || *b == b'\\').map_or(bytes.len(), |n| i + n);
+                owned.push_str(&text[i..run]);
+                i = run;
+            }
+        }
+    }
+}
+
+/// Parses a Prometheus float: Java doubles (`3.0`, `1.0E7`), `NaN`, `+Inf`, `-Inf`.
+fn parse_value(token: &[u8]) -> Option<f64> {
+    if let Some((value, len)) = parse_short_decimal(token) {
+        if len == token.len() {
+            return Some(value);
+        }
+    }
+    // Rust's float parser also accepts words such as "infinity"; Prometheus
+    // only writes these three, so anything else alphabetic is malformed.
+    match token {
+        b"NaN" => Some(f64::NAN),
+        b"+Inf" | b"Inf" => Some(f64::INFINITY),
+        b"-Inf" => Some(f64::NEG_INFINITY),
+        [] => None,
+        _ if token.iter().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-')) => {
+            std::str::from_utf8(token).ok()?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// Fast path for the common `21.0`-style values: at most 15 significant
+/// digits and no exponent, so mantissa and power of ten are exact doubles and
+/// one division rounds correctly (Clinger's fast path). Returns the value and
+/// how many bytes it took; `None` where the general parser must decide.
+fn parse_short_decimal(input: &[u8]) -> Option<(f64, usize)> {
+    const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let negative = input.first() == Some(&b'-');
+    let start = usize::from(negative);
+    let mut mantissa: u64 = 0;
+    let mut digits = 0;
+    let mut fraction_digits = None;
+    let mut i = start;
+    while let Some(&b) = input.get(i) {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                digits += 1;
+                if digits > 15 {
+                    return None;
+                }
+            }
+            b'.' if fraction_digits.is_none() => fraction_digits = Some(digits),
+            b'e' | b'E' | b'+' | b'-' | b'.' => return None,
+            _ => break,
+        }
+        i += 1;
+    }
+    let integer_digits = fraction_digits.unwrap_or(digits);
+    if integer_digits == 0 || integer_digits == digits && fraction_digits.is_some() {
+        // ".5" and "1." are valid but rare: leave them to the general parser.
+        return None;
+    }
+    let value = mantissa as f64 / POW10[digits - integer_digits];
+    Some((if negative { -value } else { value }, i))
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn skip_blanks(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && is_blank(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
+fn token_end(bytes: &[u8], mut i: usize) -> usize {
+    while i < bytes.len() && !is_blank(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Owned {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: f64,
+    }
+
+    fn scan(input: &str, wanted: impl Fn(&str) -> bool) -> (Vec<Owned>, ParseStats) {
+        let mut out = Vec::new();
+        let stats = Scanner::scan_all(wanted, input.as_bytes(), |s| {
+            out.push(Owned {
+                name: s.name.to_owned(),
+                labels: s.labels.iter().map(|l| (l.name.to_owned(), l.value.to_string())).collect(),
+                value: s.value,
+            })
+        });
+        (out, stats)
+    }
+
+    fn pravega(name: &str) -> bool {
+        name.starts_with("pravega_controller_")
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn micrometer_trailing_comma_and_plain_form_decode_alike() {
+        let (a, _) = scan("m{scope=\"s\",stream=\"t\",} 3.0\n", |_| true);
+        let (b, _) = scan("m{scope=\"s\",stream=\"t\"} 3.0\n", |_| true);
+        assert_eq!(a, b);
+        assert_eq!(a[0].labels, labels(&[("scope", "s"), ("stream", "t")]));
+        assert_eq!(a[0].value, 3.0);
+    }
+
+    #[test]
+    fn escapes_and_separators_inside_values() {
+        let input = r#"m{a="q\"uote",b="back\\slash",c="com,ma",d="eq=ual",e="brace}",f="new\nline",g="odd\tescape"} 1"#;
+        let (out, stats) = scan(input, |_| true);
+        assert_eq!(stats.malformed, 0);
+        assert_eq!(
+            out[0].labels,
+            labels(&[
+                ("a", "q\"uote"),
+                ("b", "back\\slash"),
+                ("c", "com,ma"),
+                ("d", "eq=ual"),
+                ("e", "brace}"),
+                ("f", "new\nline"),
+                ("g", "odd\\tescape"),
+            ])
+        );
+    }
+
+    #[test]
+    fn blanks_empty_label_sets_and_special_values() {
+        let input = "a{ x=\"1\" , y = \"2\" } 7\nb{} 1.2E1\nc NaN\nd +Inf\ne -Inf\nf 5 1700000000000\ng{} 2 # {trace_id=\"x\"} 1\n";
+        let (out, stats) = scan(input, |_| true);
+        assert_eq!(stats.malformed, 0, "{stats:?}");
+        assert_eq!(out[0].labels, labels(&[("x", "1"), ("y", "2")]));
+        assert_eq!(out[1].value, 12.0);
+        assert!(out[2].value.is_nan());
+        assert_eq!(out[3].value, f64::INFINITY);
+        assert_eq!(out[4].value, f64::NEG_INFINITY);
+        assert_eq!(out[5].value, 5.0);
+        assert_eq!(out[6].value, 2.0);
+        assert_eq!(out.len(), 7);
+    }
+
+    #[test]
+    fn malformed_lines_are_counted_and_do_not_poison_the_rest() {
+        let input = "m{a=\"1\" 10.0\nm{a=\"2\"} 2.0\nm{a=\"unterminated} 3\nm 1.0.0.0\nm{a=\"3\"} infinity\nm{=\"x\"} 1\nm{a=\"4\"} 4.0 notatime\nm{a=\"5\"} 5.0\n";
+        let (out, stats) = scan(input, |_| true);
+        assert_eq!(out.iter().map(|s| s.value).collect::<Vec<_>>(), vec![2.0, 5.0]);
+        assert_eq!(stats.malformed, 6);
+        assert_eq!(stats.first_malformed.as_deref(), Some("m{a=\"1\" 10.0"));
+    }
+
+    #[test]
+    fn unwanted_families_and_lookalike_names_are_skipped() {
+        let input = "x{a=\"1\"} 1\npravega_controller_segments_count{a=\"1\"} 2\npravega_controller_segments_countx 3\n";
+        let (out, _) = scan(input, |n| n == "pravega_controller_segments_count");
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].value, 2.0);
+    }
+
+    #[test]
+    fn summary_and_histogram_families_are_excluded() {
+        let input = "# TYPE pravega_controller_lat summary\npravega_controller_lat{quantile=\"0.5\"} 1\npravega_controller_lat_count 2\npravega_controller_lat_sum 3\n# TYPE pravega_controller_lat_max gauge\npravega_controller_lat_max 4\n";
+        let (out, _) = scan(input, pravega);
+        assert_eq!(out.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), vec!["pravega_controller_lat_max"]);
+    }
+
+    #[test]
+    fn short_decimals_match_the_standard_parser() {
+        for token in ["0", "3.0", "-3.5", "21.0", "0.1", "0.7873930493715061", "123456789012345", "99999999999999.9", "8.069439544E9", "1e-7", "-0.0"] {
+            let expected: f64 = token.parse().unwrap();
+            assert_eq!(parse_value(token.as_bytes()).map(f64::to_bits), Some(expected.to_bits()), "{token}");
+        }
+        for token in ["", "-", ".", "1..0", "1.0.0", "--1", "0x10", "infinity"] {
+            assert_eq!(parse_value(token.as_bytes()), None, "{token:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_after_openmetrics_eof_is_read() {
+        let (out, _) = scan("m 1\n# EOF\nm 2\n", |_| true);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn crlf_line_endings_and_missing_final_newline() {
+        let (out, stats) = scan("m{a=\"1\"} 1\r\nm{a=\"2\"} 2", |_| true);
+        assert_eq!(stats.malformed, 0);
+        assert_eq!(out.iter().map(|s| s.value).collect::<Vec<_>>(), vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn chunk_boundaries_anywhere_give_the_same_samples() {
+        let input = std::fs::read(fixture("edge-cases.prom")).unwrap();
+        let (whole, whole_stats) = scan(std::str::from_utf8(&input).unwrap(), pravega);
+        for chunk_size in [1, 2, 3, 7, 64, 1000] {
+            let mut out = Vec::new();
+            let mut sink = |s: &Sample<'_, '_>| out.push((s.name.to_owned(), s.labels.len(), s.value.to_bits()));
+            let mut scanner = Scanner::new(pravega);
+            for chunk in input.chunks(chunk_size) {
+                scanner.feed(chunk, &mut sink);
+            }
+            let stats = scanner.finish(&mut sink);
+            let expected: Vec<_> = whole.iter().map(|s| (s.name.clone(), s.labels.len(), s.value.to_bits())).collect();
+            assert_eq!(out, expected, "chunk size {chunk_size}");
+            assert_eq!(stats, whole_stats);
+        }
+    }
+
+    #[test]
+    fn overlong_lines_are_dropped_not_buffered() {
+        let mut scanner = Scanner::new(|_: &str| true);
+        let mut seen = 0;
+        let mut sink = |_: &Sample<'_, '_>| seen += 1;
+        let long = vec![b'a'; 1024];
+        for _ in 0..100 {
+            scanner.feed(&long, &mut sink);
+        }
+        scanner.feed(b"\nm 1\n", &mut sink);
+        let stats = scanner.finish(&mut sink);
+        assert_eq!(seen, 1);
+        assert!(stats.malformed >= 1);
+    }
+
+    pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pravega-controller").join(name)
+    }
+
+    /// Checks the shared fixture against its `.expected` table.
+    #[test]
+    fn edge_cases_fixture_matches_expected_table() {
+        let input = std::fs::read_to_string(fixture("edge-cases.prom")).unwrap();
+        let expected = std::fs::read_to_string(fixture("edge-cases.expected")).unwrap();
+        let (out, stats) = scan(&input, |n| {
+            n == "pravega_controller_segments_count" || n == "pravega_controller_segment_splits"
+        });
+        let finite: Vec<_> = out
+            .iter()
+            .filter(|s| s.value.is_finite())
+            .map(|s| {
+                let get = |k: &str| s.labels.iter().find(|(n, _)| n == k).map(|(_, v)| v.replace('\n', "<LF>")).unwrap();
+                format!("{}\t{}\t{}\t{}", s.name, get("scope"), get("stream"), s.value)
+            })
+            .collect();
+        let wanted: Vec<_> = expected.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect();
+        assert_eq!(finite, wanted);
+        assert_eq!(out.iter().filter(|s| !s.value.is_finite()).count(), 3);
+        assert_eq!(stats.malformed, 1);
+    }
+
+    /// prometheus-parse as an oracle on the large, escape-free fixtures.
+    #[test]
+    fn agrees_with_prometheus_parse_on_large_fixtures() {
+        for name in ["many-streams.prom", "plain-format.prom", "seed-demo.prom"] {
+            let text = std::fs::read_to_string(fixture(name)).unwrap();
+            let oracle = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+            // The oracle reports a summary's _sum and _count as untyped samples.
+            let summaries: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" summary"))
+                .collect();
+            let mut want: Vec<(String, Vec<(String, String)>, u64)> = oracle
+                .samples
+                .iter()
+                .filter(|s| s.metric.starts_with("pravega_controller_"))
+                .filter(|s| !summaries.iter().any(|f| belongs_to_family(&s.metric, f)))
+                .filter_map(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => {
+                        let mut l: Vec<_> = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                        l.sort();
+                        Some((s.metric.clone(), l, v.to_bits()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let (ours, stats) = scan(&text, pravega);
+            let mut got: Vec<_> = ours
+                .into_iter()
+                .map(|mut s| {
+                    s.labels.sort();
+                    (s.name, s.labels, s.value.to_bits())
+                })
+                .collect();
+            want.sort();
+            got.sort();
+            assert_eq!(stats.malformed, 0, "{name}");
+            assert!(!got.is_empty());
+            let only_ours: Vec<_> = got.iter().filter(|s| !want.contains(s)).take(3).collect();
+            let only_oracle: Vec<_> = want.iter().filter(|s| !got.contains(s)).take(3).collect();
+            assert!(only_ours.is_empty() && only_oracle.is_empty(), "{name}: ours {only_ours:?} oracle {only_oracle:?}");
+            assert_eq!(got.len(), want.len(), "{name}");
+        }
+    }
+}
