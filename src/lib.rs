@@ -1,3 +1,132 @@
-//! Pravega metrics adapter: a Kubernetes aggregated API server serving
+//! Pravega metrics adapter: a Kubernetes aggregated API server that serves
 //! Pravega controller metrics as custom and external metrics.
+//!
+//! Data flows through one module per stage:
+//! [`discover`] (which controllers) -> [`scrape`] (fetch each one) ->
+//! [`parse`] (extract the wanted families) -> [`store`] (per-target
+//! snapshots, merged across replicas) -> [`serve`] (the metrics APIs).
+//! [`config`] holds the flags, [`telemetry`] the adapter's own metrics.
+
+pub mod config;
+pub mod discover;
 pub mod parse;
+pub mod scrape;
+pub mod serve;
+pub mod store;
+pub mod telemetry;
+
+use config::Config;
+use scrape::{Pool, ScrapeSettings, Target};
+use serve::App;
+use std::sync::Arc;
+use store::Store;
+use telemetry::Telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot read {path}: {source}")]
+    ReadFile { path: std::path::PathBuf, source: std::io::Error },
+    #[error("invalid controller CA bundle: {0}")]
+    ControllerCa(reqwest::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+    #[error("cannot load Kubernetes client configuration: {0}")]
+    KubeConfig(String),
+    #[error("cannot listen on {address}: {source}")]
+    Listen { address: std::net::SocketAddr, source: std::io::Error },
+    #[error("serving failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the adapter until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    config.validate()?;
+    let store = Arc::new(Store::new(config.metrics_max_age));
+    let telemetry = Arc::new(Telemetry::default());
+    let settings = ScrapeSettings {
+        interval: config.scrape_interval,
+        timeout: config.scrape_timeout,
+        max_body_bytes: config.scrape_max_body_bytes,
+        max_staleness: config.max_staleness,
+        allow: config.metrics_allow_regex.clone(),
+        bearer_token_file: config.controller_bearer_token_file.clone(),
+    };
+    let pool = Arc::new(Pool::new(controller_client(&config)?, settings, store.clone(), telemetry.clone()));
+    let fixed: Vec<Target> =
+        config.controller_urls.iter().map(|url| Target { id: Arc::from(url.as_str()), url: url.clone() }).collect();
+    match &config.controller_namespace {
+        Some(namespace) => {
+            let client = kube_client(&config).await?;
+            let discovery = discover::PodDiscovery {
+                namespace: namespace.clone(),
+                selector: config.controller_selector.clone(),
+                scheme: config.controller_scheme.as_str().to_owned(),
+                port: config.controller_port,
+                path: config.controller_path.clone(),
+            };
+            tracing::info!(%namespace, selector = %config.controller_selector, "discovering controller pods");
+            tokio::spawn(discover::watch_pods(client, discovery, fixed, pool.clone()));
+        }
+        None => pool.set_targets(fixed),
+    }
+    let router = serve::router(Arc::new(App { store, pool, telemetry }));
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(address) = config.insecure_bind_address {
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
+        tracing::warn!(%address, "serving plain HTTP WITHOUT authentication or authorization (demo mode)");
+        let router = router.clone();
+        servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
+    }
+    while let Some(result) = servers.join_next().await {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(RunError::Serve(error)),
+            Err(join) => return Err(RunError::Serve(std::io::Error::other(join))),
+        }
+    }
+    tracing::info!("shut down");
+    Ok(())
+}
+
+/// HTTP client for the controllers: rustls, optional private CA.
+fn controller_client(config: &Config) -> Result<reqwest::Client, RunError> {
+    let mut builder = reqwest::Client::builder().pool_max_idle_per_host(1).user_agent(concat!("pravega-metrics-adapter/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.controller_ca_file {
+        let pem = std::fs::read(path).map_err(|source| RunError::ReadFile { path: path.clone(), source })?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(RunError::ControllerCa)?;
+        builder = builder.tls_certs_only(roots);
+    }
+    builder.build().map_err(RunError::HttpClient)
+}
+
+async fn kube_client(config: &Config) -> Result<kube::Client, RunError> {
+    let kube_config = match &config.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| RunError::KubeConfig(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| RunError::KubeConfig(e.to_string()))?
+        }
+        None => kube::Config::infer().await.map_err(|e| RunError::KubeConfig(e.to_string()))?,
+    };
+    kube::Client::try_from(kube_config).map_err(|e| RunError::KubeConfig(e.to_string()))
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+    }
+}

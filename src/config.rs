@@ -1,0 +1,266 @@
+//! Command-line flags (each with a `PRAVEGA_ADAPTER_*` environment override)
+//! and their validation.
+
+use clap::{Parser, ValueEnum};
+use regex::Regex;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pravega-metrics-adapter",
+    version,
+    about = "Serves Pravega controller metrics as Kubernetes custom and external metrics.",
+    long_about = "Serves Pravega controller metrics as Kubernetes custom and external metrics.\n\n\
+        A Kubernetes aggregated API server for custom.metrics.k8s.io (v1beta1, v1beta2) and \
+        external.metrics.k8s.io (v1beta1). It scrapes every Pravega controller replica's \
+        /prometheus endpoint directly, merges the replicas' per-stream gauges (the replica that \
+        saw the latest scale wins; values are never summed) and serves them to the \
+        HorizontalPodAutoscaler.\n\n\
+        Every flag can also be set through the environment variable named in its help."
+)]
+pub struct Config {
+    /// Port for HTTPS with authentication and authorization (0 disables it).
+    #[arg(long, env = "PRAVEGA_ADAPTER_SECURE_PORT", default_value_t = 6443, help_heading = "Serving")]
+    pub secure_port: u16,
+
+    /// Address the secure port listens on.
+    #[arg(long, env = "PRAVEGA_ADAPTER_BIND_ADDRESS", default_value = "0.0.0.0", help_heading = "Serving")]
+    pub bind_address: IpAddr,
+
+    /// Also serve plain HTTP, WITHOUT authentication or authorization, on this
+    /// loopback address (e.g. 127.0.0.1:8080). For local demos only.
+    #[arg(long, env = "PRAVEGA_ADAPTER_INSECURE_BIND_ADDRESS", value_name = "IP:PORT", help_heading = "Serving")]
+    pub insecure_bind_address: Option<SocketAddr>,
+
+    /// Static controller endpoint to scrape, e.g. http://10.0.0.5:10080/prometheus
+    /// (repeatable; comma-separated in the environment).
+    #[arg(long = "controller-url", env = "PRAVEGA_ADAPTER_CONTROLLER_URLS", value_delimiter = ',', value_name = "URL", help_heading = "Controllers")]
+    pub controller_urls: Vec<String>,
+
+    /// Namespace whose Pravega controller pods are discovered and each scraped
+    /// at its pod IP.
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_NAMESPACE", help_heading = "Controllers")]
+    pub controller_namespace: Option<String>,
+
+    /// Label selector of the controller pods.
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_SELECTOR", default_value = "component=pravega-controller", help_heading = "Controllers")]
+    pub controller_selector: String,
+
+    /// Port of the controller's REST server, which serves the metrics.
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_PORT", default_value_t = 10080, help_heading = "Controllers")]
+    pub controller_port: u16,
+
+    /// Path of the controller's Prometheus endpoint.
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_PATH", default_value = "/prometheus", help_heading = "Controllers")]
+    pub controller_path: String,
+
+    /// Scheme used for discovered controller pods.
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_SCHEME", value_enum, default_value_t = Scheme::Http, help_heading = "Controllers")]
+    pub controller_scheme: Scheme,
+
+    /// PEM CA bundle that controllers' HTTPS certificates must chain to
+    /// (instead of the system roots).
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_CA_FILE", help_heading = "Controllers")]
+    pub controller_ca_file: Option<PathBuf>,
+
+    /// File holding a bearer token sent to controllers (re-read on every scrape).
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_BEARER_TOKEN_FILE", help_heading = "Controllers")]
+    pub controller_bearer_token_file: Option<PathBuf>,
+
+    /// Kubeconfig for pod discovery (default: in-cluster config, then ~/.kube/config).
+    #[arg(long, env = "PRAVEGA_ADAPTER_KUBECONFIG", help_heading = "Controllers")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// How often each controller is scraped in the background.
+    #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_INTERVAL", value_parser = parse_duration, default_value = "10s", help_heading = "Scraping")]
+    pub scrape_interval: Duration,
+
+    /// Time allowed for one scrape (connect, read, parse); also the longest a
+    /// query waits for a refresh.
+    #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_TIMEOUT", value_parser = parse_duration, default_value = "2s", help_heading = "Scraping")]
+    pub scrape_timeout: Duration,
+
+    /// Largest accepted exposition body (suffixes Ki, Mi, Gi, k, M, G);
+    /// a larger one fails the scrape.
+    #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_BODY_BYTES", value_parser = parse_bytes, default_value = "64Mi", help_heading = "Scraping")]
+    pub scrape_max_body_bytes: u64,
+
+    /// A query triggers a scrape when the data is older than this.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_STALENESS", value_parser = parse_duration, default_value = "1s", help_heading = "Scraping")]
+    pub max_staleness: Duration,
+
+    /// Data scraped longer ago than this is never served (the HPA then holds
+    /// its replica count).
+    #[arg(long, env = "PRAVEGA_ADAPTER_METRICS_MAX_AGE", value_parser = parse_duration, default_value = "30s", help_heading = "Scraping")]
+    pub metrics_max_age: Duration,
+
+    /// Regular expression metric names must match to be served. Only
+    /// per-stream series (with scope and stream labels) are served.
+    #[arg(long, env = "PRAVEGA_ADAPTER_METRICS_ALLOW_REGEX", value_parser = parse_regex, default_value = "^pravega_controller_", help_heading = "Scraping")]
+    pub metrics_allow_regex: Regex,
+
+    /// Log line format.
+    #[arg(long, env = "PRAVEGA_ADAPTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("no controllers to scrape: give --controller-url and/or --controller-namespace")]
+    NoControllers,
+    #[error("nothing to serve: --secure-port is 0 and no --insecure-bind-address is set")]
+    NothingToServe,
+    #[error("--insecure-bind-address {0} is not a loopback address; unauthenticated serving is only allowed on loopback")]
+    InsecureNotLoopback(SocketAddr),
+    #[error("--scrape-timeout ({timeout:?}) must be shorter than --scrape-interval ({interval:?})")]
+    TimeoutNotBelowInterval { timeout: Duration, interval: Duration },
+    #[error("--metrics-max-age ({max_age:?}) must be at least --scrape-interval ({interval:?}), or data would expire between scrapes")]
+    MaxAgeBelowInterval { max_age: Duration, interval: Duration },
+    #[error("--controller-url {0:?} is not an http(s) URL")]
+    BadControllerUrl(String),
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.controller_urls.is_empty() && self.controller_namespace.is_none() {
+            return Err(ConfigError::NoControllers);
+        }
+        if let Some(url) = self.controller_urls.iter().find(|u| reqwest::Url::parse(u).map_or(true, |p| !matches!(p.scheme(), "http" | "https"))) {
+            return Err(ConfigError::BadControllerUrl(url.clone()));
+        }
+        if self.secure_port == 0 && self.insecure_bind_address.is_none() {
+            return Err(ConfigError::NothingToServe);
+        }
+        if let Some(address) = self.insecure_bind_address.filter(|a| !a.ip().is_loopback()) {
+            return Err(ConfigError::InsecureNotLoopback(address));
+        }
+        for (name, value) in [("--scrape-interval", self.scrape_interval), ("--scrape-timeout", self.scrape_timeout)] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        if self.scrape_timeout >= self.scrape_interval {
+            return Err(ConfigError::TimeoutNotBelowInterval { timeout: self.scrape_timeout, interval: self.scrape_interval });
+        }
+        if self.metrics_max_age < self.scrape_interval {
+            return Err(ConfigError::MaxAgeBelowInterval { max_age: self.metrics_max_age, interval: self.scrape_interval });
+        }
+        Ok(())
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 10s, 2m)"))
+}
+
+fn parse_regex(text: &str) -> Result<Regex, String> {
+    Regex::new(text).map_err(|e| e.to_string())
+}
+
+/// Byte sizes as Kubernetes writes them: `64Mi`, `1Gi`, `500k`, `1048576`.
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size like 64Mi or 1048576"))?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" | "K" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        _ => return Err(format!("unknown size suffix {suffix:?} in {text:?} (use Ki, Mi, Gi, k, M or G)")),
+    };
+    number.checked_mul(unit).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let mut argv = vec!["pravega-metrics-adapter"];
+        argv.extend_from_slice(args);
+        Config::try_parse_from(argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&["--controller-url", "http://127.0.0.1:10080/prometheus"]).unwrap();
+        assert_eq!(c.secure_port, 6443);
+        assert_eq!(c.scrape_interval, Duration::from_secs(10));
+        assert_eq!(c.scrape_timeout, Duration::from_secs(2));
+        assert_eq!(c.scrape_max_body_bytes, 64 << 20);
+        assert_eq!(c.max_staleness, Duration::from_secs(1));
+        assert_eq!(c.metrics_max_age, Duration::from_secs(30));
+        assert_eq!(c.controller_selector, "component=pravega-controller");
+        assert_eq!(c.controller_port, 10080);
+        assert!(c.metrics_allow_regex.is_match("pravega_controller_segments_count"));
+        assert!(!c.metrics_allow_regex.is_match("jvm_memory_used_bytes"));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn invalid_combinations_are_explained() {
+        let check = |args: &[&str]| config(args).unwrap().validate().unwrap_err();
+        assert_eq!(check(&[]), ConfigError::NoControllers);
+        assert_eq!(check(&["--controller-url", "ftp://x"]), ConfigError::BadControllerUrl("ftp://x".into()));
+        assert_eq!(check(&["--controller-url", "http://x", "--secure-port", "0"]), ConfigError::NothingToServe);
+        assert!(matches!(
+            check(&["--controller-url", "http://x", "--insecure-bind-address", "0.0.0.0:8080"]),
+            ConfigError::InsecureNotLoopback(_)
+        ));
+        assert!(matches!(
+            check(&["--controller-url", "http://x", "--scrape-timeout", "10s"]),
+            ConfigError::TimeoutNotBelowInterval { .. }
+        ));
+        assert!(matches!(
+            check(&["--controller-url", "http://x", "--metrics-max-age", "5s"]),
+            ConfigError::MaxAgeBelowInterval { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_values_are_rejected_at_parse_time() {
+        assert!(config(&["--scrape-interval", "ten"]).unwrap_err().contains("10s"));
+        assert!(config(&["--scrape-max-body-bytes", "64MB"]).is_err());
+        assert!(config(&["--metrics-allow-regex", "("]).is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_bytes("500k"), Ok(500_000));
+        assert_eq!(parse_bytes("1048576"), Ok(1 << 20));
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("Mi").is_err());
+        assert!(parse_bytes("99999999999999Gi").is_err());
+    }
+}

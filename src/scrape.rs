@@ -1,0 +1,269 @@
+//! Scraping: one task per controller replica, on an interval and on demand.
+//!
+//! Each task fetches its target's exposition with a timeout and a body-size
+//! cap, scans it chunk by chunk into a new snapshot and publishes it to the
+//! store. A failed scrape keeps the previous snapshot until the store's max
+//! age drops it. Queries call [`Pool::refresh_stale`] so that a value is
+//! never older than `max_staleness` when a fresh one can be had within the
+//! scrape timeout; concurrent queries share the scrape in flight.
+
+use crate::parse::{ParseStats, Scanner};
+use crate::store::{Store, TargetSnapshot};
+use crate::telemetry::Telemetry;
+use regex::Regex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{watch, Notify};
+use tokio::task::AbortHandle;
+
+/// One controller replica's metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Stable identity: the URL for static targets, `namespace/pod` for pods.
+    pub id: Arc<str>,
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScrapeSettings {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+    /// Queries refresh targets whose last scrape started longer ago.
+    pub max_staleness: Duration,
+    /// Metric names to keep (the scanner skips every other family).
+    pub allow: Regex,
+    /// Sent as `Authorization: Bearer`, re-read every scrape so rotated
+    /// tokens are picked up.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("request failed: {0}")]
+    Request(#[from] reqwest::Error),
+    #[error("answered HTTP {0}")]
+    Status(reqwest::StatusCode),
+    #[error("body exceeds the {0}-byte cap")]
+    TooLarge(u64),
+    #[error("no complete answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot read bearer token file {path}: {source}")]
+    Token { path: PathBuf, source: std::io::Error },
+}
+
+/// Progress of a target's scrape loop, watched by waiting queries.
+#[derive(Debug, Clone, Copy, Default)]
+struct Rounds {
+    completed: u64,
+    last_started: Option<Instant>,
+}
+
+struct TargetState {
+    target: Target,
+    refresh: Notify,
+    rounds: watch::Sender<Rounds>,
+    in_flight: AtomicBool,
+    task: std::sync::OnceLock<AbortHandle>,
+}
+
+/// What every scrape task shares.
+struct Scraper {
+    client: reqwest::Client,
+    settings: ScrapeSettings,
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+}
+
+/// The set of scraped targets, kept in line with discovery.
+pub struct Pool {
+    scraper: Arc<Scraper>,
+    targets: RwLock<BTreeMap<Arc<str>, Arc<TargetState>>>,
+    /// Discovery has delivered its first complete target list.
+    synced: AtomicBool,
+    /// Latched once every initial target has completed a scrape.
+    ready: AtomicBool,
+}
+
+impl Pool {
+    pub fn new(client: reqwest::Client, settings: ScrapeSettings, store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
+        Pool {
+            scraper: Arc::new(Scraper { client, settings, store, telemetry }),
+            targets: RwLock::default(),
+            synced: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn settings(&self) -> &ScrapeSettings {
+        &self.scraper.settings
+    }
+
+    /// Makes `targets` the scraped set: starts tasks for new targets, stops
+    /// those of vanished ones (and drops their data). Must be called from
+    /// within the Tokio runtime.
+    pub fn set_targets(&self, targets: Vec<Target>) {
+        let mut current = self.targets.write().unwrap_or_else(PoisonError::into_inner);
+        let wanted: BTreeMap<Arc<str>, Target> = targets.into_iter().map(|t| (t.id.clone(), t)).collect();
+        let stale: Vec<Arc<str>> = current
+            .iter()
+            .filter(|(id, state)| wanted.get(*id) != Some(&state.target))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            if let Some(state) = current.remove(&id) {
+                if let Some(task) = state.task.get() {
+                    task.abort();
+                }
+                self.scraper.store.remove(&id, SystemTime::now());
+                self.scraper.telemetry.forget_target(&id);
+                tracing::info!(target_id = %id, url = %state.target.url, "stopped scraping");
+            }
+        }
+        for (id, target) in wanted {
+            if current.contains_key(&id) {
+                continue;
+            }
+            tracing::info!(target_id = %id, url = %target.url, "scraping");
+            let state = Arc::new(TargetState {
+                target,
+                refresh: Notify::new(),
+                rounds: watch::Sender::new(Rounds::default()),
+                in_flight: AtomicBool::new(false),
+                task: std::sync::OnceLock::new(),
+            });
+            let task = tokio::spawn(self.scraper.clone().run(state.clone()));
+            let _ = state.task.set(task.abort_handle());
+            current.insert(id, state);
+        }
+        self.synced.store(true, Ordering::Release);
+    }
+
+    /// Ready once discovery has synced and every target it found has been
+    /// scraped once (successfully or not: an unreachable Pravega must not
+    /// take the metrics APIs down with it). Stays ready afterwards.
+    pub fn is_ready(&self) -> bool {
+        if self.ready.load(Ordering::Acquire) {
+            return true;
+        }
+        let done = self.synced.load(Ordering::Acquire)
+            && self.targets.read().unwrap_or_else(PoisonError::into_inner).values().all(|t| t.rounds.borrow().completed > 0);
+        if done {
+            self.ready.store(true, Ordering::Release);
+        }
+        done
+    }
+
+    /// Scrapes every target whose data is older than `max_staleness` and
+    /// waits (at most the scrape timeout) for those scrapes to land.
+    pub async fn refresh_stale(&self) {
+        let max_staleness = self.scraper.settings.max_staleness;
+        let waits: Vec<_> = {
+            let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
+            targets
+                .values()
+                .filter_map(|state| {
+                    let rounds = *state.rounds.borrow();
+                    if rounds.last_started.is_some_and(|s| s.elapsed() <= max_staleness) {
+                        return None;
+                    }
+                    // A scrape in flight started recently enough: share it.
+                    if !state.in_flight.load(Ordering::Acquire) {
+                        state.refresh.notify_one();
+                    }
+                    let mut updates = state.rounds.subscribe();
+                    Some(async move {
+                        let _ = updates.wait_for(|r| r.completed > rounds.completed).await;
+                    })
+                })
+                .collect()
+        };
+        if !waits.is_empty() {
+            let _ = tokio::time::timeout(self.scraper.settings.timeout, futures::future::join_all(waits)).await;
+        }
+    }
+}
+
+impl Scraper {
+    async fn run(self: Arc<Self>, state: Arc<TargetState>) {
+        let target = &state.target;
+        let mut failing = false;
+        loop {
+            let started = Instant::now();
+            state.in_flight.store(true, Ordering::Release);
+            let scraped_at = SystemTime::now();
+            let outcome = tokio::time::timeout(self.settings.timeout, self.scrape(target, scraped_at)).await;
+            let outcome = outcome.unwrap_or(Err(ScrapeError::Timeout(self.settings.timeout)));
+            let elapsed = started.elapsed();
+            match outcome {
+                Ok((snapshot, stats)) => {
+                    if failing {
+                        tracing::info!(url = %target.url, "scrape recovered");
+                        failing = false;
+                    }
+                    if let Some(line) = &stats.first_malformed {
+                        tracing::warn!(url = %target.url, malformed = stats.malformed, first = %line, "skipped malformed lines");
+                    }
+                    self.telemetry.scrape(&target.id, true, elapsed, stats.malformed);
+                    tracing::debug!(url = %target.url, series = snapshot.series_count(), ?elapsed, "scraped");
+                    let store = self.store.clone();
+                    let id = target.id.clone();
+                    // Merging is CPU work proportional to the stream count.
+                    let _ = tokio::task::spawn_blocking(move || store.publish(&id, snapshot, SystemTime::now())).await;
+                }
+                Err(error) => {
+                    tracing::warn!(url = %target.url, %error, "scrape failed; keeping previous data until it is too old");
+                    failing = true;
+                    self.telemetry.scrape(&target.id, false, elapsed, 0);
+                    let store = self.store.clone();
+                    let _ = tokio::task::spawn_blocking(move || store.expire(SystemTime::now())).await;
+                }
+            }
+            state.in_flight.store(false, Ordering::Release);
+            state.rounds.send_modify(|r| {
+                r.completed += 1;
+                r.last_started = Some(started);
+            });
+            tokio::select! {
+                _ = tokio::time::sleep_until((started + self.settings.interval).into()) => {}
+                _ = state.refresh.notified() => {}
+            }
+        }
+    }
+
+    async fn scrape(&self, target: &Target, scraped_at: SystemTime) -> Result<(TargetSnapshot, ParseStats), ScrapeError> {
+        let mut request = self.client.get(&target.url).header(reqwest::header::ACCEPT, "text/plain;version=0.0.4");
+        if let Some(path) = &self.settings.bearer_token_file {
+            let token = tokio::fs::read_to_string(path)
+                .await
+                .map_err(|source| ScrapeError::Token { path: path.clone(), source })?;
+            request = request.bearer_auth(token.trim());
+        }
+        let mut response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(ScrapeError::Status(response.status()));
+        }
+        let cap = self.settings.max_body_bytes;
+        if response.content_length().is_some_and(|len| len > cap) {
+            return Err(ScrapeError::TooLarge(cap));
+        }
+        let allow = &self.settings.allow;
+        let mut scanner = Scanner::new(|name: &str| allow.is_match(name));
+        let mut builder = self.store.builder(&target.id, scraped_at);
+        let mut sink = |sample: &crate::parse::Sample<'_, '_>| builder.push(sample);
+        let mut received: u64 = 0;
+        while let Some(chunk) = response.chunk().await? {
+            received += chunk.len() as u64;
+            if received > cap {
+                return Err(ScrapeError::TooLarge(cap));
+            }
+            scanner.feed(&chunk, &mut sink);
+        }
+        let mut stats = scanner.finish(&mut sink);
+        stats.malformed += builder.rejected();
+        Ok((builder.finish(), stats))
+    }
+}

@@ -1,0 +1,344 @@
+//! Bodies of the custom and external metrics APIs and their discovery
+//! documents, computed from the merged view.
+
+use super::quantity;
+use super::routes::{ApiVersion, ObjectQuery, CUSTOM_GROUP, EXTERNAL_GROUP};
+use super::selector::Selector;
+use super::status::ApiError;
+use crate::store::{MergedSeries, MergedView, SCOPE_LABEL, STREAM_LABEL};
+use serde_json::{json, Map, Value};
+use std::time::{Duration, SystemTime};
+
+/// Resources advertised in custom-metrics discovery for every metric. Any
+/// described object can be queried; these are the ones an HPA on a Flink
+/// deployment uses (`namespaces` for `.../namespaces/{ns}/metrics/{m}`).
+const ADVERTISED_RESOURCES: [(&str, bool); 3] =
+    [("namespaces", false), ("deployments.apps", true), ("statefulsets.apps", true)];
+
+/// A metrics answer and the scrape time of the oldest data behind it.
+#[derive(Debug)]
+pub struct Served {
+    pub body: Value,
+    pub oldest: Option<SystemTime>,
+}
+
+/// What every answer needs besides the view.
+pub struct Answer<'a> {
+    pub view: &'a MergedView,
+    pub now: SystemTime,
+    /// Data scraped longer ago than this is never served.
+    pub max_age: Duration,
+    /// Reported as the metric window: the scrape interval.
+    pub window: Duration,
+}
+
+impl Answer<'_> {
+    /// Fresh series of `metric` matching `selector`.
+    fn select<'s>(&'s self, metric: &str, selector: &'s Selector) -> Result<Vec<&'s MergedSeries>, ApiError> {
+        let family = self.view.family(metric).ok_or_else(|| {
+            let known: Vec<&str> = self.view.families().map(|(name, _)| name).collect();
+            ApiError::NotFound(format!(
+                "no fresh data for metric {metric:?}; metrics served now: [{}]",
+                known.join(", ")
+            ))
+        })?;
+        let candidates = family.narrowed(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
+        Ok(candidates
+            .iter()
+            .filter(|s| self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age)
+            .filter(|s| selector.matches(|name| s.labels.get(name)))
+            .collect())
+    }
+
+    /// Custom metric of one object: the sum over the selected streams (a
+    /// job reading several streams needs the total of their segments).
+    pub fn object(&self, query: &ObjectQuery, metric_selector: &Selector) -> Result<Served, ApiError> {
+        if query.name == "*" {
+            return Err(ApiError::NotFound(format!(
+                "{:?} is a per-stream Pravega metric, not a per-object one: it is served for a single named object \
+                 (HPA type Object) and as an external metric (HPA type External), not for {}/*",
+                query.metric, query.resource
+            )));
+        }
+        let series = self.select(&query.metric, metric_selector)?;
+        if series.is_empty() {
+            return Err(ApiError::NotFound(format!(
+                "no stream of metric {:?} matches metricLabelSelector {:?}",
+                query.metric,
+                metric_selector.to_string()
+            )));
+        }
+        let total: f64 = series.iter().map(|s| s.value).sum();
+        let value = quantity::format(total)
+            .ok_or_else(|| ApiError::NotFound(format!("the sum of {:?} is not a finite number", query.metric)))?;
+        let oldest = series.iter().map(|s| s.scraped_at).min().unwrap_or(self.now);
+        let described = described_object(query);
+        let window = self.window.as_secs();
+        let item = match query.version {
+            ApiVersion::CustomV1Beta1 => json!({
+                "describedObject": described,
+                "metricName": query.metric,
+                "timestamp": rfc3339(oldest),
+                "window": window,
+                "value": value,
+                "selector": (!metric_selector.is_empty()).then(|| metric_selector.to_label_selector()),
+            }),
+            _ => {
+                let mut metric = json!({ "name": query.metric });
+                if !metric_selector.is_empty() {
+                    metric["selector"] = metric_selector.to_label_selector();
+                }
+                json!({
+                    "describedObject": described,
+                    "metric": metric,
+                    "timestamp": rfc3339(oldest),
+                    "windowSeconds": window,
+                    "value": value,
+                })
+            }
+        };
+        Ok(Served { body: list("MetricValueList", query.version, vec![item]), oldest: Some(oldest) })
+    }
+
+    /// External metric: one item per selected stream.
+    pub fn external(&self, metric: &str, selector: &Selector) -> Result<Served, ApiError> {
+        let series = self.select(metric, selector)?;
+        let oldest = series.iter().map(|s| s.scraped_at).min();
+        let items = series
+            .into_iter()
+            .filter_map(|s| {
+                let labels: Map<String, Value> = s.labels.pairs().map(|(k, v)| (k.to_owned(), Value::from(v))).collect();
+                Some(json!({
+                    "metricName": metric,
+                    "metricLabels": labels,
+                    "timestamp": rfc3339(s.scraped_at),
+                    "window": self.window.as_secs(),
+                    "value": quantity::format(s.value)?,
+                }))
+            })
+            .collect();
+        Ok(Served { body: list("ExternalMetricValueList", ApiVersion::ExternalV1Beta1, items), oldest })
+    }
+
+    /// `APIResourceList` of one group-version: every metric served now.
+    pub fn resources(&self, version: ApiVersion) -> Value {
+        let metrics = self.view.families().map(|(name, _)| name);
+        let resource = |name: String, namespaced: bool, kind: &str| {
+            json!({ "name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get"] })
+        };
+        let resources: Vec<Value> = match version {
+            ApiVersion::ExternalV1Beta1 => {
+                metrics.map(|m| resource(m.to_owned(), true, "ExternalMetricValueList")).collect()
+            }
+            _ => metrics
+                .flat_map(|m| {
+                    ADVERTISED_RESOURCES
+                        .iter()
+                        .map(move |(r, namespaced)| resource(format!("{r}/{m}"), *namespaced, "MetricValueList"))
+                })
+                .collect(),
+        };
+        json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": version.group_version(),
+            "resources": resources,
+        })
+    }
+}
+
+fn list(kind: &str, version: ApiVersion, items: Vec<Value>) -> Value {
+    json!({ "kind": kind, "apiVersion": version.group_version(), "metadata": {}, "items": items })
+}
+
+/// `ObjectReference` of the described object. Kind and apiVersion are filled
+/// in for the built-in resources an HPA targets and left out otherwise
+/// rather than guessed; the HPA does not read them.
+fn described_object(query: &ObjectQuery) -> Value {
+    let (resource, group) = query.resource.split_once('.').unwrap_or((&query.resource, ""));
+    let known = match (resource, group) {
+        ("namespaces", "") => Some(("Namespace", "v1")),
+        ("pods", "") => Some(("Pod", "v1")),
+        ("services", "") => Some(("Service", "v1")),
+        ("nodes", "") => Some(("Node", "v1")),
+        ("deployments", "apps") => Some(("Deployment", "apps/v1")),
+        ("statefulsets", "apps") => Some(("StatefulSet", "apps/v1")),
+        ("replicasets", "apps") => Some(("ReplicaSet", "apps/v1")),
+        ("jobs", "batch") => Some(("Job", "batch/v1")),
+        _ => None,
+    };
+    let mut object = Map::new();
+    if let Some((kind, api_version)) = known {
+        object.insert("kind".into(), kind.into());
+        object.insert("apiVersion".into(), api_version.into());
+    }
+    if let Some(namespace) = &query.namespace {
+        object.insert("namespace".into(), namespace.as_str().into());
+    }
+    object.insert("name".into(), query.name.as_str().into());
+    Value::Object(object)
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// `/apis`: both groups, custom preferring v1beta2.
+pub fn group_list() -> Value {
+    json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [group_body(CUSTOM_GROUP), group_body(EXTERNAL_GROUP)],
+    })
+}
+
+/// `/apis/{group}`.
+pub fn group(name: &str) -> Value {
+    let mut body = group_body(name);
+    body["kind"] = "APIGroup".into();
+    body["apiVersion"] = "v1".into();
+    body
+}
+
+fn group_body(name: &str) -> Value {
+    // Newest first: discovery clients take the first as preferred.
+    let versions: Vec<Value> = ApiVersion::ALL
+        .iter()
+        .rev()
+        .filter(|v| v.group() == name)
+        .map(|v| json!({ "groupVersion": v.group_version(), "version": v.version() }))
+        .collect();
+    json!({ "name": name, "preferredVersion": versions[0].clone(), "versions": versions })
+}
+
+/// A minimal, valid Swagger 2.0 document: the aggregator fetches it from
+/// every APIService backend and logs errors when it is missing.
+pub fn openapi_v2() -> Value {
+    json!({
+        "swagger": "2.0",
+        "info": { "title": "pravega-metrics-adapter", "version": env!("CARGO_PKG_VERSION") },
+        "paths": {},
+        "definitions": {},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::Scanner;
+    use crate::store::Store;
+
+    const SCRAPED: Duration = Duration::from_secs(1_700_000_000);
+
+    fn view(text: &str) -> std::sync::Arc<MergedView> {
+        let store = Store::new(Duration::from_secs(30));
+        let at = SystemTime::UNIX_EPOCH + SCRAPED;
+        let mut builder = store.builder("t", at);
+        Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
+        store.publish("t", builder.finish(), at);
+        store.view()
+    }
+
+    fn answer(view: &MergedView, age: u64) -> Answer<'_> {
+        Answer {
+            view,
+            now: SystemTime::UNIX_EPOCH + SCRAPED + Duration::from_secs(age),
+            max_age: Duration::from_secs(30),
+            window: Duration::from_secs(10),
+        }
+    }
+
+    const TWO_STREAMS: &str = "m{scope=\"test\",stream=\"a\",} 3.0\nm{scope=\"test\",stream=\"b\",} 2.5\nm{scope=\"other\",stream=\"a\",} 7.0\n";
+
+    fn query(version: ApiVersion, name: &str) -> ObjectQuery {
+        ObjectQuery {
+            version,
+            namespace: Some("pravega".into()),
+            resource: "deployments.apps".into(),
+            name: name.into(),
+            metric: "m".into(),
+        }
+    }
+
+    fn selector(s: &str) -> Selector {
+        Selector::parse(s).unwrap()
+    }
+
+    #[test]
+    fn object_metric_sums_the_selected_streams() {
+        let v = view(TWO_STREAMS);
+        let body = answer(&v, 1).object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("scope=test")).unwrap().body;
+        assert_eq!(body["kind"], "MetricValueList");
+        assert_eq!(body["apiVersion"], "custom.metrics.k8s.io/v1beta2");
+        let item = &body["items"][0];
+        assert_eq!(item["value"], "5500m");
+        assert_eq!(item["windowSeconds"], 10);
+        assert_eq!(item["timestamp"], "2023-11-14T22:13:20Z");
+        assert_eq!(item["metric"], json!({"name": "m", "selector": {"matchLabels": {"scope": "test"}}}));
+        assert_eq!(
+            item["describedObject"],
+            json!({"kind": "Deployment", "apiVersion": "apps/v1", "namespace": "pravega", "name": "tm"})
+        );
+        let one = answer(&v, 1).object(&query(ApiVersion::CustomV1Beta1, "tm"), &selector("scope=test,stream=a")).unwrap().body;
+        let item = &one["items"][0];
+        assert_eq!(item["value"], "3");
+        assert_eq!(item["metricName"], "m");
+        assert_eq!(item["window"], 10);
+        assert_eq!(item["selector"], json!({"matchLabels": {"scope": "test", "stream": "a"}}));
+        assert_eq!(one["apiVersion"], "custom.metrics.k8s.io/v1beta1");
+    }
+
+    #[test]
+    fn object_metric_errors() {
+        let v = view(TWO_STREAMS);
+        let a = answer(&v, 1);
+        let err = a.object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("scope=none")).unwrap_err();
+        assert!(matches!(&err, ApiError::NotFound(m) if m.contains("scope=none")), "{err}");
+        let err = a.object(&query(ApiVersion::CustomV1Beta2, "*"), &selector("")).unwrap_err();
+        assert!(matches!(&err, ApiError::NotFound(m) if m.contains("External")), "{err}");
+        let mut unknown = query(ApiVersion::CustomV1Beta2, "tm");
+        unknown.metric = "nope".into();
+        assert!(matches!(a.object(&unknown, &selector("")), Err(ApiError::NotFound(m)) if m.contains("[m]")));
+    }
+
+    #[test]
+    fn external_metric_lists_each_stream() {
+        let v = view(TWO_STREAMS);
+        let body = answer(&v, 1).external("m", &selector("stream=a")).unwrap().body;
+        assert_eq!(body["kind"], "ExternalMetricValueList");
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0]["metricLabels"], json!({"scope": "other", "stream": "a"}));
+        assert_eq!(items[0]["value"], "7");
+        assert_eq!(items[1]["metricLabels"], json!({"scope": "test", "stream": "a"}));
+        let all = answer(&v, 1).external("m", &selector("")).unwrap().body;
+        assert_eq!(all["items"].as_array().unwrap().len(), 3);
+        let none = answer(&v, 1).external("m", &selector("scope=zzz")).unwrap().body;
+        assert_eq!(none["items"], json!([]));
+    }
+
+    #[test]
+    fn data_past_max_age_is_not_served() {
+        let v = view(TWO_STREAMS);
+        assert_eq!(answer(&v, 30).external("m", &selector("")).unwrap().body["items"].as_array().unwrap().len(), 3);
+        assert_eq!(answer(&v, 31).external("m", &selector("")).unwrap().body["items"], json!([]));
+        assert!(answer(&v, 31).object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("")).is_err());
+    }
+
+    #[test]
+    fn discovery_documents() {
+        let v = view(TWO_STREAMS);
+        let custom = answer(&v, 0).resources(ApiVersion::CustomV1Beta1);
+        let names: Vec<&str> = custom["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["namespaces/m", "deployments.apps/m", "statefulsets.apps/m"]);
+        assert_eq!(custom["resources"][1]["kind"], "MetricValueList");
+        let external = answer(&v, 0).resources(ApiVersion::ExternalV1Beta1);
+        assert_eq!(external["groupVersion"], "external.metrics.k8s.io/v1beta1");
+        assert_eq!(external["resources"][0]["name"], "m");
+        assert_eq!(external["resources"][0]["kind"], "ExternalMetricValueList");
+        let groups = group_list();
+        assert_eq!(groups["groups"][0]["preferredVersion"]["version"], "v1beta2");
+        assert_eq!(groups["groups"][0]["versions"].as_array().unwrap().len(), 2);
+        assert_eq!(group(EXTERNAL_GROUP)["preferredVersion"]["groupVersion"], "external.metrics.k8s.io/v1beta1");
+    }
+}

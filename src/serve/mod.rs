@@ -1,0 +1,113 @@
+//! The HTTP side: routing, query handling and the adapter's own endpoints.
+
+pub mod metrics_api;
+pub mod quantity;
+pub mod routes;
+pub mod selector;
+pub mod status;
+
+use crate::scrape::Pool;
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use metrics_api::Answer;
+use routes::Route;
+use selector::Selector;
+use status::ApiError;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Longest query string accepted; selectors are short, so anything longer
+/// is a mistake or an attack.
+const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+/// What the handlers share.
+pub struct App {
+    pub store: Arc<Store>,
+    pub pool: Arc<Pool>,
+    pub telemetry: Arc<Telemetry>,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new().fallback(handle).with_state(app)
+}
+
+async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, _body) = request.into_parts();
+    let route = routes::route(parts.uri.path());
+    let kind = route.as_ref().map_or("unknown", Route::kind);
+    let response = match route {
+        Ok(route) => answer(&app, route, &parts).await.unwrap_or_else(IntoResponse::into_response),
+        Err(error) => error.into_response(),
+    };
+    let elapsed = started.elapsed();
+    app.telemetry.request(kind, response.status().as_u16(), elapsed);
+    tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = response.status().as_u16(), ?elapsed, "request");
+    response
+}
+
+async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, ApiError> {
+    if request.method != Method::GET && request.method != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed(format!("{} is not supported; the metrics APIs are read-only", request.method)));
+    }
+    let query = request.uri.query().unwrap_or("");
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::BadRequest(format!("query string longer than {MAX_QUERY_BYTES} bytes")));
+    }
+    let body = match route {
+        Route::Livez | Route::Healthz => return Ok(text(StatusCode::OK, "ok".into())),
+        Route::Readyz if app.pool.is_ready() => return Ok(text(StatusCode::OK, "ok".into())),
+        Route::Readyz => return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first scrape round".into())),
+        Route::SelfMetrics => return Ok(text(StatusCode::OK, app.telemetry.render(&app.store))),
+        Route::OpenApiV2 => metrics_api::openapi_v2(),
+        Route::Apis => metrics_api::group_list(),
+        Route::Group(group) => metrics_api::group(group),
+        Route::Resources(version) => with_view(app, |a| a.resources(version)),
+        Route::Object(object) => {
+            let selector = selector_param(query, "metricLabelSelector")?;
+            app.pool.refresh_stale().await;
+            served(app, |a| a.object(&object, &selector))?
+        }
+        Route::External { metric, .. } => {
+            let selector = selector_param(query, "labelSelector")?;
+            app.pool.refresh_stale().await;
+            served(app, |a| a.external(&metric, &selector))?
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+fn with_view<T>(app: &App, f: impl FnOnce(&Answer<'_>) -> T) -> T {
+    let view = app.store.view();
+    let answer = Answer {
+        view: &view,
+        now: SystemTime::now(),
+        max_age: app.store.max_age(),
+        window: app.pool.settings().interval,
+    };
+    f(&answer)
+}
+
+/// Answers a metrics query and records how old the data behind it was.
+fn served(app: &App, f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>) -> Result<serde_json::Value, ApiError> {
+    let served = with_view(app, f)?;
+    if let Some(oldest) = served.oldest {
+        app.telemetry.served_age(SystemTime::now().duration_since(oldest).unwrap_or(Duration::ZERO));
+    }
+    Ok(served.body)
+}
+
+fn selector_param(query: &str, name: &str) -> Result<Selector, ApiError> {
+    // The last occurrence wins, as in net/url.
+    let value = form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == name).last().map(|(_, v)| v);
+    Selector::parse(value.as_deref().unwrap_or("")).map_err(|e| ApiError::BadRequest(e.to_string()))
+}
