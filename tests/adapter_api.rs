@@ -1,0 +1,287 @@
+//! The adapter binary against fake Pravega controllers, queried over HTTP
+//! and with the real `kubectl get --raw`.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SEGMENTS: &str = "pravega_controller_segments_count";
+
+fn args(controllers: &[&FakeController], extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = controllers.iter().flat_map(|c| ["--controller-url".to_owned(), c.url()]).collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn values(body: &Value) -> Vec<(String, String)> {
+    body["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {body}"))
+        .iter()
+        .map(|i| (i["metricLabels"]["stream"].as_str().unwrap_or("").to_owned(), i["value"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn serves_the_demo_fixture_through_both_apis_and_kubectl() {
+    let controller = FakeController::start(fixture("seed-demo.prom")).await;
+    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+
+    let (code, body) = adapter.get(&external_path(SEGMENTS, "scope=test,stream=stream")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["kind"], "ExternalMetricValueList");
+    assert_eq!(body["items"][0]["metricLabels"], json!({"scope": "test", "stream": "stream"}));
+    assert_eq!(body["items"][0]["value"], "9");
+    assert_eq!(body["items"][0]["window"], 10);
+
+    for version in ["v1beta1", "v1beta2"] {
+        let (ok, text) = kubectl_raw(&adapter.base, &object_path(version, SEGMENTS, "scope=test,stream=stream"));
+        assert!(ok, "kubectl: {text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["apiVersion"], format!("custom.metrics.k8s.io/{version}"));
+        assert_eq!(body["items"][0]["value"], "9");
+        assert_eq!(body["items"][0]["describedObject"]["name"], "flink-taskmanager");
+    }
+
+    // The namespace itself, root-scoped objects and every per-stream family.
+    let (code, body) = adapter
+        .get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/metrics/pravega_controller_transactions_opened")
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["items"][0]["value"], "4");
+    assert_eq!(body["items"][0]["describedObject"], json!({"kind": "Namespace", "apiVersion": "v1", "name": "default"}));
+    let (code, _) = adapter.get("/apis/custom.metrics.k8s.io/v1beta1/nodes/n1/pravega_controller_segment_merges").await;
+    assert_eq!(code, 200);
+
+    let (ok, text) = kubectl_raw(&adapter.base, "/apis/external.metrics.k8s.io/v1beta1");
+    assert!(ok, "{text}");
+    let discovery: Value = serde_json::from_str(&text).unwrap();
+    let names: Vec<&str> = discovery["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&SEGMENTS), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("jvm_")), "{names:?}");
+    assert!(!names.contains(&"pravega_controller_segment_splits_global"), "not per-stream: {names:?}");
+}
+
+#[tokio::test]
+async fn discovery_openapi_health_and_own_metrics() {
+    let controller = FakeController::start(fixture("plain-format.prom")).await;
+    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    for path in ["/apis", "/apis/custom.metrics.k8s.io", "/apis/custom.metrics.k8s.io/v1beta1", "/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io", "/apis/external.metrics.k8s.io/v1beta1", "/openapi/v2"] {
+        let (code, body) = adapter.get(path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    let (_, apis) = adapter.get("/apis").await;
+    assert_eq!(apis["groups"][0]["preferredVersion"]["version"], "v1beta2");
+    let (_, v2) = adapter.get("/apis/custom.metrics.k8s.io/v1beta2").await;
+    let names: Vec<&str> = v2["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"deployments.apps/pravega_controller_segments_count"), "{names:?}");
+    assert_eq!(adapter.get("/openapi/v2").await.1["swagger"], "2.0");
+    for path in ["/livez", "/readyz", "/healthz"] {
+        assert_eq!(adapter.get_text(path).await, (200, "ok".to_owned()), "{path}");
+    }
+    adapter.get(&external_path(SEGMENTS, "")).await;
+    let (code, metrics) = adapter.get_text("/metrics").await;
+    assert_eq!(code, 200);
+    let parsed = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let has = |name: &str| parsed.samples.iter().any(|s| s.metric == name);
+    for name in ["pravega_adapter_scrapes_total", "pravega_adapter_series", "pravega_adapter_requests_total", "pravega_adapter_request_duration_seconds_count", "pravega_adapter_served_value_age_seconds_count"] {
+        assert!(has(name), "{name} missing from:\n{metrics}");
+    }
+    let series = parsed.samples.iter().find(|s| s.metric == "pravega_adapter_series").unwrap();
+    // 5 streams x 7 per-stream families in plain-format.prom.
+    assert!(matches!(series.value, prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) if v == 35.0), "{:?}", series.value);
+}
+
+#[tokio::test]
+async fn disagreeing_replicas_are_merged_not_summed() {
+    // b performed the latest scale of test/s; a still holds its older value.
+    let a = FakeController::start(stream_exposition("test", "s", 5, 6, 4)).await;
+    let b = FakeController::start(stream_exposition("test", "s", 7, 7, 4)).await;
+    let adapter = Adapter::start(&args(&[&a, &b], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "scope=test,stream=s")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "7".to_owned())]);
+
+    // a scales next (a merge): its value wins, seen on the very next query
+    // although the background interval is a minute.
+    a.set_body(stream_exposition("test", "s", 6, 7, 5));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "scope=test,stream=s")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "6".to_owned())]);
+    let (_, body) = adapter.get(&object_path("v1beta2", SEGMENTS, "scope=test")).await;
+    assert_eq!(body["items"][0]["value"], "6", "{body}");
+
+    // a restarts: its series are gone until its next scale; b's value stands.
+    a.set_body("pravega_controller_hosts_count 3.0\n");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "7".to_owned())]);
+}
+
+#[tokio::test]
+async fn object_metric_sums_the_streams_of_one_job() {
+    let body = [stream_exposition("test", "a", 3, 2, 0), stream_exposition("test", "b", 4, 3, 0), stream_exposition("other", "c", 9, 8, 0)].concat();
+    let controller = FakeController::start(body).await;
+    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let (_, body) = adapter.get(&object_path("v1beta2", SEGMENTS, "scope=test,stream in (a,b)")).await;
+    assert_eq!(body["items"][0]["value"], "7", "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 1, "an Object metric has exactly one item");
+    let (_, body) = adapter.get(&object_path("v1beta1", SEGMENTS, "stream!=c")).await;
+    assert_eq!(body["items"][0]["value"], "7", "{body}");
+    let (code, body) = adapter.get(&object_path("v1beta2", SEGMENTS, "scope=nothing")).await;
+    assert_eq!(code, 404);
+    assert!(body["message"].as_str().unwrap().contains("scope=nothing"), "{body}");
+}
+
+#[tokio::test]
+async fn concurrent_stale_queries_share_one_scrape() {
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    let adapter = Adapter::start(&args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    controller.set_delay(Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = controller.hits();
+    let path = external_path(SEGMENTS, "scope=test");
+    let queries = (0..40).map(|_| adapter.get(&path));
+    let answers = futures::future::join_all(queries).await;
+    assert!(answers.iter().all(|(code, body)| *code == 200 && body["items"][0]["value"] == "3"));
+    let scrapes = controller.hits() - before;
+    assert!((1..=2).contains(&scrapes), "40 concurrent stale queries caused {scrapes} scrapes");
+}
+
+#[tokio::test]
+async fn data_outlives_a_failing_controller_only_until_max_age() {
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    let adapter = Adapter::start(&args(
+        &[&controller],
+        &["--scrape-interval", "500ms", "--scrape-timeout", "200ms", "--metrics-max-age", "2s", "--max-staleness", "100ms"],
+    ))
+    .await;
+    controller.fail_with(Some(axum::http::StatusCode::INTERNAL_SERVER_ERROR));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (code, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!((code, values(&body)), (200, vec![("s".to_owned(), "3".to_owned())]), "kept within max age");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let (code, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert!(code == 404 || values(&body).is_empty(), "served stale data: {body}");
+    let (code, _) = adapter.get(&object_path("v1beta2", SEGMENTS, "")).await;
+    assert_eq!(code, 404);
+    // Recovery.
+    controller.fail_with(None);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())]);
+    assert!(adapter.log().contains("scrape failed"), "{}", adapter.log());
+}
+
+#[tokio::test]
+async fn oversized_and_slow_bodies_fail_the_scrape_but_keep_old_data() {
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    let adapter = Adapter::start(&args(
+        &[&controller],
+        &["--scrape-max-body-bytes", "4Ki", "--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s", "--scrape-timeout", "300ms"],
+    ))
+    .await;
+    let mut huge = stream_exposition("test", "s", 5, 9, 0);
+    huge.push_str(&"# padding\n".repeat(1000));
+    controller.set_body(huge);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())], "the over-cap body must not be used");
+    assert!(adapter.log().contains("cap"), "{}", adapter.log());
+
+    controller.set_body(stream_exposition("test", "s", 4, 3, 0));
+    controller.set_delay(Duration::from_millis(1000));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())]);
+    // The query waits at most about the scrape timeout, then answers.
+    assert!(started.elapsed() < Duration::from_millis(900), "query waited {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn escaped_labels_and_non_finite_values() {
+    let controller = FakeController::start(fixture("edge-cases.prom")).await;
+    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let (code, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(code, 200);
+    let mut served: Vec<(String, String, String)> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let l = &i["metricLabels"];
+            (l["scope"].as_str().unwrap().to_owned(), l["stream"].as_str().unwrap().to_owned(), i["value"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    served.sort();
+    let mut expected: Vec<(String, String, String)> = fixture("edge-cases.expected")
+        .lines()
+        .filter(|l| l.starts_with("pravega_controller_segments_count\t"))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[1].to_owned(), f[2].replace("<LF>", "\n"), f[3].to_owned())
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(served, expected);
+    assert!(!body.to_string().contains("NaN") && !body.to_string().contains("Inf"));
+    let (_, metrics) = adapter.get_text("/metrics").await;
+    assert!(metrics.contains("pravega_adapter_scrape_malformed_lines_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_status_never_a_500() {
+    let controller = FakeController::start(fixture("seed-demo.prom")).await;
+    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let huge = "a".repeat(10_000);
+    let cases: Vec<(String, u16)> = vec![
+        (external_path(SEGMENTS, "scope in x"), 400),
+        (external_path(SEGMENTS, "scope=te st"), 400),
+        (object_path("v1beta2", SEGMENTS, "==="), 400),
+        (external_path("no_such_metric", ""), 404),
+        (object_path("v1beta1", "no_such_metric", ""), 404),
+        ("/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/pravega_controller_segments_count".into(), 404),
+        ("/apis/custom.metrics.k8s.io/v1/namespaces/default/pods/x/m".into(), 404),
+        ("/apis/custom.metrics.k8s.io/v1beta1/a/b/c/d/e/f/g".into(), 404),
+        ("/apis/custom.metrics.k8s.io/v1beta1/pods/%zz/m".into(), 400),
+        ("/api/v1/pods".into(), 404),
+        (format!("{}&x={huge}", external_path(SEGMENTS, "")), 400),
+    ];
+    for (path, expected) in cases {
+        let (code, body) = adapter.get(&path).await;
+        assert_eq!(code, expected, "{path}: {body}");
+        assert_eq!(body["kind"], "Status", "{path}: {body}");
+        assert_eq!(body["code"], expected);
+    }
+    let response = http().post(format!("{}/apis/custom.metrics.k8s.io/v1beta1", adapter.base)).send().await.unwrap();
+    assert_eq!(response.status(), 405);
+    // The adapter is still alive and well.
+    assert_eq!(adapter.get_text("/livez").await.0, 200);
+}
+
+#[tokio::test]
+async fn environment_overrides_flags_defaults() {
+    let controller = FakeController::start(fixture("seed-demo.prom")).await;
+    let adapter = Adapter::start_with_env(
+        &[],
+        &[("PRAVEGA_ADAPTER_CONTROLLER_URLS", &controller.url()), ("PRAVEGA_ADAPTER_SCRAPE_INTERVAL", "7s")],
+    )
+    .await;
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(body["items"][0]["window"], 7, "{body}");
+}
+
+#[test]
+fn help_documents_every_flag_and_bad_config_fails_clearly() {
+    let help = std::process::Command::new(adapter_binary()).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in ["--secure-port", "--controller-url", "--controller-namespace", "--controller-selector", "--scrape-interval", "--scrape-timeout", "--scrape-max-body-bytes", "--max-staleness", "--metrics-max-age", "--metrics-allow-regex", "PRAVEGA_ADAPTER_SCRAPE_INTERVAL"] {
+        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    }
+    let bad = std::process::Command::new(adapter_binary()).args(["--secure-port", "0", "--insecure-bind-address", "127.0.0.1:1"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no controllers to scrape"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

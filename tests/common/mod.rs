@@ -1,0 +1,210 @@
+//! Test support: fake Pravega controllers served in-process and the adapter
+//! binary run as a child process.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pravega-controller").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Exposition of one stream as a controller replica writes it (Micrometer
+/// style, trailing commas, Java doubles).
+pub fn stream_exposition(scope: &str, stream: &str, segments: u32, splits: u32, merges: u32) -> String {
+    format!(
+        "# TYPE pravega_controller_segments_count gauge\n\
+         pravega_controller_segments_count{{scope=\"{scope}\",stream=\"{stream}\",}} {segments}.0\n\
+         # TYPE pravega_controller_segment_splits gauge\n\
+         pravega_controller_segment_splits{{scope=\"{scope}\",stream=\"{stream}\",}} {splits}.0\n\
+         # TYPE pravega_controller_segment_merges gauge\n\
+         pravega_controller_segment_merges{{scope=\"{scope}\",stream=\"{stream}\",}} {merges}.0\n"
+    )
+}
+
+#[derive(Default)]
+struct ControllerState {
+    body: Mutex<String>,
+    status: Mutex<Option<StatusCode>>,
+    delay: Mutex<Duration>,
+    hits: AtomicU64,
+}
+
+/// A fake Pravega controller serving `/prometheus` from memory.
+#[derive(Clone)]
+pub struct FakeController {
+    pub address: SocketAddr,
+    state: Arc<ControllerState>,
+}
+
+impl FakeController {
+    pub async fn start(body: impl Into<String>) -> Self {
+        let state = Arc::new(ControllerState::default());
+        *state.body.lock().unwrap() = body.into();
+        let app = axum::Router::new().route("/prometheus", get(serve_exposition)).with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeController { address, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/prometheus", self.address)
+    }
+
+    pub fn set_body(&self, body: impl Into<String>) {
+        *self.state.body.lock().unwrap() = body.into();
+    }
+
+    /// Answers every scrape with this status (None: 200).
+    pub fn fail_with(&self, status: Option<StatusCode>) {
+        *self.state.status.lock().unwrap() = status;
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.state.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_exposition(State(state): State<Arc<ControllerState>>) -> axum::response::Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(status) = *state.status.lock().unwrap() {
+        return status.into_response();
+    }
+    let body = state.body.lock().unwrap().clone();
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// Shared HTTP client (the ring provider installed first, as in the binary).
+pub fn http() -> &'static reqwest::Client {
+    static CLIENT: std::sync::LazyLock<reqwest::Client> = std::sync::LazyLock::new(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    });
+    &CLIENT
+}
+
+pub fn adapter_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pravega-metrics-adapter"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The adapter serving plain HTTP on loopback; killed on drop.
+pub struct Adapter {
+    child: Child,
+    pub base: String,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Adapter {
+    /// Starts the adapter with `args` (plus the insecure loopback listener)
+    /// and waits until `/readyz` answers 200.
+    pub async fn start(args: &[String]) -> Self {
+        Self::start_with_env(args, &[]).await
+    }
+
+    pub async fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("adapter-test-{}-{port}.log", std::process::id()));
+        let child = Command::new(adapter_binary())
+            .args(["--secure-port", "0", "--insecure-bind-address", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start the adapter");
+        let mut adapter = Adapter { child, base: format!("http://127.0.0.1:{port}"), port, log };
+        adapter.wait_ready().await;
+        adapter
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("adapter exited with {status}; log:\n{}", self.log());
+            }
+            if let Ok(r) = http().get(format!("{}/readyz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("adapter not ready in 20 s; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = http().get(format!("{}{path}", self.base)).send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body)
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = http().get(format!("{}{path}", self.base)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}
+
+impl Drop for Adapter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `kubectl get --raw PATH` against a plain-HTTP server.
+pub fn kubectl_raw(server: &str, path: &str) -> (bool, String) {
+    let output = Command::new("kubectl")
+        .args(["--server", server, "get", "--raw", path])
+        .env("KUBECONFIG", "/dev/null")
+        .output()
+        .expect("kubectl must be installed (see README)");
+    let text = if output.status.success() { output.stdout } else { output.stderr };
+    (output.status.success(), String::from_utf8_lossy(&text).into_owned())
+}
+
+pub fn external_path(metric: &str, selector: &str) -> String {
+    format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{metric}?labelSelector={}", encode(selector))
+}
+
+pub fn object_path(version: &str, metric: &str, selector: &str) -> String {
+    format!(
+        "/apis/custom.metrics.k8s.io/{version}/namespaces/default/deployments.apps/flink-taskmanager/{metric}?metricLabelSelector={}",
+        encode(selector)
+    )
+}
+
+pub fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
