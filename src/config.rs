@@ -34,6 +34,74 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_INSECURE_BIND_ADDRESS", value_name = "IP:PORT", help_heading = "Serving")]
     pub insecure_bind_address: Option<SocketAddr>,
 
+    /// PEM certificate (chain) served on the secure port; reloaded when the
+    /// file changes. Without it a self-signed certificate is generated.
+    #[arg(long, env = "PRAVEGA_ADAPTER_TLS_CERT_FILE", requires = "tls_private_key_file", help_heading = "Security")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "PRAVEGA_ADAPTER_TLS_PRIVATE_KEY_FILE", requires = "tls_cert_file", help_heading = "Security")]
+    pub tls_private_key_file: Option<PathBuf>,
+
+    /// Kubeconfig for TokenReviews and for reading
+    /// kube-system/extension-apiserver-authentication (default: --kubeconfig,
+    /// then in-cluster).
+    #[arg(long, env = "PRAVEGA_ADAPTER_AUTHENTICATION_KUBECONFIG", help_heading = "Security")]
+    pub authentication_kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig for SubjectAccessReviews (default: --kubeconfig, then in-cluster).
+    #[arg(long, env = "PRAVEGA_ADAPTER_AUTHORIZATION_KUBECONFIG", help_heading = "Security")]
+    pub authorization_kubeconfig: Option<PathBuf>,
+
+    /// Do not read extension-apiserver-authentication; use only the
+    /// --requestheader-* and --client-ca-file flags.
+    #[arg(long, env = "PRAVEGA_ADAPTER_AUTHENTICATION_SKIP_LOOKUP", help_heading = "Security")]
+    pub authentication_skip_lookup: bool,
+
+    /// CA bundle that front-proxy (aggregator) client certificates must chain
+    /// to before X-Remote-* headers are trusted (default: from the configmap).
+    #[arg(long, env = "PRAVEGA_ADAPTER_REQUESTHEADER_CLIENT_CA_FILE", help_heading = "Security")]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+
+    /// Common names allowed for front-proxy certificates; empty allows any
+    /// name signed by the CA (default: from the configmap).
+    #[arg(long, env = "PRAVEGA_ADAPTER_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',', help_heading = "Security")]
+    pub requestheader_allowed_names: Option<Vec<String>>,
+
+    /// Headers naming the user (default: from the configmap, usually X-Remote-User).
+    #[arg(long, env = "PRAVEGA_ADAPTER_REQUESTHEADER_USERNAME_HEADERS", value_delimiter = ',', help_heading = "Security")]
+    pub requestheader_username_headers: Option<Vec<String>>,
+
+    /// Headers naming the user's groups (default: from the configmap, usually X-Remote-Group).
+    #[arg(long, env = "PRAVEGA_ADAPTER_REQUESTHEADER_GROUP_HEADERS", value_delimiter = ',', help_heading = "Security")]
+    pub requestheader_group_headers: Option<Vec<String>>,
+
+    /// Prefixes of headers carrying extra user attributes (default: from the
+    /// configmap, usually X-Remote-Extra-).
+    #[arg(long, env = "PRAVEGA_ADAPTER_REQUESTHEADER_EXTRA_HEADERS_PREFIX", value_delimiter = ',', help_heading = "Security")]
+    pub requestheader_extra_headers_prefix: Option<Vec<String>>,
+
+    /// CA bundle for client certificates that authenticate as their CN
+    /// (user) and O (groups) (default: from the configmap).
+    #[arg(long, env = "PRAVEGA_ADAPTER_CLIENT_CA_FILE", help_heading = "Security")]
+    pub client_ca_file: Option<PathBuf>,
+
+    /// How long TokenReview results are cached (keyed by a hash of the token).
+    #[arg(long, env = "PRAVEGA_ADAPTER_AUTHENTICATION_TOKEN_WEBHOOK_CACHE_TTL", value_parser = parse_duration, default_value = "10s", help_heading = "Security")]
+    pub authentication_token_webhook_cache_ttl: Duration,
+
+    /// How long allowed SubjectAccessReview results are cached.
+    #[arg(long, env = "PRAVEGA_ADAPTER_AUTHORIZATION_WEBHOOK_CACHE_AUTHORIZED_TTL", value_parser = parse_duration, default_value = "10s", help_heading = "Security")]
+    pub authorization_webhook_cache_authorized_ttl: Duration,
+
+    /// How long denied SubjectAccessReview results are cached.
+    #[arg(long, env = "PRAVEGA_ADAPTER_AUTHORIZATION_WEBHOOK_CACHE_UNAUTHORIZED_TTL", value_parser = parse_duration, default_value = "10s", help_heading = "Security")]
+    pub authorization_webhook_cache_unauthorized_ttl: Duration,
+
+    /// Paths served without authentication or authorization (probes).
+    #[arg(long, env = "PRAVEGA_ADAPTER_AUTHORIZATION_ALWAYS_ALLOW_PATHS", value_delimiter = ',', default_value = "/healthz,/readyz,/livez", help_heading = "Security")]
+    pub authorization_always_allow_paths: Vec<String>,
+
     /// Static controller endpoint to scrape, e.g. http://10.0.0.5:10080/prometheus
     /// (repeatable; comma-separated in the environment).
     #[arg(long = "controller-url", env = "PRAVEGA_ADAPTER_CONTROLLER_URLS", value_delimiter = ',', value_name = "URL", help_heading = "Controllers")]
@@ -69,7 +137,8 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_BEARER_TOKEN_FILE", help_heading = "Controllers")]
     pub controller_bearer_token_file: Option<PathBuf>,
 
-    /// Kubeconfig for pod discovery (default: in-cluster config, then ~/.kube/config).
+    /// Kubeconfig for pod discovery and the default for the security reviews
+    /// (default: in-cluster config, then ~/.kube/config).
     #[arg(long, env = "PRAVEGA_ADAPTER_KUBECONFIG", help_heading = "Controllers")]
     pub kubeconfig: Option<PathBuf>,
 

@@ -7,6 +7,7 @@
 //! snapshots, merged across replicas) -> [`serve`] (the metrics APIs).
 //! [`config`] holds the flags, [`telemetry`] the adapter's own metrics.
 
+pub mod auth;
 pub mod config;
 pub mod discover;
 pub mod parse;
@@ -38,6 +39,8 @@ pub enum RunError {
     Listen { address: std::net::SocketAddr, source: std::io::Error },
     #[error("serving failed: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] auth::tls::TlsError),
 }
 
 /// Runs the adapter until SIGTERM or SIGINT.
@@ -58,7 +61,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         config.controller_urls.iter().map(|url| Target { id: Arc::from(url.as_str()), url: url.clone() }).collect();
     match &config.controller_namespace {
         Some(namespace) => {
-            let client = kube_client(&config).await?;
+            let client = kube_client(kube_config(config.kubeconfig.as_ref()).await?)?;
             let discovery = discover::PodDiscovery {
                 namespace: namespace.clone(),
                 selector: config.controller_selector.clone(),
@@ -71,12 +74,25 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         }
         None => pool.set_targets(fixed),
     }
-    let router = serve::router(Arc::new(App { store, pool, telemetry }));
+    let app = |guard| serve::router(Arc::new(App { store: store.clone(), pool: pool.clone(), telemetry: telemetry.clone(), guard }));
     let mut servers = tokio::task::JoinSet::new();
+    if config.secure_port != 0 {
+        let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);
+        let router = app(Some(guard(&config).await?));
+        let certificate = auth::tls::ServingCertificate::load(certificate_source(&config))?;
+        let tls = certificate.server_config()?;
+        tokio::spawn(certificate.keep_fresh());
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
+        tracing::info!(%address, "serving HTTPS with authentication and authorization");
+        servers.spawn(async move {
+            serve::listen::serve_tls(listener, tls, router, shutdown_signal()).await;
+            Ok(())
+        });
+    }
     if let Some(address) = config.insecure_bind_address {
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::warn!(%address, "serving plain HTTP WITHOUT authentication or authorization (demo mode)");
-        let router = router.clone();
+        let router = app(None);
         servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
     }
     while let Some(result) = servers.join_next().await {
@@ -101,16 +117,70 @@ fn controller_client(config: &Config) -> Result<reqwest::Client, RunError> {
     builder.build().map_err(RunError::HttpClient)
 }
 
-async fn kube_client(config: &Config) -> Result<kube::Client, RunError> {
-    let kube_config = match &config.kubeconfig {
+/// Authentication (front proxy, client CA, TokenReview) and authorization
+/// (SubjectAccessReview) against the cluster.
+async fn guard(config: &Config) -> Result<Arc<auth::Guard>, RunError> {
+    let authentication = review_client(config.authentication_kubeconfig.as_ref().or(config.kubeconfig.as_ref())).await?;
+    let authorization = review_client(config.authorization_kubeconfig.as_ref().or(config.kubeconfig.as_ref())).await?;
+    let overrides = auth::trust::TrustOverrides {
+        requestheader_client_ca_file: config.requestheader_client_ca_file.clone(),
+        requestheader_allowed_names: config.requestheader_allowed_names.clone(),
+        requestheader_username_headers: config.requestheader_username_headers.clone(),
+        requestheader_group_headers: config.requestheader_group_headers.clone(),
+        requestheader_extra_headers_prefix: config.requestheader_extra_headers_prefix.clone(),
+        client_ca_file: config.client_ca_file.clone(),
+    };
+    let lookup = (!config.authentication_skip_lookup).then(|| authentication.clone());
+    let trust = Arc::new(auth::trust::TrustStore::new(overrides, lookup));
+    tokio::spawn(trust.clone().keep_fresh());
+    let authenticator =
+        auth::authn::Authenticator::new(trust, Some(authentication), config.authentication_token_webhook_cache_ttl);
+    let authorizer = auth::authz::Authorizer::new(
+        authorization,
+        config.authorization_webhook_cache_authorized_ttl,
+        config.authorization_webhook_cache_unauthorized_ttl,
+    );
+    Ok(Arc::new(auth::Guard::new(authenticator, authorizer, config.authorization_always_allow_paths.clone())))
+}
+
+fn certificate_source(config: &Config) -> auth::tls::CertificateSource {
+    match (&config.tls_cert_file, &config.tls_private_key_file) {
+        (Some(cert), Some(key)) => auth::tls::CertificateSource::Files { cert: cert.clone(), key: key.clone() },
+        _ => {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+            if !config.bind_address.is_unspecified() {
+                names.push(config.bind_address.to_string());
+            }
+            auth::tls::CertificateSource::SelfSigned(names)
+        }
+    }
+}
+
+async fn kube_config(kubeconfig: Option<&std::path::PathBuf>) -> Result<kube::Config, RunError> {
+    match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| RunError::KubeConfig(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| RunError::KubeConfig(e.to_string()))?
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| RunError::KubeConfig(e.to_string()))
         }
-        None => kube::Config::infer().await.map_err(|e| RunError::KubeConfig(e.to_string()))?,
-    };
+        None => kube::Config::infer().await.map_err(|e| RunError::KubeConfig(e.to_string())),
+    }
+}
+
+fn kube_client(kube_config: kube::Config) -> Result<kube::Client, RunError> {
     kube::Client::try_from(kube_config).map_err(|e| RunError::KubeConfig(e.to_string()))
 }
+
+/// A client for TokenReviews and SubjectAccessReviews: a request waits on
+/// them, so no retries with long backoff, and a bounded wait for answers.
+async fn review_client(kubeconfig: Option<&std::path::PathBuf>) -> Result<kube::Client, RunError> {
+    let mut config = kube_config(kubeconfig).await?;
+    config.default_retry = false;
+    config.read_timeout = Some(REVIEW_TIMEOUT);
+    kube_client(config)
+}
+
+/// Longest wait for a TokenReview or SubjectAccessReview answer.
+const REVIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT.
 pub async fn shutdown_signal() {

@@ -587,7 +587,8 @@ mod tests {
                 .lines()
                 .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" summary"))
                 .collect();
-            let mut want: Vec<(String, Vec<(String, String)>, u64)> = oracle
+            type Flat = (String, Vec<(String, String)>, u64);
+            let mut want: Vec<Flat> = oracle
                 .samples
                 .iter()
                 .filter(|s| s.metric.starts_with("pravega_controller_"))

@@ -1,11 +1,14 @@
 //! The HTTP side: routing, query handling and the adapter's own endpoints.
 
+pub mod listen;
 pub mod metrics_api;
 pub mod quantity;
 pub mod routes;
 pub mod selector;
 pub mod status;
 
+use crate::auth::authn::Peer;
+use crate::auth::{AuthError, Guard};
 use crate::scrape::Pool;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -30,10 +33,23 @@ pub struct App {
     pub store: Arc<Store>,
     pub pool: Arc<Pool>,
     pub telemetry: Arc<Telemetry>,
+    /// Authentication and authorization; `None` only on the loopback demo
+    /// listener.
+    pub guard: Option<Arc<Guard>>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new().fallback(handle).with_state(app)
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Unauthenticated => ApiError::Unauthorized,
+            AuthError::Forbidden(message) => ApiError::Forbidden(message),
+            AuthError::ReviewUnavailable(_) => ApiError::ServiceUnavailable(error.to_string()),
+        }
+    }
 }
 
 async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
@@ -55,14 +71,17 @@ async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, Ap
     if request.method != Method::GET && request.method != Method::HEAD {
         return Err(ApiError::MethodNotAllowed(format!("{} is not supported; the metrics APIs are read-only", request.method)));
     }
+    if let Some(guard) = &app.guard {
+        let peer = request.extensions.get::<Arc<Peer>>().map(|p| &**p);
+        guard.check(peer, request.method.as_str(), request.uri.path(), &request.headers).await?;
+    }
     let query = request.uri.query().unwrap_or("");
     if query.len() > MAX_QUERY_BYTES {
         return Err(ApiError::BadRequest(format!("query string longer than {MAX_QUERY_BYTES} bytes")));
     }
     let body = match route {
         Route::Livez | Route::Healthz => return Ok(text(StatusCode::OK, "ok".into())),
-        Route::Readyz if app.pool.is_ready() => return Ok(text(StatusCode::OK, "ok".into())),
-        Route::Readyz => return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first scrape round".into())),
+        Route::Readyz => return Ok(readiness(app)),
         Route::SelfMetrics => return Ok(text(StatusCode::OK, app.telemetry.render(&app.store))),
         Route::OpenApiV2 => metrics_api::openapi_v2(),
         Route::Apis => metrics_api::group_list(),
@@ -80,6 +99,16 @@ async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, Ap
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+}
+
+fn readiness(app: &App) -> Response {
+    if !app.pool.is_ready() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the first scrape round".into());
+    }
+    if app.guard.as_ref().is_some_and(|g| !g.is_ready()) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the authentication configuration".into());
+    }
+    text(StatusCode::OK, "ok".into())
 }
 
 fn text(status: StatusCode, body: String) -> Response {

@@ -109,16 +109,18 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The adapter serving plain HTTP on loopback; killed on drop.
+/// The adapter as a child process; killed on drop.
 pub struct Adapter {
     child: Child,
+    /// `http://127.0.0.1:port` or `https://127.0.0.1:port`.
     pub base: String,
-    pub port: u16,
     log: PathBuf,
+    /// Client used for readiness and the `get` helpers.
+    client: reqwest::Client,
 }
 
 impl Adapter {
-    /// Starts the adapter with `args` (plus the insecure loopback listener)
+    /// Starts the adapter with `args` plus a plain-HTTP loopback listener
     /// and waits until `/readyz` answers 200.
     pub async fn start(args: &[String]) -> Self {
         Self::start_with_env(args, &[]).await
@@ -126,9 +128,20 @@ impl Adapter {
 
     pub async fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let log = std::env::temp_dir().join(format!("adapter-test-{}-{port}.log", std::process::id()));
+        let mut all = vec!["--secure-port".to_owned(), "0".to_owned(), "--insecure-bind-address".to_owned(), format!("127.0.0.1:{port}")];
+        all.extend_from_slice(args);
+        Self::launch(&all, env, format!("http://127.0.0.1:{port}"), http().clone()).await
+    }
+
+    /// Starts the adapter serving HTTPS on `port` (args must set it up);
+    /// readiness is polled with `client`.
+    pub async fn start_secure(args: &[String], port: u16, client: reqwest::Client) -> Self {
+        Self::launch(args, &[], format!("https://127.0.0.1:{port}"), client).await
+    }
+
+    async fn launch(args: &[String], env: &[(&str, &str)], base: String, client: reqwest::Client) -> Self {
+        let log = std::env::temp_dir().join(format!("adapter-test-{}-{}.log", std::process::id(), free_port()));
         let child = Command::new(adapter_binary())
-            .args(["--secure-port", "0", "--insecure-bind-address", &format!("127.0.0.1:{port}")])
             .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -136,7 +149,7 @@ impl Adapter {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start the adapter");
-        let mut adapter = Adapter { child, base: format!("http://127.0.0.1:{port}"), port, log };
+        let mut adapter = Adapter { child, base, log, client };
         adapter.wait_ready().await;
         adapter
     }
@@ -147,7 +160,7 @@ impl Adapter {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("adapter exited with {status}; log:\n{}", self.log());
             }
-            if let Ok(r) = http().get(format!("{}/readyz", self.base)).send().await {
+            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await {
                 if r.status() == 200 {
                     return;
                 }
@@ -162,7 +175,7 @@ impl Adapter {
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = http().get(format!("{}{path}", self.base)).send().await.unwrap();
+        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
@@ -170,7 +183,7 @@ impl Adapter {
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        let response = http().get(format!("{}{path}", self.base)).send().await.unwrap();
+        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
 }

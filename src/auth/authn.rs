@@ -1,0 +1,231 @@
+//! Authentication, in the kube-apiserver's order: front-proxy headers over a
+//! trusted proxy certificate, then a client certificate from the cluster CA,
+//! then a bearer token checked with a TokenReview.
+
+use super::cache::TtlCache;
+use super::trust::{Trust, TrustStore};
+use super::AuthError;
+use axum::http::{header, HeaderMap};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use rustls::pki_types::CertificateDer;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: Option<String>,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// What a TLS connection proved: its client certificate chain, and the
+/// verification of that chain, done once per connection and trust version.
+#[derive(Default)]
+pub struct Peer {
+    chain: Vec<CertificateDer<'static>>,
+    verified: Mutex<Option<(u64, Arc<CertificateIdentity>)>>,
+}
+
+impl Peer {
+    pub fn new(chain: Vec<CertificateDer<'static>>) -> Self {
+        Peer { chain, verified: Mutex::default() }
+    }
+}
+
+/// What a client certificate is trusted for.
+#[derive(Debug, Default)]
+struct CertificateIdentity {
+    /// Signed by the front-proxy CA with an allowed CN: headers are trusted.
+    front_proxy: bool,
+    /// Signed by the cluster client CA: the user is CN, groups are O.
+    client: Option<UserInfo>,
+}
+
+pub struct Authenticator {
+    trust: Arc<TrustStore>,
+    tokens: Option<TokenReviewer>,
+}
+
+struct TokenReviewer {
+    client: kube::Client,
+    cache: TtlCache<[u8; 32], Option<UserInfo>>,
+    ttl: Duration,
+}
+
+impl Authenticator {
+    /// `token_client`: where TokenReviews go (None: tokens are not accepted).
+    pub fn new(trust: Arc<TrustStore>, token_client: Option<kube::Client>, token_cache_ttl: Duration) -> Self {
+        let tokens = token_client.map(|client| TokenReviewer { client, cache: TtlCache::new(), ttl: token_cache_ttl });
+        Authenticator { trust, tokens }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.trust.current().is_some()
+    }
+
+    pub async fn authenticate(&self, peer: Option<&Peer>, headers: &HeaderMap) -> Result<UserInfo, AuthError> {
+        let trust = self.trust.current();
+        if let (Some(peer), Some(trust)) = (peer.filter(|p| !p.chain.is_empty()), &trust) {
+            let identity = verify_once(peer, trust);
+            if identity.front_proxy {
+                if let Some(user) = trust.requestheader.as_ref().and_then(|rh| user_from_headers(rh, headers)) {
+                    return Ok(user);
+                }
+            }
+            if let Some(user) = &identity.client {
+                return Ok(user.clone());
+            }
+        }
+        if let Some(token) = bearer_token(headers) {
+            return match &self.tokens {
+                Some(reviewer) => reviewer.review(token).await?.ok_or(AuthError::Unauthenticated),
+                None => Err(AuthError::Unauthenticated),
+            };
+        }
+        Err(AuthError::Unauthenticated)
+    }
+}
+
+fn verify_once(peer: &Peer, trust: &Trust) -> Arc<CertificateIdentity> {
+    let mut verified = peer.verified.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((generation, identity)) = verified.as_ref() {
+        if *generation == trust.generation {
+            return identity.clone();
+        }
+    }
+    let identity = Arc::new(verify(&peer.chain, trust));
+    *verified = Some((trust.generation, identity.clone()));
+    identity
+}
+
+fn verify(chain: &[CertificateDer<'static>], trust: &Trust) -> CertificateIdentity {
+    let subject = chain.first().and_then(|c| subject(c));
+    let front_proxy = trust.requestheader.as_ref().is_some_and(|rh| {
+        Trust::chains_to(rh.verifier.as_ref(), chain)
+            && (rh.allowed_names.is_empty()
+                || subject.as_ref().is_some_and(|(cn, _)| rh.allowed_names.iter().any(|n| n == cn)))
+    });
+    let client = trust
+        .client_ca
+        .as_ref()
+        .filter(|ca| Trust::chains_to(ca.as_ref(), chain))
+        .and(subject)
+        .filter(|(cn, _)| !cn.is_empty())
+        .map(|(name, groups)| UserInfo { name, groups, ..Default::default() });
+    CertificateIdentity { front_proxy, client }
+}
+
+/// Common name and organizations of a certificate's subject.
+fn subject(certificate: &CertificateDer<'_>) -> Option<(String, Vec<String>)> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+    let subject = parsed.subject();
+    let cn = subject.iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or("").to_owned();
+    let orgs = subject.iter_organization().filter_map(|a| a.as_str().ok()).map(str::to_owned).collect();
+    Some((cn, orgs))
+}
+
+/// The user a trusted front proxy names in its headers; `None` without one.
+fn user_from_headers(trust: &super::trust::RequestHeaderTrust, headers: &HeaderMap) -> Option<UserInfo> {
+    let values = |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let name = trust.username_headers.iter().flat_map(values).find(|v| !v.is_empty())?.to_owned();
+    let groups = trust.group_headers.iter().flat_map(values).map(str::to_owned).collect();
+    let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (header, value) in headers {
+        let Ok(value) = value.to_str() else { continue };
+        let Some(key) = trust.extra_prefixes.iter().find_map(|p| header.as_str().strip_prefix(p.as_str())) else { continue };
+        // Keys are percent-encoded on the wire (RFC 7230 header names).
+        let key = form_urlencoded::parse(format!("k={key}").as_bytes()).next().map(|(_, v)| v.to_lowercase());
+        if let Some(key) = key.filter(|k| !k.is_empty()) {
+            extra.entry(key).or_default().push(value.to_owned());
+        }
+    }
+    Some(UserInfo { name, uid: None, groups, extra })
+}
+
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+impl TokenReviewer {
+    /// The token's user (`None`: not authenticated); errors fail closed.
+    async fn review(&self, token: &str) -> Result<Option<UserInfo>, AuthError> {
+        // The cache key is a digest: the token itself is never kept.
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+        if let Some(cached) = self.cache.get(&key) {
+            return Ok(cached);
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec { token: Some(token.to_owned()), ..Default::default() },
+            ..Default::default()
+        };
+        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+        let answer = api.create(&Default::default(), &review).await.map_err(|e| {
+            tracing::error!(error = %e, "TokenReview failed; refusing the request");
+            AuthError::ReviewUnavailable("token review".into())
+        })?;
+        let status = answer.status.unwrap_or_default();
+        let user = status.user.filter(|_| status.authenticated == Some(true)).and_then(|u| {
+            Some(UserInfo {
+                name: u.username.filter(|n| !n.is_empty())?,
+                uid: u.uid,
+                groups: u.groups.unwrap_or_default(),
+                extra: u.extra.unwrap_or_default().into_iter().collect(),
+            })
+        });
+        self.cache.insert(key, user.clone(), self.ttl);
+        Ok(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn trust() -> super::super::trust::RequestHeaderTrust {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap();
+        super::super::trust::RequestHeaderTrust {
+            verifier: super::super::trust::verifier("test", ca.cert.pem().as_bytes()).unwrap(),
+            allowed_names: vec![],
+            username_headers: vec!["x-remote-user".try_into().unwrap()],
+            group_headers: vec!["x-remote-group".try_into().unwrap()],
+            extra_prefixes: vec!["x-remote-extra-".into()],
+        }
+    }
+
+    #[test]
+    fn front_proxy_headers_become_the_user() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-remote-user", HeaderValue::from_static("alice"));
+        headers.append("x-remote-group", HeaderValue::from_static("system:authenticated"));
+        headers.append("x-remote-group", HeaderValue::from_static("devs"));
+        headers.append("x-remote-extra-scopes", HeaderValue::from_static("a"));
+        headers.append("x-remote-extra-scopes", HeaderValue::from_static("b"));
+        headers.append("x-remote-extra-example.com%2fteam", HeaderValue::from_static("x"));
+        let user = user_from_headers(&trust(), &headers).unwrap();
+        assert_eq!(user.name, "alice");
+        assert_eq!(user.groups, ["system:authenticated", "devs"]);
+        assert_eq!(user.extra["scopes"], ["a", "b"]);
+        assert_eq!(user.extra["example.com/team"], ["x"]);
+        assert!(user_from_headers(&trust(), &HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer  "));
+        assert_eq!(bearer_token(&headers), None);
+    }
+}

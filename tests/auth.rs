@@ -1,0 +1,338 @@
+//! The secure port: TLS, front-proxy authentication, client certificates,
+//! TokenReview and SubjectAccessReview, against a stub of the Kubernetes API.
+//! Every case checks the HTTP code and that refused answers leak no metric.
+
+mod common;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Json;
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SEGMENTS: &str = "pravega_controller_segments_count";
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { issuer: Issuer::new(params, key), pem }
+    }
+
+    /// A leaf certificate and key, PEM, for a client (CN, O) or a server (SANs).
+    fn leaf(&self, cn: &str, orgs: &[&str], sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        for org in orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *org);
+        }
+        params.extended_key_usages = vec![usage];
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+    }
+
+    fn client(&self, cn: &str, orgs: &[&str]) -> (String, String) {
+        self.leaf(cn, orgs, &[], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+/// Stub of the Kubernetes API: the authentication configmap, TokenReview
+/// (token "good-token" is user tina) and SubjectAccessReview (users in
+/// `allowed` may do anything).
+#[derive(Default)]
+struct StubApi {
+    configmap: Mutex<Value>,
+    allowed: Vec<&'static str>,
+    token_reviews: AtomicU64,
+    access_reviews: AtomicU64,
+    reviews_unavailable: AtomicBool,
+    last_access_review: Mutex<Value>,
+}
+
+async fn configmap(State(api): State<Arc<StubApi>>) -> Json<Value> {
+    Json(api.configmap.lock().unwrap().clone())
+}
+
+async fn token_review(State(api): State<Arc<StubApi>>, Json(review): Json<Value>) -> axum::response::Response {
+    api.token_reviews.fetch_add(1, Ordering::SeqCst);
+    if api.reviews_unavailable.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let authenticated = review["spec"]["token"] == "good-token";
+    let mut answer = review.clone();
+    answer["status"] = if authenticated {
+        json!({"authenticated": true, "user": {"username": "tina", "uid": "42", "groups": ["hpa"]}})
+    } else {
+        json!({"authenticated": false})
+    };
+    Json(answer).into_response()
+}
+
+async fn access_review(State(api): State<Arc<StubApi>>, Json(review): Json<Value>) -> axum::response::Response {
+    api.access_reviews.fetch_add(1, Ordering::SeqCst);
+    if api.reviews_unavailable.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    *api.last_access_review.lock().unwrap() = review["spec"].clone();
+    let allowed = api.allowed.iter().any(|u| review["spec"]["user"] == *u);
+    let mut answer = review.clone();
+    answer["status"] = json!({"allowed": allowed});
+    Json(answer).into_response()
+}
+
+struct Setup {
+    adapter: Adapter,
+    api: Arc<StubApi>,
+    serving_ca: Ca,
+    front_proxy_ca: Ca,
+    client_ca: Ca,
+    dir: PathBuf,
+    _controller: FakeController,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Setup {
+    async fn start(extra: &[&str]) -> Self {
+        let _ = http(); // installs the crypto provider
+        let dir = std::env::temp_dir().join(format!("adapter-auth-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (serving_ca, front_proxy_ca, client_ca) = (Ca::new("serving-ca"), Ca::new("front-proxy-ca"), Ca::new("client-ca"));
+        let (cert, key) = serving_ca.leaf("adapter", &[], &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::write(dir.join("tls.crt"), cert).unwrap();
+        std::fs::write(dir.join("tls.key"), key).unwrap();
+
+        let api = Arc::new(StubApi { allowed: vec!["alice", "tina", "carol", "system:kube-aggregator"], ..Default::default() });
+        *api.configmap.lock().unwrap() = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+            "data": {
+                "requestheader-client-ca-file": front_proxy_ca.pem,
+                "requestheader-allowed-names": "[\"front-proxy-client\"]",
+                "requestheader-username-headers": "[\"X-Remote-User\"]",
+                "requestheader-group-headers": "[\"X-Remote-Group\"]",
+                "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]",
+                "client-ca-file": client_ca.pem,
+            }
+        });
+        let app = axum::Router::new()
+            .route("/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication", get(configmap))
+            .route("/apis/authentication.k8s.io/v1/tokenreviews", post(token_review))
+            .route("/apis/authorization.k8s.io/v1/subjectaccessreviews", post(access_review))
+            .with_state(api.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api_address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: stub\n  cluster:\n    server: http://{api_address}\n\
+                 users:\n- name: adapter\n  user:\n    token: adapter-token\ncontexts:\n- name: stub\n  context:\n    cluster: stub\n    user: adapter\n\
+                 current-context: stub\n"
+            ),
+        )
+        .unwrap();
+
+        let controller = FakeController::start(stream_exposition("test", "stream", 3, 2, 0)).await;
+        let port = free_port();
+        let mut args: Vec<String> = [
+            "--secure-port", &port.to_string(), "--bind-address", "127.0.0.1",
+            "--tls-cert-file", dir.join("tls.crt").to_str().unwrap(),
+            "--tls-private-key-file", dir.join("tls.key").to_str().unwrap(),
+            "--kubeconfig", kubeconfig.to_str().unwrap(),
+            "--controller-url", &controller.url(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let anonymous = client(&serving_ca, None);
+        let adapter = Adapter::start_secure(&args, port, anonymous).await;
+        Setup { adapter, api, serving_ca, front_proxy_ca, client_ca, dir, _controller: controller }
+    }
+
+    async fn request(&self, identity: Option<(String, String)>, headers: &[(&str, &str)], path: &str) -> (u16, String) {
+        let mut request = client(&self.serving_ca, identity).get(format!("{}{path}", self.adapter.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+}
+
+fn client(serving_ca: &Ca, identity: Option<(String, String)>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(serving_ca.pem.as_bytes()).unwrap()]);
+    if let Some((cert, key)) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
+
+fn metric_path() -> String {
+    external_path(SEGMENTS, "scope=test")
+}
+
+/// A refused answer: the right code, a Status, and no metric in it.
+fn assert_refused((code, body): (u16, String), expected: u16, context: &str) {
+    assert_eq!(code, expected, "{context}: {body}");
+    let status: Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("{context}: not JSON: {body}"));
+    assert_eq!(status["kind"], "Status", "{context}");
+    assert_eq!(status["code"], expected, "{context}");
+    assert!(!body.contains("items") && !body.contains("metricLabels"), "{context}: leaked {body}");
+}
+
+const ALICE: &[(&str, &str)] = &[("X-Remote-User", "alice"), ("X-Remote-Group", "system:authenticated")];
+
+#[tokio::test]
+async fn front_proxy_with_a_trusted_certificate_is_believed() {
+    let s = Setup::start(&[]).await;
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    let (code, body) = s.request(Some(proxy.clone()), ALICE, &metric_path()).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"value\":\"3\""), "{body}");
+    let review = s.api.last_access_review.lock().unwrap().clone();
+    assert_eq!(review["user"], "alice");
+    assert_eq!(review["groups"], json!(["system:authenticated"]));
+    assert_eq!(review["resourceAttributes"]["group"], "external.metrics.k8s.io");
+    assert_eq!(review["resourceAttributes"]["resource"], SEGMENTS);
+    assert_eq!(review["resourceAttributes"]["namespace"], "default");
+
+    // Denied user: 403 naming user, verb and resource.
+    let (code, body) = s.request(Some(proxy.clone()), &[("X-Remote-User", "mallory")], &metric_path()).await;
+    assert_refused((code, body.clone()), 403, "mallory");
+    assert!(body.contains("mallory") && body.contains("list") && body.contains(SEGMENTS), "{body}");
+
+    // A trusted proxy that names no user is not authenticated.
+    assert_refused(s.request(Some(proxy), &[], &metric_path()).await, 401, "proxy without user header");
+}
+
+#[tokio::test]
+async fn headers_are_ignored_without_a_trusted_proxy_certificate() {
+    let s = Setup::start(&[]).await;
+    let rogue_ca = Ca::new("front-proxy-ca");
+    let cases = [
+        (Some(rogue_ca.client("front-proxy-client", &[])), "certificate from another CA"),
+        (Some(s.front_proxy_ca.client("not-the-proxy", &[])), "disallowed CN"),
+        (None, "no certificate, spoofed headers"),
+    ];
+    for (identity, context) in cases {
+        assert_refused(s.request(identity, ALICE, &metric_path()).await, 401, context);
+    }
+    assert_eq!(s.api.access_reviews.load(Ordering::SeqCst), 0, "no review for unauthenticated requests");
+}
+
+#[tokio::test]
+async fn client_certificates_from_the_cluster_ca_authenticate_as_cn_and_o() {
+    let s = Setup::start(&[]).await;
+    let (code, body) = s.request(Some(s.client_ca.client("carol", &["devs"])), &[], &metric_path()).await;
+    assert_eq!(code, 200, "{body}");
+    let review = s.api.last_access_review.lock().unwrap().clone();
+    assert_eq!((review["user"].clone(), review["groups"].clone()), (json!("carol"), json!(["devs"])));
+    // Headers on a client-CA connection are not front-proxy headers.
+    let (code, _) = s.request(Some(s.client_ca.client("carol", &[])), &[("X-Remote-User", "mallory")], &metric_path()).await;
+    assert_eq!(code, 200);
+    assert_eq!(s.api.last_access_review.lock().unwrap()["user"], "carol");
+    assert_refused(s.request(Some(s.client_ca.client("mallory", &[])), &[], &metric_path()).await, 403, "denied CN");
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_reviewed_and_cached() {
+    let s = Setup::start(&[]).await;
+    let good = [("Authorization", "Bearer good-token")];
+    for _ in 0..3 {
+        let (code, body) = s.request(None, &good, &metric_path()).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    assert_eq!(s.api.token_reviews.load(Ordering::SeqCst), 1, "TokenReview results are cached");
+    assert_eq!(s.api.last_access_review.lock().unwrap()["uid"], "42");
+    assert_refused(s.request(None, &[("Authorization", "Bearer bad-token")], &metric_path()).await, 401, "bad token");
+    assert_refused(s.request(None, &[("Authorization", "Basic YTpi")], &metric_path()).await, 401, "basic auth");
+}
+
+#[tokio::test]
+async fn reviews_that_cannot_be_made_fail_closed() {
+    let s = Setup::start(&[
+        "--authorization-webhook-cache-authorized-ttl", "0s",
+        "--authentication-token-webhook-cache-ttl", "0s",
+    ])
+    .await;
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    assert_eq!(s.request(Some(proxy.clone()), ALICE, &metric_path()).await.0, 200);
+    s.api.reviews_unavailable.store(true, Ordering::SeqCst);
+    assert_refused(s.request(Some(proxy), ALICE, &metric_path()).await, 503, "SubjectAccessReview unavailable");
+    assert_refused(s.request(None, &[("Authorization", "Bearer good-token")], &metric_path()).await, 503, "TokenReview unavailable");
+    assert!(s.adapter.log().contains("refusing the request"), "{}", s.adapter.log());
+}
+
+#[tokio::test]
+async fn probes_bypass_auth_but_metrics_and_discovery_do_not() {
+    let s = Setup::start(&[]).await;
+    for path in ["/livez", "/readyz", "/healthz"] {
+        assert_eq!(s.request(None, &[], path).await, (200, "ok".to_owned()), "{path}");
+    }
+    for path in ["/metrics", "/apis/custom.metrics.k8s.io/v1beta1", "/apis", "/openapi/v2"] {
+        assert_refused(s.request(None, &[], path).await, 401, path);
+    }
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    let (code, body) = s.request(Some(proxy.clone()), ALICE, "/metrics").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("pravega_adapter_requests_total"));
+    assert_eq!(s.api.last_access_review.lock().unwrap()["nonResourceAttributes"], json!({"path": "/metrics", "verb": "get"}));
+    // What the aggregator's availability check sends.
+    let aggregator = [("X-Remote-User", "system:kube-aggregator"), ("X-Remote-Group", "system:masters")];
+    assert_eq!(s.request(Some(proxy), &aggregator, "/apis/custom.metrics.k8s.io/v1beta2").await.0, 200);
+}
+
+#[tokio::test]
+async fn plain_http_on_the_secure_port_is_refused() {
+    let s = Setup::start(&[]).await;
+    let plain = s.adapter.base.replace("https://", "http://");
+    let answer = http().get(format!("{plain}{}", metric_path())).send().await;
+    if let Ok(response) = answer {
+        assert_ne!(response.status(), 200);
+        assert!(!response.text().await.unwrap_or_default().contains("metricLabels"));
+    }
+}
+
+#[tokio::test]
+async fn serving_certificate_is_reloaded_when_the_files_change() {
+    let s = Setup::start(&[]).await;
+    let new_ca = Ca::new("rotated-serving-ca");
+    let (cert, key) = new_ca.leaf("adapter", &[], &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+    std::fs::write(s.dir.join("tls.key"), key).unwrap();
+    std::fs::write(s.dir.join("tls.crt"), cert).unwrap();
+    let trusting_new = client(&new_ca, None);
+    let mut reloaded = false;
+    for _ in 0..40 {
+        if trusting_new.get(format!("{}/livez", s.adapter.base)).send().await.is_ok_and(|r| r.status() == 200) {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(reloaded, "new certificate not served within 20 s; log:\n{}", s.adapter.log());
+    assert!(s.adapter.log().contains("reloaded the serving certificate"));
+}
