@@ -47,6 +47,7 @@ pub enum RunError {
 pub async fn run(config: Config) -> Result<(), RunError> {
     config.validate()?;
     let store = Arc::new(Store::new(config.metrics_max_age));
+    tokio::spawn(store.clone().keep_merged());
     let telemetry = Arc::new(Telemetry::default());
     let settings = ScrapeSettings {
         interval: config.scrape_interval,

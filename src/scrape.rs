@@ -118,7 +118,7 @@ impl Pool {
                 if let Some(task) = state.task.get() {
                     task.abort();
                 }
-                self.scraper.store.remove(&id, SystemTime::now());
+                self.scraper.store.remove(&id);
                 self.scraper.telemetry.forget_target(&id);
                 tracing::info!(target_id = %id, url = %state.target.url, "stopped scraping");
             }
@@ -209,17 +209,16 @@ impl Scraper {
                     }
                     self.telemetry.scrape(&target.id, true, elapsed, stats.malformed);
                     tracing::debug!(url = %target.url, series = snapshot.series_count(), ?elapsed, "scraped");
-                    let store = self.store.clone();
-                    let id = target.id.clone();
-                    // Merging is CPU work proportional to the stream count.
-                    let _ = tokio::task::spawn_blocking(move || store.publish(&id, snapshot, SystemTime::now())).await;
+                    let generation = self.store.publish(&target.id, snapshot);
+                    // Queries waiting for this round must see it merged.
+                    self.store.merged(generation).await;
                 }
                 Err(error) => {
                     tracing::warn!(url = %target.url, %error, "scrape failed; keeping previous data until it is too old");
                     failing = true;
                     self.telemetry.scrape(&target.id, false, elapsed, 0);
-                    let store = self.store.clone();
-                    let _ = tokio::task::spawn_blocking(move || store.expire(SystemTime::now())).await;
+                    let generation = self.store.expire();
+                    self.store.merged(generation).await;
                 }
             }
             state.in_flight.store(false, Ordering::Release);

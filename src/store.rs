@@ -12,12 +12,15 @@ use crate::parse::Sample;
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use tokio::sync::{watch, Notify};
 use std::time::{Duration, SystemTime};
 
 pub const SPLITS_FAMILY: &str = "pravega_controller_segment_splits";
 pub const MERGES_FAMILY: &str = "pravega_controller_segment_merges";
 pub const SCOPE_LABEL: &str = "scope";
 pub const STREAM_LABEL: &str = "stream";
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Separates names and values in a [`LabelSet`]'s encoding. Samples whose
 /// label values contain it are rejected (counted), so it is unambiguous.
@@ -73,7 +76,17 @@ struct FamilyValue {
 #[derive(Debug)]
 pub struct TargetSnapshot {
     scraped_at: SystemTime,
-    streams: HashMap<LabelSet, Vec<FamilyValue>>,
+    /// In the order the exposition first listed them.
+    streams: Vec<StreamEntry>,
+    /// Position of each stream in `streams`; shared with the previous
+    /// snapshot while the controller lists the same streams in the same order.
+    index: Arc<FastMap<LabelSet, u32>>,
+}
+
+#[derive(Debug)]
+struct StreamEntry {
+    labels: LabelSet,
+    values: Vec<FamilyValue>,
 }
 
 impl TargetSnapshot {
@@ -83,7 +96,13 @@ impl TargetSnapshot {
 
     /// Number of series (stream x family) in the snapshot.
     pub fn series_count(&self) -> usize {
-        self.streams.values().map(Vec::len).sum()
+        self.streams.iter().map(|s| s.values.len()).sum()
+    }
+
+    /// The stream at `slot` if it has these labels: the cheap check that
+    /// replaces a hash lookup when streams come in their usual order.
+    fn at(&self, slot: usize, labels: &str) -> Option<&StreamEntry> {
+        self.streams.get(slot).filter(|s| &*s.labels.0 == labels)
     }
 }
 
@@ -114,10 +133,23 @@ impl Families {
 
 /// Builds a target's next snapshot from scanned samples, reusing the label
 /// sets of its previous snapshot so a steady-state scrape allocates little.
+///
+/// Controllers list each family's streams in the same order, family after
+/// family and scrape after scrape, so the builder first guesses that a
+/// sample belongs to the stream after the previous sample's (one string
+/// comparison) and only hashes when the guess is wrong.
 pub struct SnapshotBuilder {
     families: Arc<Families>,
     previous: Option<Arc<TargetSnapshot>>,
-    streams: HashMap<LabelSet, Vec<FamilyValue>>,
+    streams: Vec<StreamEntry>,
+    /// For each of `streams`, its position in the previous snapshot.
+    previous_slots: Vec<Option<u32>>,
+    /// Built on the first wrong guess; then kept up to date.
+    index: Option<FastMap<LabelSet, u32>>,
+    /// Every stream so far sits where it sat in the previous snapshot.
+    same_order: bool,
+    /// Slot of the previous sample of the current family.
+    last_slot: Option<usize>,
     scraped_at: SystemTime,
     last_family: Option<(String, FamilyId)>,
     key: String,
@@ -145,26 +177,58 @@ impl SnapshotBuilder {
             _ => {
                 let id = self.families.id(sample.name);
                 self.last_family = Some((sample.name.to_owned(), id));
+                self.last_slot = None;
                 id
             }
         };
-        let previous = self.previous.as_ref().and_then(|p| p.streams.get_key_value(self.key.as_str()));
-        let values = match self.streams.get_mut(self.key.as_str()) {
-            Some(values) => values,
-            None => {
-                let key = previous.map_or_else(|| LabelSet(Arc::from(self.key.as_str())), |(k, _)| k.clone());
-                self.streams.entry(key).or_insert_with(|| Vec::with_capacity(previous.map_or(4, |(_, v)| v.len())))
-            }
+        let guess = self.last_slot.map_or(0, |s| s + 1);
+        let slot = match self.streams.get(guess) {
+            Some(s) if *s.labels.0 == *self.key => guess,
+            _ => self.find(),
         };
-        if values.iter().any(|v| v.family == family) {
+        self.last_slot = Some(slot);
+        let entry = &mut self.streams[slot];
+        if entry.values.iter().any(|v| v.family == family) {
             self.rejected += 1; // duplicate series within one exposition
             return;
         }
+        let previous = self.previous_slots[slot].and_then(|p| self.previous.as_ref().map(|s| &s.streams[p as usize]));
         let unchanged_since = previous
-            .and_then(|(_, old)| old.iter().find(|v| v.family == family))
+            .and_then(|old| old.values.iter().find(|v| v.family == family))
             .filter(|old| old.value.to_bits() == sample.value.to_bits())
             .map(|old| old.changed_at);
-        values.push(FamilyValue { family, value: sample.value, changed_at: unchanged_since.unwrap_or(self.scraped_at) });
+        entry.values.push(FamilyValue { family, value: sample.value, changed_at: unchanged_since.unwrap_or(self.scraped_at) });
+    }
+
+    /// The slot of the stream in `self.key`, added if new.
+    fn find(&mut self) -> usize {
+        let streams = &self.streams;
+        let index = self.index.get_or_insert_with(|| {
+            streams.iter().enumerate().map(|(i, s)| (s.labels.clone(), i as u32)).collect()
+        });
+        if let Some(&slot) = index.get(self.key.as_str()) {
+            return slot as usize;
+        }
+        let slot = self.streams.len();
+        let previous = self.previous.as_ref().and_then(|p| {
+            // Again, the stream after the last one added is the best guess.
+            let guess = self.previous_slots.last().copied().flatten().map_or(0, |s| s as usize + 1);
+            match p.at(guess, &self.key) {
+                Some(entry) => Some((guess, entry)),
+                None => p.index.get(self.key.as_str()).map(|&i| (i as usize, &p.streams[i as usize])),
+            }
+        });
+        self.same_order &= previous.is_some_and(|(p, _)| p == slot);
+        let (labels, capacity) = match previous {
+            Some((_, entry)) => (entry.labels.clone(), entry.values.len()),
+            None => (LabelSet(Arc::from(self.key.as_str())), 4),
+        };
+        if let Some(index) = &mut self.index {
+            index.insert(labels.clone(), slot as u32);
+        }
+        self.streams.push(StreamEntry { labels, values: Vec::with_capacity(capacity) });
+        self.previous_slots.push(previous.map(|(p, _)| p as u32));
+        slot
     }
 
     /// Writes the canonical encoding of the sample's labels into `self.key`;
@@ -201,66 +265,92 @@ impl SnapshotBuilder {
     }
 
     pub fn finish(self) -> TargetSnapshot {
-        TargetSnapshot { scraped_at: self.scraped_at, streams: self.streams }
+        let unchanged = self.same_order && self.previous.as_ref().is_some_and(|p| p.streams.len() == self.streams.len());
+        let index = match (unchanged, self.previous, self.index) {
+            (true, Some(previous), _) => previous.index.clone(),
+            (_, _, Some(index)) => Arc::new(index),
+            _ => Arc::new(self.streams.iter().enumerate().map(|(i, s)| (s.labels.clone(), i as u32)).collect()),
+        };
+        TargetSnapshot { scraped_at: self.scraped_at, streams: self.streams, index }
     }
 }
 
 /// One served value: a stream's family value after merging replicas.
-#[derive(Debug, Clone)]
-pub struct MergedSeries {
-    pub labels: LabelSet,
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    pub labels: &'a LabelSet,
     pub value: f64,
     /// When the replica this value came from was scraped.
     pub scraped_at: SystemTime,
 }
 
-/// All merged series of one family, sorted by (scope, stream).
-#[derive(Debug, Default)]
-pub struct FamilySeries {
-    series: Vec<MergedSeries>,
+#[derive(Debug, Clone, Copy)]
+struct MergedValue {
+    value: f64,
+    family: FamilyId,
+    /// Index of the source target in [`MergedView::scraped_at`].
+    target: u32,
 }
 
-impl FamilySeries {
-    /// The series whose scope and/or stream equal the given values (all
-    /// series for `None`), found by binary search.
-    pub fn narrowed(&self, scope: Option<&str>, stream: Option<&str>) -> &[MergedSeries] {
-        let Some(scope) = scope else { return &self.series };
-        fn key(s: &MergedSeries) -> (&str, &str) {
-            s.labels.scope_and_stream()
-        }
-        let start = self.series.partition_point(|s| match stream {
-            Some(stream) => key(s) < (scope, stream),
-            None => key(s).0 < scope,
-        });
-        let len = self.series[start..].partition_point(|s| match stream {
-            Some(stream) => key(s) == (scope, stream),
-            None => key(s).0 == scope,
-        });
-        &self.series[start..start + len]
-    }
-
-    pub fn len(&self) -> usize {
-        self.series.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
-    }
+#[derive(Debug)]
+struct MergedStream {
+    labels: LabelSet,
+    values: Vec<MergedValue>,
 }
 
-/// What the API serves: every live target's snapshot, merged.
+/// What the API serves: every live target's snapshot, merged; one row per
+/// stream, sorted by (scope, stream).
 #[derive(Debug, Default)]
 pub struct MergedView {
-    families: BTreeMap<Arc<str>, FamilySeries>,
+    streams: Vec<MergedStream>,
+    scraped_at: Vec<SystemTime>,
+    /// Families with at least one series, by name.
+    families: BTreeMap<Arc<str>, FamilyId>,
+}
+
+/// One family's series in a [`MergedView`].
+#[derive(Clone, Copy)]
+pub struct Family<'a> {
+    view: &'a MergedView,
+    id: FamilyId,
 }
 
 impl MergedView {
-    pub fn family(&self, name: &str) -> Option<&FamilySeries> {
-        self.families.get(name)
+    pub fn family(&self, name: &str) -> Option<Family<'_>> {
+        self.families.get(name).map(|&id| Family { view: self, id })
     }
 
-    pub fn families(&self) -> impl Iterator<Item = (&str, &FamilySeries)> {
-        self.families.iter().map(|(name, series)| (&**name, series))
+    pub fn family_names(&self) -> impl Iterator<Item = &str> {
+        self.families.keys().map(|name| &**name)
+    }
+}
+
+impl<'a> Family<'a> {
+    /// The series whose scope and/or stream equal the given values (all
+    /// series for `None`), found by binary search.
+    pub fn narrowed(self, scope: Option<&str>, stream: Option<&str>) -> impl Iterator<Item = Series<'a>> {
+        let streams = &self.view.streams;
+        let range = match scope {
+            None => &streams[..],
+            Some(scope) => {
+                fn key(s: &MergedStream) -> (&str, &str) {
+                    s.labels.scope_and_stream()
+                }
+                let start = streams.partition_point(|s| match stream {
+                    Some(stream) => key(s) < (scope, stream),
+                    None => key(s).0 < scope,
+                });
+                let len = streams[start..].partition_point(|s| match stream {
+                    Some(stream) => key(s) == (scope, stream),
+                    None => key(s).0 == scope,
+                });
+                &streams[start..start + len]
+            }
+        };
+        range.iter().filter_map(move |s| {
+            let v = s.values.iter().find(|v| v.family == self.id)?;
+            Some(Series { labels: &s.labels, value: v.value, scraped_at: self.view.scraped_at[v.target as usize] })
+        })
     }
 }
 
@@ -268,8 +358,20 @@ impl MergedView {
 pub struct Store {
     families: Arc<Families>,
     max_age: Duration,
-    targets: Mutex<BTreeMap<Arc<str>, Arc<TargetSnapshot>>>,
+    targets: Mutex<Targets>,
+    /// Serialises merges so an older one never replaces a newer view.
+    merging: Mutex<()>,
     merged: RwLock<Arc<MergedView>>,
+    /// The [`Targets::generation`] the current view was merged from.
+    merged_generation: watch::Sender<u64>,
+    merge_wanted: Notify,
+}
+
+#[derive(Default)]
+struct Targets {
+    snapshots: BTreeMap<Arc<str>, Arc<TargetSnapshot>>,
+    /// Counts changes that a merge has to take in.
+    generation: u64,
 }
 
 impl Store {
@@ -279,7 +381,10 @@ impl Store {
             families: Arc::default(),
             max_age,
             targets: Mutex::default(),
+            merging: Mutex::default(),
             merged: RwLock::default(),
+            merged_generation: watch::Sender::new(0),
+            merge_wanted: Notify::new(),
         }
     }
 
@@ -289,12 +394,16 @@ impl Store {
 
     /// Starts the next snapshot of `target`, scraped at `scraped_at`.
     pub fn builder(&self, target: &str, scraped_at: SystemTime) -> SnapshotBuilder {
-        let previous = self.lock_targets().get(target).cloned();
+        let previous = self.lock_targets().snapshots.get(target).cloned();
         let capacity = previous.as_ref().map_or(0, |p| p.streams.len());
         SnapshotBuilder {
             families: self.families.clone(),
             previous,
-            streams: HashMap::with_capacity(capacity),
+            streams: Vec::with_capacity(capacity),
+            previous_slots: Vec::with_capacity(capacity),
+            index: None,
+            same_order: true,
+            last_slot: None,
             scraped_at,
             last_family: None,
             key: String::new(),
@@ -303,26 +412,75 @@ impl Store {
         }
     }
 
-    /// Replaces `target`'s snapshot and re-merges.
-    pub fn publish(&self, target: &str, snapshot: TargetSnapshot, now: SystemTime) {
-        let mut targets = self.lock_targets();
-        targets.insert(Arc::from(target), Arc::new(snapshot));
-        self.remerge(&targets, now);
+    /// Replaces `target`'s snapshot; returns the generation a merge must
+    /// reach to include it (see [`Store::merged`]).
+    pub fn publish(&self, target: &str, snapshot: TargetSnapshot) -> u64 {
+        self.change(|t| {
+            t.snapshots.insert(Arc::from(target), Arc::new(snapshot));
+        })
     }
 
-    /// Forgets a target (its pod is gone) and re-merges.
-    pub fn remove(&self, target: &str, now: SystemTime) {
-        let mut targets = self.lock_targets();
-        if targets.remove(target).is_some() {
-            self.remerge(&targets, now);
+    /// Forgets a target (its pod is gone).
+    pub fn remove(&self, target: &str) -> u64 {
+        self.change(|t| {
+            t.snapshots.remove(target);
+        })
+    }
+
+    /// Asks for a merge without a new snapshot, so that snapshots past the
+    /// max age drop out while their targets keep failing.
+    pub fn expire(&self) -> u64 {
+        self.change(|_| {})
+    }
+
+    fn change(&self, apply: impl FnOnce(&mut Targets)) -> u64 {
+        let generation = {
+            let mut targets = self.lock_targets();
+            apply(&mut targets);
+            targets.generation += 1;
+            targets.generation
+        };
+        self.merge_wanted.notify_one();
+        generation
+    }
+
+    /// Waits until the served view includes the change of `generation`.
+    pub async fn merged(&self, generation: u64) {
+        let mut merged = self.merged_generation.subscribe();
+        let _ = merged.wait_for(|g| *g >= generation).await;
+    }
+
+    /// Merges whenever asked to, coalescing the changes of several scrapes
+    /// that land while a merge runs into the next one.
+    pub async fn keep_merged(self: Arc<Self>) {
+        loop {
+            self.merge_wanted.notified().await;
+            let store = self.clone();
+            // CPU work proportional to the number of streams.
+            let _ = tokio::task::spawn_blocking(move || store.remerge(SystemTime::now())).await;
         }
     }
 
-    /// Re-merges so that snapshots past the max age drop out even while
-    /// their targets keep failing.
-    pub fn expire(&self, now: SystemTime) {
-        let targets = self.lock_targets();
-        self.remerge(&targets, now);
+    /// Merges the current snapshots into the served view now.
+    pub fn remerge(&self, now: SystemTime) {
+        let _merging = self.merging.lock().unwrap_or_else(PoisonError::into_inner);
+        let (snapshots, generation) = {
+            let targets = self.lock_targets();
+            let live: Vec<Arc<TargetSnapshot>> = targets
+                .snapshots
+                .values()
+                .filter(|t| now.duration_since(t.scraped_at).unwrap_or_default() <= self.max_age)
+                .cloned()
+                .collect();
+            (live, targets.generation)
+        };
+        let view = merge(&snapshots, &self.families.snapshot());
+        *self.merged.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(view);
+        self.merged_generation.send_if_modified(|g| {
+            let newer = generation > *g;
+            *g = (*g).max(generation);
+            newer
+        });
     }
 
     pub fn view(&self) -> Arc<MergedView> {
@@ -331,21 +489,11 @@ impl Store {
 
     /// Series count per target, for the adapter's own metrics.
     pub fn series_counts(&self) -> Vec<(Arc<str>, usize)> {
-        self.lock_targets().iter().map(|(t, s)| (t.clone(), s.series_count())).collect()
+        self.lock_targets().snapshots.iter().map(|(t, s)| (t.clone(), s.series_count())).collect()
     }
 
-    fn lock_targets(&self) -> std::sync::MutexGuard<'_, BTreeMap<Arc<str>, Arc<TargetSnapshot>>> {
+    fn lock_targets(&self) -> std::sync::MutexGuard<'_, Targets> {
         self.targets.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn remerge(&self, targets: &BTreeMap<Arc<str>, Arc<TargetSnapshot>>, now: SystemTime) {
-        let live: Vec<&TargetSnapshot> = targets
-            .values()
-            .map(|t| &**t)
-            .filter(|t| now.duration_since(t.scraped_at).unwrap_or_default() <= self.max_age)
-            .collect();
-        let view = merge(&live, &self.families.snapshot());
-        *self.merged.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(view);
     }
 }
 
@@ -359,50 +507,71 @@ fn scale_events(values: &[FamilyValue], splits: Option<FamilyId>, merges: Option
     }
 }
 
-fn merge(targets: &[&TargetSnapshot], names: &[Arc<str>]) -> MergedView {
+/// A stream of `target` with a guess where it sits: replicas and scrapes
+/// mostly list streams in the same order, so the guess saves a hash lookup.
+fn locate<'t>(target: &'t TargetSnapshot, guess: usize, labels: &LabelSet) -> Option<(usize, &'t StreamEntry)> {
+    match target.at(guess, &labels.0) {
+        Some(entry) => Some((guess, entry)),
+        None => target.index.get(labels).map(|&i| (i as usize, &target.streams[i as usize])),
+    }
+}
+
+fn merge(targets: &[Arc<TargetSnapshot>], names: &[Arc<str>]) -> MergedView {
     let find = |name: &str| names.iter().position(|n| &**n == name).map(|i| FamilyId(i as u32));
     let (splits, merges) = (find(SPLITS_FAMILY), find(MERGES_FAMILY));
-    let mut by_family: BTreeMap<FamilyId, Vec<MergedSeries>> = BTreeMap::new();
-    let mut candidates = Vec::with_capacity(targets.len());
+    // Every stream once, sorted by (scope, stream) for binary search.
+    let mut order: Vec<((&str, &str), &LabelSet)> = Vec::new();
     for (i, target) in targets.iter().enumerate() {
-        for (labels, values) in &target.streams {
-            // Each stream is merged once, by the first target that has it.
-            if targets[..i].iter().any(|earlier| earlier.streams.contains_key(labels)) {
-                continue;
-            }
-            candidates.clear();
-            candidates.push((*target, values.as_slice()));
-            candidates.extend(targets[i + 1..].iter().filter_map(|t| Some((*t, t.streams.get(labels)?.as_slice()))));
-            let ranked: Vec<_> = candidates.iter().map(|(t, v)| (*t, *v, scale_events(v, splits, merges))).collect();
-            for family_value in values.iter().chain(candidates[1..].iter().flat_map(|(_, v)| v.iter())) {
-                let family = family_value.family;
-                let series = by_family.entry(family).or_default();
-                if series.last().is_some_and(|s| s.labels == *labels) {
-                    continue; // this family of this stream is already merged
-                }
-                let best = ranked
-                    .iter()
-                    .filter_map(|(t, v, rank)| Some((*t, v.iter().find(|fv| fv.family == family)?, *rank)))
-                    .max_by(|a, b| {
-                        let rank = a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal);
-                        rank.then(a.1.changed_at.cmp(&b.1.changed_at))
-                    });
-                if let Some((target, chosen, _)) = best {
-                    series.push(MergedSeries { labels: labels.clone(), value: chosen.value, scraped_at: target.scraped_at });
-                }
+        for (slot, entry) in target.streams.iter().enumerate() {
+            let labels = &entry.labels;
+            if !targets[..i].iter().any(|earlier| locate(earlier, slot, labels).is_some()) {
+                order.push((labels.scope_and_stream(), labels));
             }
         }
     }
-    let families = by_family
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+
+    let mut present = vec![false; names.len()];
+    let mut candidates: Vec<(u32, &[FamilyValue], Option<f64>)> = Vec::with_capacity(targets.len());
+    let mut guesses = vec![0usize; targets.len()];
+    let streams = order
         .into_iter()
-        .map(|(id, mut series)| {
-            series.sort_by(|a, b| {
-                a.labels.scope_and_stream().cmp(&b.labels.scope_and_stream()).then_with(|| a.labels.cmp(&b.labels))
-            });
-            (names[id.0 as usize].clone(), FamilySeries { series })
+        .map(|(_, labels)| {
+            candidates.clear();
+            candidates.extend(targets.iter().enumerate().filter_map(|(i, t)| {
+                let (slot, entry) = locate(t, guesses[i], labels)?;
+                guesses[i] = slot + 1;
+                Some((i as u32, entry.values.as_slice(), scale_events(&entry.values, splits, merges)))
+            }));
+            let mut values: Vec<MergedValue> = Vec::with_capacity(candidates[0].1.len());
+            for (_, family_values, _) in &candidates {
+                for family in family_values.iter().map(|v| v.family) {
+                    if values.iter().any(|v| v.family == family) {
+                        continue;
+                    }
+                    let best = candidates
+                        .iter()
+                        .filter_map(|(t, vs, rank)| Some((*t, vs.iter().find(|v| v.family == family)?, *rank)))
+                        .max_by(|a, b| {
+                            let rank = a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal);
+                            rank.then(a.1.changed_at.cmp(&b.1.changed_at))
+                        });
+                    if let Some((target, chosen, _)) = best {
+                        present[family.0 as usize] = true;
+                        values.push(MergedValue { value: chosen.value, family, target });
+                    }
+                }
+            }
+            MergedStream { labels: labels.clone(), values }
         })
         .collect();
-    MergedView { families }
+    let families = names
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| present[*i])
+        .map(|(i, name)| (name.clone(), FamilyId(i as u32)))
+        .collect();
+    MergedView { streams, scraped_at: targets.iter().map(|t| t.scraped_at).collect(), families }
 }
 
 #[cfg(test)]
@@ -420,7 +589,8 @@ mod tests {
     fn scrape(store: &Store, target: &str, secs: u64, text: &str) {
         let mut builder = store.builder(target, at(secs));
         Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), text.as_bytes(), |s| builder.push(s));
-        store.publish(target, builder.finish(), at(secs));
+        store.publish(target, builder.finish());
+        store.remerge(at(secs));
     }
 
     /// Exposition of one stream as a replica reports it.
@@ -434,7 +604,7 @@ mod tests {
 
     fn segments(store: &Store, stream: &str) -> Option<f64> {
         let view = store.view();
-        let series = view.family("pravega_controller_segments_count")?.narrowed(Some("test"), Some(stream));
+        let series: Vec<_> = view.family("pravega_controller_segments_count")?.narrowed(Some("test"), Some(stream)).collect();
         assert!(series.len() <= 1);
         series.first().map(|s| s.value)
     }
@@ -508,7 +678,7 @@ mod tests {
         }
         assert_eq!(segments(&store, "s"), Some(8.0));
         let view = store.view();
-        assert_eq!(view.family(SPLITS_FAMILY).unwrap().len(), 1);
+        assert_eq!(view.family(SPLITS_FAMILY).unwrap().narrowed(None, None).count(), 1);
     }
 
     #[test]
@@ -517,9 +687,10 @@ mod tests {
         scrape(&store, "a", 0, &replica("s", 5, 9, 9));
         scrape(&store, "b", 20, &replica("s", 3, 1, 1));
         assert_eq!(segments(&store, "s"), Some(5.0));
-        store.expire(at(31));
+        store.expire();
+        store.remerge(at(31));
         assert_eq!(segments(&store, "s"), Some(3.0));
-        store.expire(at(51));
+        store.remerge(at(51));
         assert_eq!(segments(&store, "s"), None);
     }
 
@@ -528,7 +699,8 @@ mod tests {
         let store = Store::new(Duration::from_secs(30));
         scrape(&store, "a", 0, &replica("s", 5, 9, 9));
         scrape(&store, "b", 0, &replica("s", 3, 1, 1));
-        store.remove("a", at(1));
+        store.remove("a");
+        store.remerge(at(1));
         assert_eq!(segments(&store, "s"), Some(3.0));
     }
 
@@ -546,7 +718,7 @@ mod tests {
              pravega_controller_segments_count{scope=\"x\",stream=\"ok\"} 2\n",
         );
         let view = store.view();
-        let names: Vec<_> = view.families().map(|(n, s)| (n.to_owned(), s.len())).collect();
+        let names: Vec<_> = view.family_names().map(|n| (n.to_owned(), view.family(n).unwrap().narrowed(None, None).count())).collect();
         assert_eq!(names, vec![("pravega_controller_segments_count".to_owned(), 1)]);
     }
 
@@ -555,7 +727,7 @@ mod tests {
         let store = Store::new(Duration::from_secs(30));
         scrape(&store, "a", 0, "pravega_controller_segments_count{stream=\"s\",scope=\"test\"} 2\n");
         scrape(&store, "b", 0, "pravega_controller_segments_count{scope=\"test\",stream=\"s\"} 2\n");
-        assert_eq!(store.view().family("pravega_controller_segments_count").unwrap().len(), 1);
+        assert_eq!(store.view().family("pravega_controller_segments_count").unwrap().narrowed(None, None).count(), 1);
     }
 
     #[test]
@@ -566,6 +738,52 @@ mod tests {
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         assert_eq!(builder.rejected(), 3);
         assert_eq!(builder.finish().series_count(), 1);
+    }
+
+    /// Streams listed in another order, missing from some families, or new:
+    /// the guessed-order fast path must fall back without losing anything.
+    #[test]
+    fn reordered_partial_and_new_streams_are_stored_faithfully() {
+        let line = |family: &str, stream: &str, v: u32| format!("pravega_controller_{family}{{scope=\"t\",stream=\"{stream}\"}} {v}\n");
+        let store = Store::new(Duration::from_secs(30));
+        let first: String = ["a", "b", "c"].iter().flat_map(|s| [line("segments_count", s, 1), line("x", s, 1)]).collect();
+        scrape(&store, "r", 0, &first);
+        // Order c, a, d (new), b missing from segments_count; x lists b, a only.
+        let second = [
+            line("segments_count", "c", 1),
+            line("segments_count", "a", 2),
+            line("segments_count", "d", 3),
+            line("x", "b", 1),
+            line("x", "a", 1),
+        ]
+        .concat();
+        scrape(&store, "r", 5, &second);
+        let view = store.view();
+        let values = |family: &str| -> Vec<(String, f64)> {
+            let mut v: Vec<_> = view
+                .family(family)
+                .unwrap()
+                .narrowed(None, None)
+                .map(|s| (s.labels.get("stream").unwrap().to_owned(), s.value))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(values("pravega_controller_segments_count"), [("a".into(), 2.0), ("c".into(), 1.0), ("d".into(), 3.0)]);
+        assert_eq!(values("pravega_controller_x"), [("a".into(), 1.0), ("b".into(), 1.0)]);
+        let snapshot = store.lock_targets().snapshots["r"].clone();
+        let changed = |stream: &str, family: &str| {
+            let id = store.families.id(family);
+            let entry = snapshot.streams.iter().find(|s| s.labels.get("stream") == Some(stream)).unwrap();
+            entry.values.iter().find(|v| v.family == id).unwrap().changed_at
+        };
+        assert_eq!(changed("c", "pravega_controller_segments_count"), at(0), "unchanged value keeps its time");
+        assert_eq!(changed("a", "pravega_controller_segments_count"), at(5));
+        assert_eq!(changed("b", "pravega_controller_x"), at(0));
+        assert_eq!(snapshot.index.len(), 4);
+        for (i, entry) in snapshot.streams.iter().enumerate() {
+            assert_eq!(snapshot.index[&entry.labels], i as u32);
+        }
     }
 
     #[test]
@@ -580,12 +798,12 @@ mod tests {
         scrape(&store, "t", 0, &text);
         let view = store.view();
         let family = view.family("pravega_controller_segments_count").unwrap();
-        assert_eq!(family.narrowed(None, None).len(), 6);
-        assert_eq!(family.narrowed(Some("b"), None).len(), 2);
-        let one = family.narrowed(Some("b"), Some("y"));
+        assert_eq!(family.narrowed(None, None).count(), 6);
+        assert_eq!(family.narrowed(Some("b"), None).count(), 2);
+        let one: Vec<_> = family.narrowed(Some("b"), Some("y")).collect();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].labels.get("stream"), Some("y"));
-        assert!(family.narrowed(Some("z"), None).is_empty());
-        assert!(family.narrowed(Some("a"), Some("z")).is_empty());
+        assert_eq!(family.narrowed(Some("z"), None).count(), 0);
+        assert_eq!(family.narrowed(Some("a"), Some("z")).count(), 0);
     }
 }

@@ -5,7 +5,7 @@ use super::quantity;
 use super::routes::{ApiVersion, ObjectQuery, CUSTOM_GROUP, EXTERNAL_GROUP};
 use super::selector::Selector;
 use super::status::ApiError;
-use crate::store::{MergedSeries, MergedView, SCOPE_LABEL, STREAM_LABEL};
+use crate::store::{MergedView, Series, SCOPE_LABEL, STREAM_LABEL};
 use serde_json::{json, Map, Value};
 use std::time::{Duration, SystemTime};
 
@@ -34,9 +34,9 @@ pub struct Answer<'a> {
 
 impl Answer<'_> {
     /// Fresh series of `metric` matching `selector`.
-    fn select<'s>(&'s self, metric: &str, selector: &'s Selector) -> Result<Vec<&'s MergedSeries>, ApiError> {
+    fn select(&self, metric: &str, selector: &Selector) -> Result<Vec<Series<'_>>, ApiError> {
         let family = self.view.family(metric).ok_or_else(|| {
-            let known: Vec<&str> = self.view.families().map(|(name, _)| name).collect();
+            let known: Vec<&str> = self.view.family_names().collect();
             ApiError::NotFound(format!(
                 "no fresh data for metric {metric:?}; metrics served now: [{}]",
                 known.join(", ")
@@ -44,7 +44,6 @@ impl Answer<'_> {
         })?;
         let candidates = family.narrowed(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
         Ok(candidates
-            .iter()
             .filter(|s| self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age)
             .filter(|s| selector.matches(|name| s.labels.get(name)))
             .collect())
@@ -122,7 +121,7 @@ impl Answer<'_> {
 
     /// `APIResourceList` of one group-version: every metric served now.
     pub fn resources(&self, version: ApiVersion) -> Value {
-        let metrics = self.view.families().map(|(name, _)| name);
+        let metrics = self.view.family_names();
         let resource = |name: String, namespaced: bool, kind: &str| {
             json!({ "name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get"] })
         };
@@ -235,7 +234,8 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + SCRAPED;
         let mut builder = store.builder("t", at);
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
-        store.publish("t", builder.finish(), at);
+        store.publish("t", builder.finish());
+        store.remerge(at);
         store.view()
     }
 
