@@ -150,6 +150,23 @@ async fn concurrent_stale_queries_share_one_scrape() {
 }
 
 #[tokio::test]
+async fn half_stale_data_is_served_at_once_and_refreshed_behind() {
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    let adapter = Adapter::start(&args(&[&controller], &["--max-staleness", "1s", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    controller.set_body(stream_exposition("test", "s", 4, 3, 0));
+    controller.set_delay(Duration::from_millis(400));
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    // Past half the bound: answered from what is there (a wait would give 4)...
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())]);
+    // ...while the refresh it started lands shortly after.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    controller.set_delay(Duration::ZERO);
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "4".to_owned())]);
+}
+
+#[tokio::test]
 async fn data_outlives_a_failing_controller_only_until_max_age() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
     let adapter = Adapter::start(&args(
