@@ -4,97 +4,16 @@
 
 mod common;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Json;
+use common::kube_stub::{client, write_kubeconfig, Ca, StubApi};
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 const SEGMENTS: &str = "pravega_controller_segments_count";
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let pem = params.self_signed(&key).unwrap().pem();
-        Ca { issuer: Issuer::new(params, key), pem }
-    }
-
-    /// A leaf certificate and key, PEM, for a client (CN, O) or a server (SANs).
-    fn leaf(&self, cn: &str, orgs: &[&str], sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        for org in orgs {
-            params.distinguished_name.push(DnType::OrganizationName, *org);
-        }
-        params.extended_key_usages = vec![usage];
-        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
-    }
-
-    fn client(&self, cn: &str, orgs: &[&str]) -> (String, String) {
-        self.leaf(cn, orgs, &[], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-}
-
-/// Stub of the Kubernetes API: the authentication configmap, TokenReview
-/// (token "good-token" is user tina) and SubjectAccessReview (users in
-/// `allowed` may do anything).
-#[derive(Default)]
-struct StubApi {
-    configmap: Mutex<Value>,
-    allowed: Vec<&'static str>,
-    token_reviews: AtomicU64,
-    access_reviews: AtomicU64,
-    reviews_unavailable: AtomicBool,
-    last_access_review: Mutex<Value>,
-}
-
-async fn configmap(State(api): State<Arc<StubApi>>) -> Json<Value> {
-    Json(api.configmap.lock().unwrap().clone())
-}
-
-async fn token_review(State(api): State<Arc<StubApi>>, Json(review): Json<Value>) -> axum::response::Response {
-    api.token_reviews.fetch_add(1, Ordering::SeqCst);
-    if api.reviews_unavailable.load(Ordering::SeqCst) {
-        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-    }
-    let authenticated = review["spec"]["token"] == "good-token";
-    let mut answer = review.clone();
-    answer["status"] = if authenticated {
-        json!({"authenticated": true, "user": {"username": "tina", "uid": "42", "groups": ["hpa"]}})
-    } else {
-        json!({"authenticated": false})
-    };
-    Json(answer).into_response()
-}
-
-async fn access_review(State(api): State<Arc<StubApi>>, Json(review): Json<Value>) -> axum::response::Response {
-    api.access_reviews.fetch_add(1, Ordering::SeqCst);
-    if api.reviews_unavailable.load(Ordering::SeqCst) {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    *api.last_access_review.lock().unwrap() = review["spec"].clone();
-    let allowed = api.allowed.iter().any(|u| review["spec"]["user"] == *u);
-    let mut answer = review.clone();
-    answer["status"] = json!({"allowed": allowed});
-    Json(answer).into_response()
-}
 
 struct Setup {
     adapter: Adapter,
@@ -123,36 +42,9 @@ impl Setup {
         std::fs::write(dir.join("tls.key"), key).unwrap();
 
         let api = Arc::new(StubApi { allowed: vec!["alice", "tina", "carol", "system:kube-aggregator"], ..Default::default() });
-        *api.configmap.lock().unwrap() = json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
-            "data": {
-                "requestheader-client-ca-file": front_proxy_ca.pem,
-                "requestheader-allowed-names": "[\"front-proxy-client\"]",
-                "requestheader-username-headers": "[\"X-Remote-User\"]",
-                "requestheader-group-headers": "[\"X-Remote-Group\"]",
-                "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]",
-                "client-ca-file": client_ca.pem,
-            }
-        });
-        let app = axum::Router::new()
-            .route("/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication", get(configmap))
-            .route("/apis/authentication.k8s.io/v1/tokenreviews", post(token_review))
-            .route("/apis/authorization.k8s.io/v1/subjectaccessreviews", post(access_review))
-            .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let api_address = api.serve(&front_proxy_ca, &client_ca).await;
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: stub\n  cluster:\n    server: http://{api_address}\n\
-                 users:\n- name: adapter\n  user:\n    token: adapter-token\ncontexts:\n- name: stub\n  context:\n    cluster: stub\n    user: adapter\n\
-                 current-context: stub\n"
-            ),
-        )
-        .unwrap();
+        write_kubeconfig(&kubeconfig, api_address);
 
         let controller = FakeController::start(stream_exposition("test", "stream", 3, 2, 0)).await;
         let port = free_port();
@@ -180,15 +72,6 @@ impl Setup {
         let response = request.send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
-}
-
-fn client(serving_ca: &Ca, identity: Option<(String, String)>) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(serving_ca.pem.as_bytes()).unwrap()]);
-    if let Some((cert, key)) = identity {
-        builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
-    }
-    builder.build().unwrap()
 }
 
 fn metric_path() -> String {

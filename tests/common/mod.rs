@@ -2,6 +2,8 @@
 //! binary run as a child process.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod kube_stub;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -1,0 +1,144 @@
+//! A stub of the Kubernetes API for the adapter's security reviews, and a
+//! throw-away PKI: what the auth tests and the serving benchmark share.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Json;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pub pem: String,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca { issuer: Issuer::new(params, key), pem }
+    }
+
+    /// A leaf certificate and key, PEM, for a client (CN, O) or a server (SANs).
+    pub fn leaf(&self, cn: &str, orgs: &[&str], sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        for org in orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *org);
+        }
+        params.extended_key_usages = vec![usage];
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+    }
+
+    pub fn client(&self, cn: &str, orgs: &[&str]) -> (String, String) {
+        self.leaf(cn, orgs, &[], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+}
+
+/// Stub of the Kubernetes API: the authentication configmap, TokenReview
+/// (token "good-token" is user tina) and SubjectAccessReview (users in
+/// `allowed` may do anything).
+#[derive(Default)]
+pub struct StubApi {
+    pub configmap: Mutex<Value>,
+    /// Users allowed everything; `*` allows everyone.
+    pub allowed: Vec<&'static str>,
+    pub token_reviews: AtomicU64,
+    pub access_reviews: AtomicU64,
+    pub reviews_unavailable: AtomicBool,
+    pub last_access_review: Mutex<Value>,
+}
+
+async fn configmap(State(api): State<Arc<StubApi>>) -> Json<Value> {
+    Json(api.configmap.lock().unwrap().clone())
+}
+
+async fn token_review(State(api): State<Arc<StubApi>>, Json(review): Json<Value>) -> axum::response::Response {
+    api.token_reviews.fetch_add(1, Ordering::SeqCst);
+    if api.reviews_unavailable.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let authenticated = review["spec"]["token"] == "good-token";
+    let mut answer = review.clone();
+    answer["status"] = if authenticated {
+        json!({"authenticated": true, "user": {"username": "tina", "uid": "42", "groups": ["hpa"]}})
+    } else {
+        json!({"authenticated": false})
+    };
+    Json(answer).into_response()
+}
+
+async fn access_review(State(api): State<Arc<StubApi>>, Json(review): Json<Value>) -> axum::response::Response {
+    api.access_reviews.fetch_add(1, Ordering::SeqCst);
+    if api.reviews_unavailable.load(Ordering::SeqCst) {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    *api.last_access_review.lock().unwrap() = review["spec"].clone();
+    let allowed = api.allowed.iter().any(|u| *u == "*" || review["spec"]["user"] == *u);
+    let mut answer = review.clone();
+    answer["status"] = json!({"allowed": allowed});
+    Json(answer).into_response()
+}
+
+impl StubApi {
+    /// Serves the stub on loopback with the authentication configmap of
+    /// `front_proxy_ca` and `client_ca`; returns its address.
+    pub async fn serve(self: &Arc<Self>, front_proxy_ca: &Ca, client_ca: &Ca) -> SocketAddr {
+        *self.configmap.lock().unwrap() = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
+            "data": {
+                "requestheader-client-ca-file": front_proxy_ca.pem,
+                "requestheader-allowed-names": "[\"front-proxy-client\"]",
+                "requestheader-username-headers": "[\"X-Remote-User\"]",
+                "requestheader-group-headers": "[\"X-Remote-Group\"]",
+                "requestheader-extra-headers-prefix": "[\"X-Remote-Extra-\"]",
+                "client-ca-file": client_ca.pem,
+            }
+        });
+        let app = axum::Router::new()
+            .route("/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication", get(configmap))
+            .route("/apis/authentication.k8s.io/v1/tokenreviews", post(token_review))
+            .route("/apis/authorization.k8s.io/v1/subjectaccessreviews", post(access_review))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        address
+    }
+}
+
+/// Writes a kubeconfig pointing at a plain-HTTP API server.
+pub fn write_kubeconfig(path: &Path, server: SocketAddr) {
+    std::fs::write(
+        path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stub\n  cluster:\n    server: http://{server}\n\
+             users:\n- name: adapter\n  user:\n    token: adapter-token\ncontexts:\n- name: stub\n  context:\n    cluster: stub\n    user: adapter\n\
+             current-context: stub\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// An HTTPS client trusting `serving_ca`, optionally with a client identity.
+pub fn client(serving_ca: &Ca, identity: Option<(String, String)>) -> reqwest::Client {
+    let _ = super::http(); // installs the crypto provider
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(serving_ca.pem.as_bytes()).unwrap()]);
+    if let Some((cert, key)) = identity {
+        builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
+    }
+    builder.build().unwrap()
+}
