@@ -65,7 +65,7 @@ if [ -z "$out" ]; then
   # Fail before making anything if the APIServices are not there to patch.
   for name in "${apiservices[@]}"; do
     kubectl get apiservice "$name" >/dev/null \
-      || die "APIService $name not found: run 'kubectl apply -k $here' first"
+      || die "cannot read APIService $name (kubectl's error above); if it is missing, run 'kubectl apply -k $here' first"
   done
 fi
 
