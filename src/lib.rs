@@ -94,6 +94,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::warn!(%address, "serving plain HTTP WITHOUT authentication or authorization (demo mode)");
         let router = app(None);
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
     }
     while let Some(result) = servers.join_next().await {

@@ -31,6 +31,8 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ro
             },
             _ = &mut shutdown => return,
         };
+        // Responses are small frames: do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {

@@ -172,6 +172,10 @@ impl Adapter {
         panic!("adapter not ready in 20 s; log:\n{}", self.log());
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
