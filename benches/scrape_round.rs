@@ -43,7 +43,7 @@ fn scrape_round(c: &mut Criterion) {
                     let target = format!("replica-{i}");
                     let mut builder = store.builder(&target, now);
                     Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), body.as_bytes(), |s| builder.push(s));
-                    store.publish(&target, builder.finish());
+                    store.publish(&target, builder.finish(), now);
                 }
                 store.remerge(now);
             })

@@ -5,7 +5,8 @@
 //! `cargo bench --bench serving [-- --streams 1,100,10000 --rate 5000 --seconds 10]`
 //!
 //! For each stream count it reports the adapter's RSS, the CPU of one scrape
-//! round (3 replicas, scraped every second with no queries), and the latency
+//! round (3 replicas, scraped every second with no queries; each scrape
+//! changes a value, so each round pays for a full merge), and the latency
 //! of an open-loop query load (latency counted from each request's scheduled
 //! send time, so a stall is not hidden). It then measures freshness with
 //! default flags: how long a controller's change takes to be served to a
@@ -210,7 +211,10 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     let bodies: Vec<String> = (0..3).map(|r| exposition(streams, r)).collect();
     let mut controllers = Vec::new();
     for body in &bodies {
-        controllers.push(FakeController::start(body.clone()).await);
+        let controller = FakeController::start(body.clone()).await;
+        // Every scrape changes a value, so every round costs a full merge.
+        controller.churn();
+        controllers.push(controller);
     }
     let body_bytes = bodies[0].len();
     drop(bodies);

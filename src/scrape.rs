@@ -217,7 +217,7 @@ impl Scraper {
                     }
                     self.telemetry.scrape(&target.id, true, elapsed, stats.malformed);
                     tracing::debug!(url = %target.url, series = snapshot.series_count(), ?elapsed, "scraped");
-                    let generation = self.store.publish(&target.id, snapshot);
+                    let generation = self.store.publish(&target.id, snapshot, scraped_at);
                     // Queries waiting for this round must see it merged.
                     self.store.merged(generation).await;
                 }

@@ -234,7 +234,7 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + SCRAPED;
         let mut builder = store.builder("t", at);
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
-        store.publish("t", builder.finish());
+        store.publish("t", builder.finish(), at);
         store.remerge(at);
         store.view()
     }

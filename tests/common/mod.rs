@@ -36,6 +36,9 @@ pub fn stream_exposition(scope: &str, stream: &str, segments: u32, splits: u32, 
 #[derive(Default)]
 struct ControllerState {
     body: Mutex<String>,
+    /// Appends a series whose value is the scrape count, so that every
+    /// scrape changes something (as a live controller's counters do).
+    churn: std::sync::atomic::AtomicBool,
     status: Mutex<Option<StatusCode>>,
     delay: Mutex<Duration>,
     hits: AtomicU64,
@@ -57,6 +60,11 @@ impl FakeController {
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         FakeController { address, state }
+    }
+
+    /// Makes every scrape differ from the previous one.
+    pub fn churn(&self) {
+        self.state.churn.store(true, Ordering::SeqCst);
     }
 
     pub fn url(&self) -> String {
@@ -82,7 +90,7 @@ impl FakeController {
 }
 
 async fn serve_exposition(State(state): State<Arc<ControllerState>>) -> axum::response::Response {
-    state.hits.fetch_add(1, Ordering::SeqCst);
+    let hit = state.hits.fetch_add(1, Ordering::SeqCst);
     let delay = *state.delay.lock().unwrap();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -90,7 +98,10 @@ async fn serve_exposition(State(state): State<Arc<ControllerState>>) -> axum::re
     if let Some(status) = *state.status.lock().unwrap() {
         return status.into_response();
     }
-    let body = state.body.lock().unwrap().clone();
+    let mut body = state.body.lock().unwrap().clone();
+    if state.churn.load(Ordering::SeqCst) {
+        body.push_str(&format!("pravega_controller_segments_count{{scope=\"churn\",stream=\"churn\",}} {hit}.0\n"));
+    }
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

@@ -1,0 +1,181 @@
+//! Merging the replicas' snapshots into the view the API serves.
+//!
+//! Per stream and family, the value of the replica that has seen the most
+//! scale events of that stream (largest `segment_splits + segment_merges`),
+//! ties going to the value that changed most recently. Values are never
+//! summed across replicas: each replica's `segments_count` is only as fresh
+//! as the last scale *it* performed.
+
+use super::snapshot::{Cell, FamilyId, LabelSet, TargetSnapshot};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub const SPLITS_FAMILY: &str = "pravega_controller_segment_splits";
+pub const MERGES_FAMILY: &str = "pravega_controller_segment_merges";
+
+/// One served value: a stream's family value after merging replicas.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    pub labels: &'a LabelSet,
+    pub value: f64,
+    /// When the replica this value came from was last scraped.
+    pub scraped_at: SystemTime,
+}
+
+/// A merged value and the target it came from; NaN where the stream has no
+/// value for the family.
+#[derive(Debug, Clone, Copy)]
+struct MergedCell {
+    value: f64,
+    target: u32,
+}
+
+/// Every live target's snapshot, merged: streams sorted by (scope, stream)
+/// and one column of cells per family.
+#[derive(Debug, Default)]
+pub struct MergedView {
+    streams: Vec<LabelSet>,
+    columns: BTreeMap<Arc<str>, Vec<MergedCell>>,
+    /// Per source target, when it was last scraped (ms since epoch); shared
+    /// with the store, which updates it when a scrape changes nothing.
+    scraped_at: Vec<Arc<AtomicU64>>,
+}
+
+/// One family's series in a [`MergedView`].
+#[derive(Clone, Copy)]
+pub struct Family<'a> {
+    view: &'a MergedView,
+    cells: &'a [MergedCell],
+}
+
+impl MergedView {
+    pub fn family(&self, name: &str) -> Option<Family<'_>> {
+        self.columns.get(name).map(|cells| Family { view: self, cells })
+    }
+
+    pub fn family_names(&self) -> impl Iterator<Item = &str> {
+        self.columns.keys().map(|name| &**name)
+    }
+}
+
+impl<'a> Family<'a> {
+    /// The series whose scope and/or stream equal the given values (all
+    /// series for `None`), found by binary search.
+    pub fn narrowed(self, scope: Option<&str>, stream: Option<&str>) -> impl Iterator<Item = Series<'a>> {
+        let streams = &self.view.streams;
+        let range = match scope {
+            None => 0..streams.len(),
+            Some(scope) => {
+                let start = streams.partition_point(|s| match stream {
+                    Some(stream) => s.scope_and_stream() < (scope, stream),
+                    None => s.scope_and_stream().0 < scope,
+                });
+                let len = streams[start..].partition_point(|s| match stream {
+                    Some(stream) => s.scope_and_stream() == (scope, stream),
+                    None => s.scope_and_stream().0 == scope,
+                });
+                start..start + len
+            }
+        };
+        range.filter_map(move |i| {
+            let cell = self.cells[i];
+            if cell.value.is_nan() {
+                return None;
+            }
+            let millis = self.view.scraped_at[cell.target as usize].load(Ordering::Relaxed);
+            Some(Series { labels: &streams[i], value: cell.value, scraped_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis) })
+        })
+    }
+}
+
+/// A live target as the merge sees it.
+pub(super) struct Source<'a> {
+    pub(super) snapshot: &'a TargetSnapshot,
+    pub(super) scraped_at: Arc<AtomicU64>,
+}
+
+pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
+    let find = |name: &str| names.iter().position(|n| &**n == name).map(|i| FamilyId(i as u32));
+    let (splits, merges) = (find(SPLITS_FAMILY), find(MERGES_FAMILY));
+    // Every stream once, sorted by (scope, stream) for binary search.
+    let mut order: Vec<((&str, &str), &LabelSet)> = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        for (slot, labels) in source.snapshot.streams.iter().enumerate() {
+            if !sources[..i].iter().any(|earlier| earlier.snapshot.locate(slot, &labels_str(labels)).is_some()) {
+                order.push((labels.scope_and_stream(), labels));
+            }
+        }
+    }
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+
+    // Per family, each source's column (None: the source lacks the family).
+    let mut families: Vec<(FamilyId, Vec<Option<&[Cell]>>)> = Vec::new();
+    for source in sources {
+        for column in &source.snapshot.columns {
+            if !families.iter().any(|(f, _)| *f == column.family) {
+                let columns = sources.iter().map(|s| s.snapshot.column(column.family)).collect();
+                families.push((column.family, columns));
+            }
+        }
+    }
+    let rank_columns: Vec<(Option<&[Cell]>, Option<&[Cell]>)> = sources
+        .iter()
+        .map(|s| (splits.and_then(|f| s.snapshot.column(f)), merges.and_then(|f| s.snapshot.column(f))))
+        .collect();
+
+    let mut columns: Vec<Vec<MergedCell>> = families.iter().map(|_| Vec::with_capacity(order.len())).collect();
+    let mut slots: Vec<Option<usize>> = vec![None; sources.len()];
+    let mut guesses = vec![0usize; sources.len()];
+    let mut ranks: Vec<Option<f64>> = vec![None; sources.len()];
+    for (_, labels) in &order {
+        for (i, source) in sources.iter().enumerate() {
+            slots[i] = source.snapshot.locate(guesses[i], &labels_str(labels));
+            if let Some(slot) = slots[i] {
+                guesses[i] = slot + 1;
+            }
+            ranks[i] = slots[i].and_then(|slot| scale_events(rank_columns[i], slot));
+        }
+        for ((_, family_columns), merged) in families.iter().zip(&mut columns) {
+            let best = (0..sources.len())
+                .filter_map(|i| {
+                    let cell = family_columns[i]?[slots[i]?];
+                    (!cell.is_empty()).then_some((i, cell, ranks[i]))
+                })
+                .max_by(|a, b| {
+                    let rank = a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal);
+                    rank.then(a.1.changed_at.cmp(&b.1.changed_at))
+                });
+            merged.push(match best {
+                Some((i, cell, _)) => MergedCell { value: cell.value, target: i as u32 },
+                None => MergedCell { value: f64::NAN, target: 0 },
+            });
+        }
+    }
+    let columns = families
+        .iter()
+        .zip(columns)
+        .filter(|(_, cells)| cells.iter().any(|c| !c.value.is_nan()))
+        .map(|((family, _), cells)| (names[family.0 as usize].clone(), cells))
+        .collect();
+    MergedView {
+        streams: order.into_iter().map(|(_, labels)| labels.clone()).collect(),
+        columns,
+        scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect(),
+    }
+}
+
+fn labels_str(labels: &LabelSet) -> &str {
+    std::borrow::Borrow::borrow(labels)
+}
+
+/// A replica's claim to know a stream's latest state: the number of scale
+/// events it has seen (`None` if it reports neither counter).
+fn scale_events((splits, merges): (Option<&[Cell]>, Option<&[Cell]>), slot: usize) -> Option<f64> {
+    let get = |column: Option<&[Cell]>| column.map(|c| c[slot]).filter(|c| !c.is_empty()).map(|c| c.value);
+    match (get(splits), get(merges)) {
+        (None, None) => None,
+        (s, m) => Some(s.unwrap_or(0.0) + m.unwrap_or(0.0)),
+    }
+}

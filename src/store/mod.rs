@@ -1,0 +1,414 @@
+//! Per-target snapshots and the merged view the API serves.
+//!
+//! Each scrape builds a new [`TargetSnapshot`] ([`snapshot`]) that replaces
+//! the target's previous one; a merger task then folds all live snapshots
+//! into one [`MergedView`] ([`merge`]), coalescing scrapes that land
+//! together. A scrape that changes nothing only refreshes its target's
+//! scrape time, which the view reads directly, so it costs no merge.
+
+mod merge;
+mod snapshot;
+
+pub use merge::{Family, MergedView, Series, MERGES_FAMILY, SPLITS_FAMILY};
+pub use snapshot::{LabelSet, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
+
+use snapshot::{millis, Families};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{watch, Notify};
+
+/// Shared state between the scrapers (writers) and the API (readers).
+pub struct Store {
+    families: Arc<Families>,
+    max_age: Duration,
+    targets: Mutex<Targets>,
+    /// Serialises merges so an older one never replaces a newer view.
+    merging: Mutex<()>,
+    merged: RwLock<Arc<MergedView>>,
+    /// The [`Targets::generation`] the current view was merged from.
+    merged_generation: watch::Sender<u64>,
+    merge_wanted: Notify,
+}
+
+#[derive(Default)]
+struct Targets {
+    entries: BTreeMap<Arc<str>, TargetEntry>,
+    /// Counts changes that a merge has to take in.
+    generation: u64,
+}
+
+struct TargetEntry {
+    snapshot: Arc<TargetSnapshot>,
+    /// Last successful scrape, ms since epoch; read by the served view.
+    scraped_at: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// `max_age`: data scraped longer ago than this is never served.
+    pub fn new(max_age: Duration) -> Self {
+        Store {
+            families: Arc::default(),
+            max_age,
+            targets: Mutex::default(),
+            merging: Mutex::default(),
+            merged: RwLock::default(),
+            merged_generation: watch::Sender::new(0),
+            merge_wanted: Notify::new(),
+        }
+    }
+
+    pub fn max_age(&self) -> Duration {
+        self.max_age
+    }
+
+    /// Starts the next snapshot of `target`, scraped at `scraped_at`.
+    pub fn builder(&self, target: &str, scraped_at: SystemTime) -> SnapshotBuilder {
+        let previous = self.lock_targets().entries.get(target).map(|e| e.snapshot.clone());
+        SnapshotBuilder::new(self.families.clone(), previous, scraped_at)
+    }
+
+    /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
+    /// the generation a merge must reach to include it (see [`Store::merged`]).
+    pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> u64 {
+        let mut targets = self.lock_targets();
+        if let Some(entry) = targets.entries.get(target).filter(|_| !snapshot.changed) {
+            entry.scraped_at.store(millis(scraped_at), Ordering::Relaxed);
+            return targets.generation;
+        }
+        let entry = TargetEntry { snapshot: Arc::new(snapshot), scraped_at: Arc::new(AtomicU64::new(millis(scraped_at))) };
+        targets.entries.insert(Arc::from(target), entry);
+        self.changed(targets)
+    }
+
+    /// Forgets a target (its pod is gone).
+    pub fn remove(&self, target: &str) -> u64 {
+        let mut targets = self.lock_targets();
+        targets.entries.remove(target);
+        self.changed(targets)
+    }
+
+    /// Asks for a merge without a new snapshot, so that snapshots past the
+    /// max age drop out while their targets keep failing.
+    pub fn expire(&self) -> u64 {
+        self.changed(self.lock_targets())
+    }
+
+    fn changed(&self, mut targets: std::sync::MutexGuard<'_, Targets>) -> u64 {
+        targets.generation += 1;
+        let generation = targets.generation;
+        drop(targets);
+        self.merge_wanted.notify_one();
+        generation
+    }
+
+    /// Waits until the served view includes the change of `generation`.
+    pub async fn merged(&self, generation: u64) {
+        let mut merged = self.merged_generation.subscribe();
+        let _ = merged.wait_for(|g| *g >= generation).await;
+    }
+
+    /// Merges whenever asked to, coalescing the changes of several scrapes
+    /// that land while a merge runs into the next one.
+    pub async fn keep_merged(self: Arc<Self>) {
+        loop {
+            self.merge_wanted.notified().await;
+            let store = self.clone();
+            // CPU work proportional to the number of streams.
+            let _ = tokio::task::spawn_blocking(move || store.remerge(SystemTime::now())).await;
+        }
+    }
+
+    /// Merges the current snapshots into the served view now.
+    pub fn remerge(&self, now: SystemTime) {
+        let _merging = self.merging.lock().unwrap_or_else(PoisonError::into_inner);
+        let oldest = millis(now).saturating_sub(self.max_age.as_millis() as u64);
+        let (live, generation) = {
+            let targets = self.lock_targets();
+            let live: Vec<(Arc<TargetSnapshot>, Arc<AtomicU64>)> = targets
+                .entries
+                .values()
+                .filter(|e| e.scraped_at.load(Ordering::Relaxed) >= oldest)
+                .map(|e| (e.snapshot.clone(), e.scraped_at.clone()))
+                .collect();
+            (live, targets.generation)
+        };
+        let sources: Vec<merge::Source<'_>> =
+            live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
+        let view = merge::merge(&sources, &self.families.names());
+        *self.merged.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(view);
+        self.merged_generation.send_if_modified(|g| {
+            let newer = generation > *g;
+            *g = (*g).max(generation);
+            newer
+        });
+    }
+
+    pub fn view(&self) -> Arc<MergedView> {
+        self.merged.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Series count per target, for the adapter's own metrics.
+    pub fn series_counts(&self) -> Vec<(Arc<str>, usize)> {
+        self.lock_targets().entries.iter().map(|(t, e)| (t.clone(), e.snapshot.series_count())).collect()
+    }
+
+    fn lock_targets(&self) -> std::sync::MutexGuard<'_, Targets> {
+        self.targets.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::Scanner;
+
+    const T0: Duration = Duration::from_secs(1_700_000_000);
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(secs)
+    }
+
+    /// Scrapes `text` as `target` at time `secs`.
+    fn scrape(store: &Store, target: &str, secs: u64, text: &str) {
+        let mut builder = store.builder(target, at(secs));
+        Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), text.as_bytes(), |s| builder.push(s));
+        store.publish(target, builder.finish(), at(secs));
+        store.remerge(at(secs));
+    }
+
+    /// Exposition of one stream as a replica reports it.
+    fn replica(stream: &str, segments: u32, splits: u32, merges: u32) -> String {
+        format!(
+            "pravega_controller_segments_count{{scope=\"test\",stream=\"{stream}\",}} {segments}.0\n\
+             pravega_controller_segment_splits{{scope=\"test\",stream=\"{stream}\",}} {splits}.0\n\
+             pravega_controller_segment_merges{{scope=\"test\",stream=\"{stream}\",}} {merges}.0\n"
+        )
+    }
+
+    fn segments(store: &Store, stream: &str) -> Option<f64> {
+        let view = store.view();
+        let series: Vec<_> = view.family("pravega_controller_segments_count")?.narrowed(Some("test"), Some(stream)).collect();
+        assert!(series.len() <= 1);
+        series.first().map(|s| s.value)
+    }
+
+    #[test]
+    fn stale_replica_loses_to_the_one_that_saw_more_scale_events() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 5, 6, 4));
+        scrape(&store, "b", 0, &replica("s", 7, 8, 4));
+        assert_eq!(segments(&store, "s"), Some(7.0));
+        // Order of scrapes must not matter.
+        scrape(&store, "a", 1, &replica("s", 5, 6, 4));
+        assert_eq!(segments(&store, "s"), Some(7.0));
+        // a now performs the next scale (a merge): it wins.
+        scrape(&store, "a", 2, &replica("s", 6, 8, 5));
+        assert_eq!(segments(&store, "s"), Some(6.0));
+    }
+
+    #[test]
+    fn never_sums_across_replicas() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 4, 3, 0));
+        scrape(&store, "b", 0, &replica("s", 4, 3, 0));
+        scrape(&store, "c", 0, &replica("s", 4, 3, 0));
+        assert_eq!(segments(&store, "s"), Some(4.0));
+    }
+
+    #[test]
+    fn replica_without_the_series_is_ignored() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 9, 10, 2));
+        scrape(&store, "b", 0, &replica("other", 2, 1, 0));
+        assert_eq!(segments(&store, "s"), Some(9.0));
+        assert_eq!(segments(&store, "other"), Some(2.0));
+    }
+
+    #[test]
+    fn restarted_replica_series_gone_falls_back_to_the_other() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 3, 2, 0));
+        scrape(&store, "b", 0, &replica("s", 5, 4, 0));
+        assert_eq!(segments(&store, "s"), Some(5.0));
+        // b restarts: its exposition no longer has the stream.
+        scrape(&store, "b", 1, "pravega_controller_hosts_count 3.0\n");
+        assert_eq!(segments(&store, "s"), Some(3.0));
+        // After its next scale b reports the stream again and wins.
+        scrape(&store, "b", 2, &replica("s", 6, 5, 0));
+        assert_eq!(segments(&store, "s"), Some(6.0));
+    }
+
+    #[test]
+    fn tie_goes_to_the_value_that_changed_most_recently() {
+        let store = Store::new(Duration::from_secs(30));
+        // Neither replica reports splits/merges.
+        let only = |n: u32| format!("pravega_controller_segments_count{{scope=\"test\",stream=\"s\"}} {n}\n");
+        scrape(&store, "a", 0, &only(3));
+        scrape(&store, "b", 0, &only(3));
+        scrape(&store, "a", 5, &only(4));
+        scrape(&store, "b", 5, &only(3));
+        assert_eq!(segments(&store, "s"), Some(4.0));
+        scrape(&store, "b", 8, &only(5));
+        scrape(&store, "a", 9, &only(4));
+        assert_eq!(segments(&store, "s"), Some(5.0), "b changed at 8, a at 5");
+    }
+
+    #[test]
+    fn all_replicas_agree() {
+        let store = Store::new(Duration::from_secs(30));
+        for t in ["a", "b", "c"] {
+            scrape(&store, t, 0, &replica("s", 8, 9, 2));
+        }
+        assert_eq!(segments(&store, "s"), Some(8.0));
+        let view = store.view();
+        assert_eq!(view.family(SPLITS_FAMILY).unwrap().narrowed(None, None).count(), 1);
+    }
+
+    #[test]
+    fn data_older_than_max_age_is_not_merged() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 5, 9, 9));
+        scrape(&store, "b", 20, &replica("s", 3, 1, 1));
+        assert_eq!(segments(&store, "s"), Some(5.0));
+        store.expire();
+        store.remerge(at(31));
+        assert_eq!(segments(&store, "s"), Some(3.0));
+        store.remerge(at(51));
+        assert_eq!(segments(&store, "s"), None);
+    }
+
+    #[test]
+    fn removed_target_no_longer_counts() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 5, 9, 9));
+        scrape(&store, "b", 0, &replica("s", 3, 1, 1));
+        store.remove("a");
+        store.remerge(at(1));
+        assert_eq!(segments(&store, "s"), Some(3.0));
+    }
+
+    #[test]
+    fn non_finite_and_non_stream_samples_are_not_stored() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(
+            &store,
+            "a",
+            0,
+            "pravega_controller_segments_count{scope=\"x\",stream=\"nan\"} NaN\n\
+             pravega_controller_segments_count{scope=\"x\",stream=\"inf\"} +Inf\n\
+             pravega_controller_kvtable_segments_count{scope=\"x\",kvtable=\"k\"} 4\n\
+             pravega_controller_hosts_count 3\n\
+             pravega_controller_segments_count{scope=\"x\",stream=\"ok\"} 2\n",
+        );
+        let view = store.view();
+        let names: Vec<_> = view.family_names().map(|n| (n.to_owned(), view.family(n).unwrap().narrowed(None, None).count())).collect();
+        assert_eq!(names, vec![("pravega_controller_segments_count".to_owned(), 1)]);
+    }
+
+    #[test]
+    fn label_order_does_not_create_a_second_stream() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, "pravega_controller_segments_count{stream=\"s\",scope=\"test\"} 2\n");
+        scrape(&store, "b", 0, "pravega_controller_segments_count{scope=\"test\",stream=\"s\"} 2\n");
+        assert_eq!(store.view().family("pravega_controller_segments_count").unwrap().narrowed(None, None).count(), 1);
+    }
+
+    #[test]
+    fn duplicate_label_names_and_separator_bytes_are_rejected() {
+        let store = Store::new(Duration::from_secs(30));
+        let mut builder = store.builder("a", at(0));
+        let text = "pravega_controller_x{scope=\"a\",scope=\"b\",stream=\"s\"} 1\npravega_controller_x{scope=\"a\",stream=\"s\u{0}t\"} 1\npravega_controller_x{scope=\"a\",stream=\"s\"} 1\npravega_controller_x{scope=\"a\",stream=\"s\"} 2\n";
+        Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
+        assert_eq!(builder.rejected(), 3);
+        assert_eq!(builder.finish().series_count(), 1);
+    }
+
+    /// Streams listed in another order, missing from some families, or new:
+    /// the guessed-order fast path must fall back without losing anything.
+    #[test]
+    fn reordered_partial_and_new_streams_are_stored_faithfully() {
+        let line = |family: &str, stream: &str, v: u32| format!("pravega_controller_{family}{{scope=\"t\",stream=\"{stream}\"}} {v}\n");
+        let store = Store::new(Duration::from_secs(30));
+        let first: String = ["a", "b", "c"].iter().flat_map(|s| [line("segments_count", s, 1), line("x", s, 1)]).collect();
+        scrape(&store, "r", 0, &first);
+        // Order c, a, d (new), b missing from segments_count; x lists b, a only.
+        let second = [
+            line("segments_count", "c", 1),
+            line("segments_count", "a", 2),
+            line("segments_count", "d", 3),
+            line("x", "b", 1),
+            line("x", "a", 1),
+        ]
+        .concat();
+        scrape(&store, "r", 5, &second);
+        let view = store.view();
+        let values = |family: &str| -> Vec<(String, f64)> {
+            let mut v: Vec<_> = view
+                .family(family)
+                .unwrap()
+                .narrowed(None, None)
+                .map(|s| (s.labels.get("stream").unwrap().to_owned(), s.value))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        assert_eq!(values("pravega_controller_segments_count"), [("a".into(), 2.0), ("c".into(), 1.0), ("d".into(), 3.0)]);
+        assert_eq!(values("pravega_controller_x"), [("a".into(), 1.0), ("b".into(), 1.0)]);
+        let snapshot = store.lock_targets().entries["r"].snapshot.clone();
+        let changed = |stream: &str, family: &str| {
+            let slot = snapshot.streams.iter().position(|s| s.get("stream") == Some(stream)).unwrap();
+            snapshot.column(store.families.id(family)).unwrap()[slot].changed_at
+        };
+        assert_eq!(changed("c", "pravega_controller_segments_count"), millis(at(0)), "unchanged value keeps its time");
+        assert_eq!(changed("a", "pravega_controller_segments_count"), millis(at(5)));
+        assert_eq!(changed("b", "pravega_controller_x"), millis(at(0)));
+        assert_eq!(snapshot.index.len(), 4);
+        for (i, labels) in snapshot.streams.iter().enumerate() {
+            assert_eq!(snapshot.index[labels], i as u32);
+        }
+    }
+
+    #[test]
+    fn a_scrape_that_changes_nothing_only_refreshes_the_time() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 5, 6, 4));
+        let generation = *store.merged_generation.borrow();
+        let mut builder = store.builder("a", at(20));
+        Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
+        assert_eq!(store.publish("a", builder.finish(), at(20)), generation, "no merge needed");
+        let view = store.view();
+        let series: Vec<_> = view.family("pravega_controller_segments_count").unwrap().narrowed(None, None).collect();
+        assert_eq!(series[0].scraped_at, at(20));
+        // Still live at 40 s thanks to the refreshed time.
+        store.expire();
+        store.remerge(at(40));
+        assert_eq!(segments(&store, "s"), Some(5.0));
+        // A changed value does need a merge.
+        let mut builder = store.builder("a", at(41));
+        Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));
+        assert!(store.publish("a", builder.finish(), at(41)) > generation);
+    }
+
+    #[test]
+    fn narrowing_by_scope_and_stream() {
+        let store = Store::new(Duration::from_secs(30));
+        let mut text = String::new();
+        for scope in ["a", "b", "c"] {
+            for stream in ["x", "y"] {
+                text += &format!("pravega_controller_segments_count{{scope=\"{scope}\",stream=\"{stream}\"}} 1\n");
+            }
+        }
+        scrape(&store, "t", 0, &text);
+        let view = store.view();
+        let family = view.family("pravega_controller_segments_count").unwrap();
+        assert_eq!(family.narrowed(None, None).count(), 6);
+        assert_eq!(family.narrowed(Some("b"), None).count(), 2);
+        let one: Vec<_> = family.narrowed(Some("b"), Some("y")).collect();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].labels.get("stream"), Some("y"));
+        assert_eq!(family.narrowed(Some("z"), None).count(), 0);
+        assert_eq!(family.narrowed(Some("a"), Some("z")).count(), 0);
+    }
+}

@@ -1,0 +1,336 @@
+//! One target's scraped data: streams (label sets) and one column of value
+//! cells per family, built sample by sample from the scanner.
+
+use crate::parse::Sample;
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
+
+pub const SCOPE_LABEL: &str = "scope";
+pub const STREAM_LABEL: &str = "stream";
+
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Separates names and values in a [`LabelSet`]'s encoding. Samples whose
+/// label values contain it are rejected (counted), so it is unambiguous.
+const SEPARATOR: char = '\0';
+
+/// The label pairs of one series, sorted by name, in one allocation:
+/// `name\0value\0name\0value`. Shared by every family of a stream, by
+/// successive snapshots and by the merged view.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LabelSet(Arc<str>);
+
+impl LabelSet {
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = self.0.split(SEPARATOR);
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?))).filter(|(name, _)| !name.is_empty())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    pub(super) fn scope_and_stream(&self) -> (&str, &str) {
+        (self.get(SCOPE_LABEL).unwrap_or(""), self.get(STREAM_LABEL).unwrap_or(""))
+    }
+}
+
+impl Borrow<str> for LabelSet {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for LabelSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.pairs()).finish()
+    }
+}
+
+/// Index of a metric family name in the store's registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FamilyId(pub(super) u32);
+
+/// Registry of family names, shared by all targets.
+#[derive(Default)]
+pub(super) struct Families {
+    names: RwLock<Vec<Arc<str>>>,
+}
+
+impl Families {
+    pub(super) fn id(&self, name: &str) -> FamilyId {
+        let position = |names: &[Arc<str>]| names.iter().position(|n| &**n == name);
+        if let Some(i) = position(&self.names.read().unwrap_or_else(PoisonError::into_inner)) {
+            return FamilyId(i as u32);
+        }
+        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
+        let i = position(&names).unwrap_or_else(|| {
+            names.push(Arc::from(name));
+            names.len() - 1
+        });
+        FamilyId(i as u32)
+    }
+
+    pub(super) fn names(&self) -> Vec<Arc<str>> {
+        self.names.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Milliseconds since the Unix epoch: compact, and comparable across targets.
+pub(super) fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One family's value for one stream. Served values are finite, so NaN
+/// marks a stream the family has no sample for.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cell {
+    pub(super) value: f64,
+    /// When this target first reported the current value (ms since epoch).
+    pub(super) changed_at: u64,
+}
+
+impl Cell {
+    const EMPTY: Cell = Cell { value: f64::NAN, changed_at: 0 };
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.value.is_nan()
+    }
+}
+
+/// One family's cells, indexed like [`TargetSnapshot::streams`].
+#[derive(Debug)]
+pub(super) struct Column {
+    pub(super) family: FamilyId,
+    pub(super) cells: Vec<Cell>,
+}
+
+/// Everything one scrape of one controller replica reported.
+#[derive(Debug)]
+pub struct TargetSnapshot {
+    /// In the order the exposition first listed them.
+    pub(super) streams: Vec<LabelSet>,
+    /// Position of each stream in `streams`; shared with the previous
+    /// snapshot while the controller lists the same streams in the same order.
+    pub(super) index: Arc<FastMap<LabelSet, u32>>,
+    pub(super) columns: Vec<Column>,
+    /// Whether anything differs from the previous snapshot.
+    pub(super) changed: bool,
+}
+
+impl TargetSnapshot {
+    /// Number of series (stream x family) in the snapshot.
+    pub fn series_count(&self) -> usize {
+        series(&self.columns)
+    }
+
+    /// The slot of `labels`, trying `guess` first: replicas and scrapes
+    /// mostly list streams in the same order, so this saves a hash lookup.
+    pub(super) fn locate(&self, guess: usize, labels: &str) -> Option<usize> {
+        match self.streams.get(guess) {
+            Some(s) if &*s.0 == labels => Some(guess),
+            _ => self.index.get(labels).map(|&i| i as usize),
+        }
+    }
+
+    pub(super) fn column(&self, family: FamilyId) -> Option<&[Cell]> {
+        self.columns.iter().find(|c| c.family == family).map(|c| c.cells.as_slice())
+    }
+}
+
+/// Builds a target's next snapshot from scanned samples, reusing the label
+/// sets of its previous snapshot so a steady-state scrape allocates little.
+///
+/// Controllers list each family's streams in the same order, family after
+/// family and scrape after scrape, so the builder first guesses that a
+/// sample belongs to the stream after the previous sample's (one string
+/// comparison) and only hashes when the guess is wrong.
+pub struct SnapshotBuilder {
+    families: Arc<Families>,
+    previous: Option<Arc<TargetSnapshot>>,
+    now: u64,
+    streams: Vec<LabelSet>,
+    /// For each of `streams`, its slot in the previous snapshot.
+    previous_slots: Vec<Option<u32>>,
+    /// Built on the first wrong guess; then kept up to date.
+    index: Option<FastMap<LabelSet, u32>>,
+    /// Every stream so far sits where it sat in the previous snapshot.
+    same_order: bool,
+    columns: Vec<Column>,
+    /// The family of the previous sample: its column here and in the
+    /// previous snapshot, and the slot the previous sample went to.
+    current: Option<Current>,
+    changed_cells: usize,
+    key: String,
+    order: Vec<usize>,
+    rejected: u64,
+}
+
+struct Current {
+    name: String,
+    column: usize,
+    previous_column: Option<usize>,
+    last_slot: Option<usize>,
+}
+
+impl SnapshotBuilder {
+    pub(super) fn new(families: Arc<Families>, previous: Option<Arc<TargetSnapshot>>, scraped_at: SystemTime) -> Self {
+        let capacity = previous.as_ref().map_or(0, |p| p.streams.len());
+        SnapshotBuilder {
+            families,
+            previous,
+            now: millis(scraped_at),
+            streams: Vec::with_capacity(capacity),
+            previous_slots: Vec::with_capacity(capacity),
+            index: None,
+            same_order: true,
+            columns: Vec::new(),
+            current: None,
+            changed_cells: 0,
+            key: String::new(),
+            order: Vec::new(),
+            rejected: 0,
+        }
+    }
+
+    /// Adds one sample; samples without `scope` and `stream` labels are not
+    /// per-stream and are left out, as are NaN and infinite values.
+    pub fn push(&mut self, sample: &Sample<'_, '_>) {
+        if !sample.value.is_finite() {
+            return;
+        }
+        let labels = sample.labels;
+        if !labels.iter().any(|l| l.name == SCOPE_LABEL) || !labels.iter().any(|l| l.name == STREAM_LABEL) {
+            return;
+        }
+        if !self.encode_key(sample) {
+            self.rejected += 1;
+            return;
+        }
+        if self.current.as_ref().is_none_or(|c| c.name != sample.name) {
+            self.switch_family(sample.name);
+        }
+        let Some(current) = &self.current else { return };
+        let guess = current.last_slot.map_or(0, |s| s + 1);
+        let slot = match self.streams.get(guess) {
+            Some(s) if *s.0 == *self.key => guess,
+            _ => self.find(),
+        };
+        let Some(current) = &mut self.current else { return };
+        current.last_slot = Some(slot);
+        let cells = &mut self.columns[current.column].cells;
+        if cells.len() <= slot {
+            cells.resize(slot + 1, Cell::EMPTY);
+        }
+        if !cells[slot].is_empty() {
+            self.rejected += 1; // duplicate series within one exposition
+            return;
+        }
+        let previous = match (&self.previous, current.previous_column, self.previous_slots[slot]) {
+            (Some(p), Some(column), Some(previous_slot)) => Some(p.columns[column].cells[previous_slot as usize]),
+            _ => None,
+        };
+        let changed_at = match previous {
+            Some(old) if old.value.to_bits() == sample.value.to_bits() => old.changed_at,
+            _ => {
+                self.changed_cells += 1;
+                self.now
+            }
+        };
+        cells[slot] = Cell { value: sample.value, changed_at };
+    }
+
+    fn switch_family(&mut self, name: &str) {
+        let family = self.families.id(name);
+        let column = match self.columns.iter().position(|c| c.family == family) {
+            Some(i) => i,
+            None => {
+                self.columns.push(Column { family, cells: Vec::with_capacity(self.streams.capacity()) });
+                self.columns.len() - 1
+            }
+        };
+        let previous_column = self.previous.as_ref().and_then(|p| p.columns.iter().position(|c| c.family == family));
+        self.current = Some(Current { name: name.to_owned(), column, previous_column, last_slot: None });
+    }
+
+    /// The slot of the stream in `self.key`, added if new.
+    fn find(&mut self) -> usize {
+        let streams = &self.streams;
+        let index = self
+            .index
+            .get_or_insert_with(|| streams.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect());
+        if let Some(&slot) = index.get(self.key.as_str()) {
+            return slot as usize;
+        }
+        let slot = self.streams.len();
+        // Again, the stream after the last one added is the best guess.
+        let guess = self.previous_slots.last().copied().flatten().map_or(0, |s| s as usize + 1);
+        let previous = self.previous.as_ref().and_then(|p| p.locate(guess, &self.key).map(|i| (i, p.streams[i].clone())));
+        self.same_order &= previous.as_ref().is_some_and(|(p, _)| *p == slot);
+        let labels = previous.as_ref().map_or_else(|| LabelSet(Arc::from(self.key.as_str())), |(_, l)| l.clone());
+        if let Some(index) = &mut self.index {
+            index.insert(labels.clone(), slot as u32);
+        }
+        self.streams.push(labels);
+        self.previous_slots.push(previous.map(|(p, _)| p as u32));
+        slot
+    }
+
+    /// Writes the canonical encoding of the sample's labels into `self.key`;
+    /// false if a value holds the separator or a name repeats.
+    fn encode_key(&mut self, sample: &Sample<'_, '_>) -> bool {
+        let labels = sample.labels;
+        self.order.clear();
+        self.order.extend(0..labels.len());
+        if !labels.windows(2).all(|w| w[0].name < w[1].name) {
+            self.order.sort_by(|a, b| labels[*a].name.cmp(labels[*b].name));
+            if self.order.windows(2).any(|w| labels[w[0]].name == labels[w[1]].name) {
+                return false;
+            }
+        }
+        self.key.clear();
+        for (n, &i) in self.order.iter().enumerate() {
+            let label = &labels[i];
+            if label.value.contains(SEPARATOR) {
+                return false;
+            }
+            if n > 0 {
+                self.key.push(SEPARATOR);
+            }
+            self.key.push_str(label.name);
+            self.key.push(SEPARATOR);
+            self.key.push_str(&label.value);
+        }
+        true
+    }
+
+    /// Samples dropped because their labels cannot be stored faithfully.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    pub fn finish(mut self) -> TargetSnapshot {
+        let stream_count = self.streams.len();
+        for column in &mut self.columns {
+            column.cells.resize(stream_count, Cell::EMPTY);
+        }
+        let same_streams = self.same_order && self.previous.as_ref().is_some_and(|p| p.streams.len() == stream_count);
+        // Same streams, no new or changed value, and as many values as before
+        // means the very same content.
+        let changed = !same_streams
+            || self.changed_cells > 0
+            || self.previous.as_ref().is_some_and(|p| p.series_count() != series(&self.columns));
+        let index = match (same_streams, self.previous, self.index) {
+            (true, Some(previous), _) => previous.index.clone(),
+            (_, _, Some(index)) => Arc::new(index),
+            _ => Arc::new(self.streams.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect()),
+        };
+        TargetSnapshot { streams: self.streams, index, columns: self.columns, changed }
+    }
+}
+
+fn series(columns: &[Column]) -> usize {
+    columns.iter().map(|c| c.cells.iter().filter(|cell| !cell.is_empty()).count()).sum()
+}
