@@ -71,6 +71,7 @@ fn exposition(streams: usize, replica: usize) -> String {
 }
 
 struct Bench {
+    controllers: tokio::runtime::Runtime,
     pki_dir: PathBuf,
     kubeconfig: PathBuf,
     serving_ca: Ca,
@@ -89,7 +90,13 @@ impl Bench {
         let address = api.serve(&Ca::new("front-proxy"), &Ca::new("client")).await;
         let kubeconfig = pki_dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, address);
-        Bench { pki_dir, kubeconfig, serving_ca, _api: api }
+        let controllers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(pravega_metrics_adapter::resources::lower_thread_priority)
+            .enable_all()
+            .build()
+            .unwrap();
+        Bench { controllers, pki_dir, kubeconfig, serving_ca, _api: api }
     }
 
     async fn adapter(&self, controllers: &[FakeController], extra: &[&str]) -> Adapter {
@@ -207,17 +214,24 @@ async fn load(client: &reqwest::Client, base: &str, streams: usize, rate: u64, s
     LoadResult { sent: total, errors: errors.load(Ordering::Relaxed), latencies_us, elapsed: start.elapsed() }
 }
 
-async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut String) {
-    let bodies: Vec<String> = (0..3).map(|r| exposition(streams, r)).collect();
+/// Starts the three fake replicas on `runtime`, whose threads only get CPU
+/// nobody else wants: real controllers run on other machines, and serving
+/// their expositions must not slow the load generator or the adapter down.
+async fn replicas(runtime: &tokio::runtime::Runtime, streams: usize) -> Vec<FakeController> {
     let mut controllers = Vec::new();
-    for body in &bodies {
-        let controller = FakeController::start(body.clone()).await;
+    for r in 0..3 {
+        let body = exposition(streams, r);
+        let controller = runtime.spawn(FakeController::start(body)).await.unwrap();
         // Every scrape changes a value, so every round costs a full merge.
         controller.churn();
         controllers.push(controller);
     }
-    let body_bytes = bodies[0].len();
-    drop(bodies);
+    controllers
+}
+
+async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut String) {
+    let controllers = replicas(&bench.controllers, streams).await;
+    let body_bytes = exposition(streams, 0).len();
 
     // Scrape CPU: rounds every second, nothing else going on.
     let adapter = bench.adapter(&controllers, &["--scrape-interval", "1s", "--scrape-timeout", "900ms"]).await;
@@ -228,15 +242,22 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     drop(adapter);
 
     // Memory and query latency with default flags.
-    let adapter = bench.adapter(&controllers, &[]).await;
+    let extra = std::env::var("BENCH_ADAPTER_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    let adapter = bench.adapter(&controllers, &extra).await;
     let client = bench.client();
     load(&client, &adapter.base, streams, 200, 2).await; // warm-up: connections, review caches
+    let (adapter_cpu, own_cpu) = (cpu_time(adapter.pid()), cpu_time(std::process::id()));
     let result = load(&client, &adapter.base, streams, options.rate, options.seconds).await;
+    let busy = |before: Duration, after: Duration| 100.0 * (after - before).as_secs_f64() / result.elapsed.as_secs_f64();
+    let adapter_busy = busy(adapter_cpu, cpu_time(adapter.pid()));
+    let load_busy = busy(own_cpu, cpu_time(std::process::id()));
     let (rss, hwm) = memory(adapter.pid());
+
     let achieved = result.latencies_us.len() as f64 / result.elapsed.as_secs_f64();
     let _ = writeln!(
         out,
-        "| {streams} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |",
+        "| {streams} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {} | {:.0} | {adapter_busy:.0} | {load_busy:.0} | {:.2} | {:.2} | {:.2} | {:.1} |",
         body_bytes as f64 / 1e6,
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0,
@@ -256,10 +277,7 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
 /// served-age histogram, with default flags.
 async fn freshness(bench: &Bench, out: &mut String) {
     let streams = 100;
-    let mut controllers = Vec::new();
-    for r in 0..3 {
-        controllers.push(FakeController::start(exposition(streams, r)).await);
-    }
+    let controllers = replicas(&bench.controllers, streams).await;
     let adapter = bench.adapter(&controllers, &[]).await;
     let client = bench.client();
     let url = format!(
@@ -322,16 +340,16 @@ async fn freshness(bench: &Bench, out: &mut String) {
 fn main() {
     let options = options();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let bench = runtime.block_on(Bench::new());
     runtime.block_on(async {
-        let bench = Bench::new().await;
         let mut out = String::new();
         let _ = writeln!(
             out,
             "Query load: {} req/s for {} s over HTTPS (HTTP/2, bearer token), open loop; 3 controller replicas.\n",
             options.rate, options.seconds
         );
-        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | p50 ms | p99 ms | p99.9 ms | max ms |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!("{out}");
         for &streams in &options.streams {
             scale_row(&bench, streams, &options, &mut out).await;

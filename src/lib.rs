@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod discover;
 pub mod parse;
+pub mod resources;
 pub mod scrape;
 pub mod serve;
 pub mod store;

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         tracing::error!("a rustls crypto provider was already installed");
         return ExitCode::FAILURE;
     }
+    pravega_metrics_adapter::resources::tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

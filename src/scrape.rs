@@ -8,7 +8,7 @@
 //! scrape timeout; concurrent queries share the scrape in flight.
 
 use crate::parse::{ParseStats, Scanner};
-use crate::store::{Store, TargetSnapshot};
+use crate::store::{SnapshotBuilder, Store, TargetSnapshot};
 use crate::telemetry::Telemetry;
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -53,6 +53,47 @@ pub enum ScrapeError {
     Timeout(Duration),
     #[error("cannot read bearer token file {path}: {source}")]
     Token { path: PathBuf, source: std::io::Error },
+    #[error("the parser thread stopped unexpectedly")]
+    ParserStopped,
+}
+
+/// Body chunks buffered between the reader and the parser thread.
+const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// What the reader hands the parser thread.
+enum Body {
+    Chunk(bytes::Bytes),
+    /// The whole body arrived: the snapshot may be published.
+    Complete,
+}
+
+/// A scrape that landed in the store.
+struct Landed {
+    generation: u64,
+    series: usize,
+    stats: ParseStats,
+}
+
+/// Scans the body as it arrives into the target's next snapshot and
+/// publishes it once the body is complete; publishes nothing if the reader
+/// gives up (error, size cap, timeout). Runs on a background thread, which
+/// therefore also pays for freeing the replaced snapshot.
+fn parse_and_publish(
+    mut incoming: tokio::sync::mpsc::Receiver<Body>,
+    allow: &Regex,
+    mut builder: SnapshotBuilder,
+    publish: impl FnOnce(TargetSnapshot) -> u64,
+) -> Option<Landed> {
+    let mut scanner = Scanner::new(|name: &str| allow.is_match(name));
+    let mut sink = |sample: &crate::parse::Sample<'_, '_>| builder.push(sample);
+    while let Body::Chunk(chunk) = incoming.blocking_recv()? {
+        scanner.feed(&chunk, &mut sink);
+    }
+    let mut stats = scanner.finish(&mut sink);
+    stats.malformed += builder.rejected();
+    let snapshot = builder.finish();
+    let series = snapshot.series_count();
+    Some(Landed { generation: publish(snapshot), series, stats })
 }
 
 /// Progress of a target's scrape loop, watched by waiting queries.
@@ -207,7 +248,7 @@ impl Scraper {
             let outcome = outcome.unwrap_or(Err(ScrapeError::Timeout(self.settings.timeout)));
             let elapsed = started.elapsed();
             match outcome {
-                Ok((snapshot, stats)) => {
+                Ok(Landed { generation, series, stats }) => {
                     if failing {
                         tracing::info!(url = %target.url, "scrape recovered");
                         failing = false;
@@ -216,8 +257,7 @@ impl Scraper {
                         tracing::warn!(url = %target.url, malformed = stats.malformed, first = %line, "skipped malformed lines");
                     }
                     self.telemetry.scrape(&target.id, true, elapsed, stats.malformed);
-                    tracing::debug!(url = %target.url, series = snapshot.series_count(), ?elapsed, "scraped");
-                    let generation = self.store.publish(&target.id, snapshot, scraped_at);
+                    tracing::debug!(url = %target.url, series, ?elapsed, "scraped");
                     // Queries waiting for this round must see it merged.
                     self.store.merged(generation).await;
                 }
@@ -241,7 +281,7 @@ impl Scraper {
         }
     }
 
-    async fn scrape(&self, target: &Target, scraped_at: SystemTime) -> Result<(TargetSnapshot, ParseStats), ScrapeError> {
+    async fn scrape(&self, target: &Target, scraped_at: SystemTime) -> Result<Landed, ScrapeError> {
         let mut request = self.client.get(&target.url).header(reqwest::header::ACCEPT, "text/plain;version=0.0.4");
         if let Some(path) = &self.settings.bearer_token_file {
             let token = tokio::fs::read_to_string(path)
@@ -257,20 +297,28 @@ impl Scraper {
         if response.content_length().is_some_and(|len| len > cap) {
             return Err(ScrapeError::TooLarge(cap));
         }
-        let allow = &self.settings.allow;
-        let mut scanner = Scanner::new(|name: &str| allow.is_match(name));
-        let mut builder = self.store.builder(&target.id, scraped_at);
-        let mut sink = |sample: &crate::parse::Sample<'_, '_>| builder.push(sample);
+        // Parsing runs on a low-priority thread, fed chunk by chunk, so
+        // that serving never waits behind it.
+        let (chunks, incoming) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let (allow, builder) = (self.settings.allow.clone(), self.store.builder(&target.id, scraped_at));
+        let (store, id) = (self.store.clone(), target.id.clone());
+        let publish = move |snapshot| store.publish(&id, snapshot, scraped_at);
+        let landed = crate::resources::run_in_background("scrape-parse", move || parse_and_publish(incoming, &allow, builder, publish));
         let mut received: u64 = 0;
-        while let Some(chunk) = response.chunk().await? {
-            received += chunk.len() as u64;
-            if received > cap {
-                return Err(ScrapeError::TooLarge(cap));
+        let read = async {
+            while let Some(chunk) = response.chunk().await? {
+                received += chunk.len() as u64;
+                if received > cap {
+                    return Err(ScrapeError::TooLarge(cap));
+                }
+                chunks.send(Body::Chunk(chunk)).await.map_err(|_| ScrapeError::ParserStopped)?;
             }
-            scanner.feed(&chunk, &mut sink);
+            chunks.send(Body::Complete).await.map_err(|_| ScrapeError::ParserStopped)
         }
-        let mut stats = scanner.finish(&mut sink);
-        stats.malformed += builder.rejected();
-        Ok((builder.finish(), stats))
+        .await;
+        drop(chunks);
+        let landed = landed.await.flatten();
+        read?;
+        landed.ok_or(ScrapeError::ParserStopped)
     }
 }

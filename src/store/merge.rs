@@ -103,7 +103,7 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
     let mut order: Vec<((&str, &str), &LabelSet)> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         for (slot, labels) in source.snapshot.streams.iter().enumerate() {
-            if !sources[..i].iter().any(|earlier| earlier.snapshot.locate(slot, &labels_str(labels)).is_some()) {
+            if !sources[..i].iter().any(|earlier| earlier.snapshot.locate(slot, labels_str(labels)).is_some()) {
                 order.push((labels.scope_and_stream(), labels));
             }
         }
@@ -120,7 +120,7 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
             }
         }
     }
-    let rank_columns: Vec<(Option<&[Cell]>, Option<&[Cell]>)> = sources
+    let rank_columns: Vec<RankColumns<'_>> = sources
         .iter()
         .map(|s| (splits.and_then(|f| s.snapshot.column(f)), merges.and_then(|f| s.snapshot.column(f))))
         .collect();
@@ -131,7 +131,7 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
     let mut ranks: Vec<Option<f64>> = vec![None; sources.len()];
     for (_, labels) in &order {
         for (i, source) in sources.iter().enumerate() {
-            slots[i] = source.snapshot.locate(guesses[i], &labels_str(labels));
+            slots[i] = source.snapshot.locate(guesses[i], labels_str(labels));
             if let Some(slot) = slots[i] {
                 guesses[i] = slot + 1;
             }
@@ -170,9 +170,12 @@ fn labels_str(labels: &LabelSet) -> &str {
     std::borrow::Borrow::borrow(labels)
 }
 
+/// A source's `segment_splits` and `segment_merges` columns.
+type RankColumns<'a> = (Option<&'a [Cell]>, Option<&'a [Cell]>);
+
 /// A replica's claim to know a stream's latest state: the number of scale
 /// events it has seen (`None` if it reports neither counter).
-fn scale_events((splits, merges): (Option<&[Cell]>, Option<&[Cell]>), slot: usize) -> Option<f64> {
+fn scale_events((splits, merges): RankColumns<'_>, slot: usize) -> Option<f64> {
     let get = |column: Option<&[Cell]>| column.map(|c| c[slot]).filter(|c| !c.is_empty()).map(|c| c.value);
     match (get(splits), get(merges)) {
         (None, None) => None,

@@ -27,6 +27,7 @@ pub struct Store {
     /// Serialises merges so an older one never replaces a newer view.
     merging: Mutex<()>,
     merged: RwLock<Arc<MergedView>>,
+    retired: Mutex<Option<Arc<MergedView>>>,
     /// The [`Targets::generation`] the current view was merged from.
     merged_generation: watch::Sender<u64>,
     merge_wanted: Notify,
@@ -54,6 +55,7 @@ impl Store {
             targets: Mutex::default(),
             merging: Mutex::default(),
             merged: RwLock::default(),
+            retired: Mutex::default(),
             merged_generation: watch::Sender::new(0),
             merge_wanted: Notify::new(),
         }
@@ -73,13 +75,23 @@ impl Store {
     /// the generation a merge must reach to include it (see [`Store::merged`]).
     pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> u64 {
         let mut targets = self.lock_targets();
-        if let Some(entry) = targets.entries.get(target).filter(|_| !snapshot.changed) {
-            entry.scraped_at.store(millis(scraped_at), Ordering::Relaxed);
+        let now = millis(scraped_at);
+        // Unchanged content needs no merge, unless the target's data had
+        // expired, which a merge may already have dropped from the view.
+        let max_age = self.max_age.as_millis() as u64;
+        let unchanged = targets
+            .entries
+            .get(target)
+            .filter(|e| !snapshot.changed && now.saturating_sub(e.scraped_at.load(Ordering::Relaxed)) <= max_age);
+        if let Some(entry) = unchanged {
+            entry.scraped_at.store(now, Ordering::Relaxed);
             return targets.generation;
         }
-        let entry = TargetEntry { snapshot: Arc::new(snapshot), scraped_at: Arc::new(AtomicU64::new(millis(scraped_at))) };
-        targets.entries.insert(Arc::from(target), entry);
-        self.changed(targets)
+        let entry = TargetEntry { snapshot: Arc::new(snapshot), scraped_at: Arc::new(AtomicU64::new(now)) };
+        let replaced = targets.entries.insert(Arc::from(target), entry);
+        let generation = self.changed(targets);
+        drop(replaced); // outside the lock
+        generation
     }
 
     /// Forgets a target (its pod is gone).
@@ -116,7 +128,7 @@ impl Store {
             self.merge_wanted.notified().await;
             let store = self.clone();
             // CPU work proportional to the number of streams.
-            let _ = tokio::task::spawn_blocking(move || store.remerge(SystemTime::now())).await;
+            crate::resources::run_in_background("merge", move || store.remerge(SystemTime::now())).await;
         }
     }
 
@@ -136,8 +148,11 @@ impl Store {
         };
         let sources: Vec<merge::Source<'_>> =
             live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
-        let view = merge::merge(&sources, &self.families.names());
-        *self.merged.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(view);
+        let view = Arc::new(merge::merge(&sources, &self.families.names()));
+        let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
+        // Queries may still hold the previous view. Keeping it until the next
+        // merge makes this thread, not a query, free it then.
+        drop(self.retired.lock().unwrap_or_else(PoisonError::into_inner).replace(previous));
         self.merged_generation.send_if_modified(|g| {
             let newer = generation > *g;
             *g = (*g).max(generation);
@@ -385,6 +400,16 @@ mod tests {
         store.expire();
         store.remerge(at(40));
         assert_eq!(segments(&store, "s"), Some(5.0));
+        // Unchanged content after the data expired needs a merge to return.
+        store.remerge(at(100));
+        assert_eq!(segments(&store, "s"), None);
+        let mut builder = store.builder("a", at(101));
+        Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
+        let back = store.publish("a", builder.finish(), at(101));
+        assert!(back > generation);
+        store.remerge(at(101));
+        assert_eq!(segments(&store, "s"), Some(5.0));
+        let generation = back;
         // A changed value does need a merge.
         let mut builder = store.builder("a", at(41));
         Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));

@@ -1,0 +1,54 @@
+//! How the adapter uses the machine: CPU-heavy background work (parsing
+//! scrapes, merging) runs on low-priority threads so that answering queries
+//! is never stuck behind it, and the allocator is told to hand memory of
+//! dropped snapshots back to the operating system.
+
+/// Tunes glibc malloc for this workload: a few large arrays per snapshot
+/// that are replaced every scrape, and many small strings.
+///
+/// - Two arenas: by default glibc creates up to eight per core as threads
+///   allocate, and memory freed in one arena cannot serve another.
+/// - A fixed 128 KiB mmap threshold: arrays above it get their own mapping
+///   and go back to the OS when dropped. By default the threshold grows
+///   after such frees, and freed arrays then stay in the heap. (Trimming the
+///   heap instead holds the allocator's locks and stalls queries.)
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+/// Puts the calling thread in the SCHED_IDLE class: it runs on cores no
+/// other thread wants, and a thread woken to serve a request preempts it at
+/// once (a mere nice value lets it keep a core for milliseconds). Failing
+/// to is harmless.
+pub fn lower_thread_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sched_setscheduler on the calling thread (pid 0) with a zero
+    // priority; moving to SCHED_IDLE needs no privilege.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+}
+
+/// Starts `work` on a new low-priority thread at once; the returned future
+/// yields its result, or `None` if the thread could not be started or did
+/// not finish its work.
+pub fn run_in_background<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = Option<T>> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        lower_thread_priority();
+        let _ = done.send(work());
+    });
+    if let Err(error) = &spawned {
+        tracing::error!(%error, "cannot start a background thread");
+    }
+    async move { result.await.ok() }
+}
