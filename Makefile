@@ -1,0 +1,79 @@
+# Pravega -> Flink TaskManager autoscaling. `make help` lists the targets.
+
+CARGO   ?= cargo
+KUBECTL ?= kubectl
+IMAGE_REPO ?= ghcr.io/pravega-flink-autoscaler
+VERSION ?= 0.1.0
+# make run: where the simulated controller and the adapter listen.
+SIM_ADDR     ?= 127.0.0.1:10080
+ADAPTER_ADDR ?= 127.0.0.1:8080
+
+.PHONY: help build run test test-unit test-e2e bench lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+
+build: ## release build of the adapter, generator and flink-reader
+	$(CARGO) build --release --locked --workspace
+
+run: ## adapter + simulated Pravega controller on localhost, no cluster needed
+	$(CARGO) build --release --locked --bin pravega-metrics-adapter --bin generator
+	@set -e; trap 'kill 0' EXIT INT TERM; \
+	target/release/generator --simulate --listen $(SIM_ADDR) --period 120s --scale-hold 5s & \
+	target/release/pravega-metrics-adapter --secure-port 0 --insecure-bind-address $(ADAPTER_ADDR) \
+	  --controller-url http://$(SIM_ADDR)/prometheus --scrape-interval 2s --scrape-timeout 1s & \
+	sleep 2; \
+	echo; \
+	echo "Simulated Pravega controller: http://$(SIM_ADDR)/prometheus (stream test/stream, 2-minute sine)"; \
+	echo "Adapter (plain HTTP, loopback, no auth): http://$(ADAPTER_ADDR)"; \
+	echo; \
+	echo "  kubectl --server http://$(ADAPTER_ADDR) get --raw '/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream'"; \
+	echo "  kubectl --server http://$(ADAPTER_ADDR) get --raw '/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest'"; \
+	echo "  kubectl --server http://$(ADAPTER_ADDR) get --raw /apis/custom.metrics.k8s.io/v1beta1"; \
+	echo "  curl -s http://$(ADAPTER_ADDR)/metrics"; \
+	echo "  watch -n1 \"curl -s 'http://$(ADAPTER_ADDR)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count'\""; \
+	echo; echo "Ctrl-C stops both."; \
+	wait
+
+test: ## the whole suite: unit, integration, manifests, real-control-plane e2e
+	tests/prerequisites.sh
+	$(CARGO) test --workspace --locked
+	tests/e2e/run.sh
+
+test-unit: ## cargo tests only (no root needed)
+	$(CARGO) test --workspace --locked
+
+test-e2e: ## only the end-to-end test (root)
+	tests/e2e/run.sh
+
+bench: ## parse, scrape-round and serving benchmarks (figures in README)
+	$(CARGO) bench --bench parse --bench scrape_round
+	$(CARGO) bench --bench serving
+
+lint: ## formatting and clippy
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+deploy: ## adapter + workload, APIServices, serving cert (current kubectl context)
+	$(KUBECTL) apply -k manifests/
+	$(KUBECTL) apply -k apiservice/
+	apiservice/gen-serving-cert.sh
+
+deploy-cert-manager: ## same, with cert-manager issuing the serving cert
+	$(KUBECTL) apply -k manifests/
+	$(KUBECTL) apply -k apiservice/cert-manager/
+
+deploy-pravega: ## Pravega cluster CRs (needs the zookeeper/bookkeeper/pravega operators)
+	$(KUBECTL) apply -k manifests/pravega/
+
+serving-cert: ## (re)generate the serving cert and patch the APIServices' caBundle
+	apiservice/gen-serving-cert.sh
+
+hpa-external hpa-object: ## apply one HPA form (never both)
+	$(KUBECTL) apply -f hpa/flink-taskmanager-$(@:hpa-%=%).yaml
+
+images: ## container images (needs a Docker engine)
+	for t in adapter generator flink-reader; do \
+	  name=$$t; [ $$t = adapter ] && name=pravega-metrics-adapter; \
+	  docker build -f manifests/docker/Dockerfile --target $$t -t $(IMAGE_REPO)/$$name:$(VERSION) . || exit 1; \
+	done

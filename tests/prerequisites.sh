@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond the Rust toolchain, from Debian's
+# packages, when it is missing: openssl (test PKI and gen-serving-cert.sh),
+# python3 (fake controllers in the e2e test), iproute2 (network namespaces),
+# kubectl (the README's prerequisite; Debian's kubernetes-client as fallback)
+# and protobuf-compiler (pravega-client's build).
+set -euo pipefail
+
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need openssl openssl
+need python3 python3
+need ip iproute2
+need kubectl kubernetes-client
+need protoc protobuf-compiler
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "prerequisites: missing ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "prerequisites: installing ${missing[*]}" >&2
+apt-get update -qq >&2
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
