@@ -1,0 +1,82 @@
+//! flink-reader: a reader-group member on a Pravega stream that burns a
+//! configurable CPU cost per event, standing in for a Flink TaskManager.
+//! On SIGTERM it leaves the reader group so its segments are reassigned.
+
+mod pravega;
+
+use clap::Parser;
+use flink_reader::read_loop::{self, ReaderMetrics};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "flink-reader", version, about = "Reads a Pravega stream in a reader group, with a CPU cost per event.")]
+struct Args {
+    /// Pravega controller gRPC endpoint.
+    #[arg(long, visible_alias = "uri", env = "FLINK_READER_CONTROLLER_URI", default_value = "tcp://127.0.0.1:9090")]
+    controller_uri: String,
+    #[arg(long, env = "FLINK_READER_SCOPE", default_value = "test")]
+    scope: String,
+    #[arg(long, env = "FLINK_READER_STREAM", default_value = "stream")]
+    stream: String,
+    /// Reader group shared by all replicas.
+    #[arg(long, env = "FLINK_READER_READER_GROUP", default_value = "flink-taskmanager")]
+    reader_group: String,
+    /// This reader's name in the group (default: the pod's hostname).
+    #[arg(long, env = "FLINK_READER_READER_ID")]
+    reader_id: Option<String>,
+    /// CPU cost per event: rounds of hashing (as the original busy reader).
+    #[arg(long, env = "FLINK_READER_ITERATIONS", default_value_t = 1000)]
+    iterations: u32,
+    /// Address for /metrics, /livez, /readyz.
+    #[arg(long, env = "FLINK_READER_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let metrics = Arc::new(ReaderMetrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let render = { let m = metrics.clone(); move || m.render() };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server_stopped = { let mut s = stopped.clone(); async move { let _ = s.wait_for(|v| *v).await; } };
+    let server = tokio::spawn(generator::http::serve(args.listen, generator::http::router(render, ready.clone()), server_stopped));
+    tokio::spawn(async move {
+        generator::http::shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let reader_id = args.reader_id.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| format!("reader-{}", std::process::id()));
+    let join = pravega::PravegaSource::join(&args.controller_uri, &args.scope, &args.stream, &args.reader_group, &reader_id);
+    let mut stopping = stopped.clone();
+    let source = tokio::select! {
+        source = join => source?,
+        _ = stopping.wait_for(|v| *v) => return Ok(()),
+    };
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(%reader_id, group = %args.reader_group, "reading");
+    read_loop::run(source, args.iterations, &metrics, stopped).await?;
+    server.await??;
+    Ok(())
+}
