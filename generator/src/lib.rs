@@ -1,8 +1,10 @@
 //! The generator's parts that need no Pravega: the sinusoidal rate, event
 //! encoding, the simulated controller (stream auto-scaling model and its
-//! Prometheus exposition) and the generator's own metrics. The Pravega
-//! writer lives in the binary (`src/pravega.rs`).
+//! Prometheus exposition), the generator's own metrics, and how both
+//! binaries reach the controller (checked URI, retry with backoff). The
+//! Pravega writer lives in the binary (`src/pravega.rs`).
 
+pub mod controller;
 pub mod event;
 pub mod http;
 pub mod metrics;

@@ -24,7 +24,8 @@ pub struct Args {
     pub scope: String,
     #[arg(long, env = "GENERATOR_STREAM", default_value = "stream")]
     pub stream: String,
-    /// Scaling policy: events/s per segment above which segments split.
+    /// Scaling policy: events/s per segment above which segments split
+    /// (0: a fixed number of segments, --min-segments).
     #[arg(long, env = "GENERATOR_SCALING_RATE", default_value_t = 800)]
     pub scaling_rate: u32,
     /// Scaling policy: segments a hot segment splits into.
@@ -70,8 +71,11 @@ impl Args {
         if !(self.min_rate >= 0.0 && self.max_rate >= self.min_rate) {
             return Err(format!("need 0 <= --min-rate ({}) <= --max-rate ({})", self.min_rate, self.max_rate));
         }
-        if self.period.is_zero() || self.scaling_rate == 0 || self.scale_factor < 2 || self.min_segments == 0 {
-            return Err("--period, --scaling-rate and --min-segments must be positive, --scale-factor at least 2".into());
+        if self.period.is_zero() || self.scale_factor < 2 || self.min_segments == 0 {
+            return Err("--period and --min-segments must be positive, --scale-factor at least 2".into());
+        }
+        if self.simulate && self.scaling_rate == 0 {
+            return Err("--simulate models scaling by rate: --scaling-rate must be positive".into());
         }
         Ok(())
     }
@@ -127,45 +131,56 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Checked before anything starts: the client panics on a malformed URI.
+    let client_config = if args.simulate { None } else { Some(generator::controller::client_config(&args.controller_uri)?) };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(args.simulate));
     let render = { let m = metrics.clone(); move || m.render() };
     let mut router = generator::http::router(render, ready.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server_stopped = { let mut s = stopped.clone(); async move { let _ = s.wait_for(|v| *v).await; } };
-    if args.simulate {
-        let simulation = Arc::new(Mutex::new(StreamModel::new(
-            ScalingPolicy { target_rate: f64::from(args.scaling_rate), scale_factor: args.scale_factor, min_segments: args.min_segments },
-            args.scale_hold,
-        )));
-        let started = Instant::now();
-        let (scope, stream, model) = (args.scope.clone(), args.stream.clone(), simulation.clone());
-        router = router.route(
-            "/prometheus",
-            axum::routing::get(move || {
-                let body = model.lock().map(|m| m.exposition(&scope, &stream, started.elapsed())).unwrap_or_default();
-                generator::http::text(body)
-            }),
-        );
-        tokio::spawn(simulate(args.clone(), simulation, metrics.clone(), started, stopped.clone()));
-        tracing::info!(scope = %args.scope, stream = %args.stream, "simulating a Pravega controller at /prometheus");
-    } else {
-        let (args, metrics, ready) = (args.clone(), metrics.clone(), ready.clone());
-        let stopped = stopped.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if let Err(error) = pravega::write(&args, &metrics, &ready, stopped).await {
-                tracing::error!(%error, "writer stopped");
-            }
-            let _ = stop.send(true);
-        });
-    }
+    let writer = match client_config {
+        None => {
+            let simulation = Arc::new(Mutex::new(StreamModel::new(
+                ScalingPolicy { target_rate: f64::from(args.scaling_rate), scale_factor: args.scale_factor, min_segments: args.min_segments },
+                args.scale_hold,
+            )));
+            let started = Instant::now();
+            let (scope, stream, model) = (args.scope.clone(), args.stream.clone(), simulation.clone());
+            router = router.route(
+                "/prometheus",
+                axum::routing::get(move || {
+                    let body = model.lock().map(|m| m.exposition(&scope, &stream, started.elapsed())).unwrap_or_default();
+                    generator::http::text(body)
+                }),
+            );
+            tokio::spawn(simulate(args.clone(), simulation, metrics.clone(), started, stopped.clone()));
+            tracing::info!(scope = %args.scope, stream = %args.stream, "simulating a Pravega controller at /prometheus");
+            None
+        }
+        Some(config) => {
+            let (args, metrics, ready, stopped, stop) = (args.clone(), metrics.clone(), ready.clone(), stopped.clone(), stop.clone());
+            Some(tokio::spawn(async move {
+                let written = pravega::write(config, &args, &metrics, &ready, stopped).await;
+                let _ = stop.send(true);
+                written
+            }))
+        }
+    };
     let server = tokio::spawn(generator::http::serve(args.listen, router, server_stopped));
-    generator::http::shutdown_signal().await;
+    let mut writer_stopped = stopped.clone();
+    tokio::select! {
+        _ = generator::http::shutdown_signal() => {}
+        _ = writer_stopped.wait_for(|v| *v) => {}
+    }
     let _ = stop.send(true);
-    // The writer flushes before the server stops (see pravega::write).
+    // The writer's flush finishes before the process exits.
+    let written = match writer {
+        Some(writer) => writer.await?,
+        None => Ok(()),
+    };
     server.await??;
-    Ok(())
+    Ok(written?)
 }
 
 /// Drives the simulated stream with the sinusoidal rate.
@@ -192,5 +207,31 @@ async fn simulate(
             tracing::info!(?event, rate = rate.round(), segments = model.segments(), "simulated scale");
         }
         metrics.segments.set(f64::from(model.segments()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(flags: &[&str]) -> Args {
+        Args::parse_from(std::iter::once(&"generator").chain(flags))
+    }
+
+    #[test]
+    fn flag_checks() {
+        assert_eq!(args(&[]).validate(), Ok(()));
+        assert_eq!(args(&["--scaling-rate", "0", "--min-segments", "4"]).validate(), Ok(()), "fixed segments");
+        for bad in [
+            &["--min-rate", "10", "--max-rate", "5"][..],
+            &["--min-rate=-1"],
+            &["--max-rate", "NaN"],
+            &["--scale-factor", "1"],
+            &["--period", "0s"],
+            &["--min-segments", "0"],
+            &["--simulate", "--scaling-rate", "0"],
+        ] {
+            assert!(args(bad).validate().is_err(), "{bad:?} accepted");
+        }
     }
 }

@@ -43,6 +43,10 @@ impl Timer {
         self.count.add(1);
         self.micros.add(duration.as_micros() as u64);
     }
+
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
 }
 
 /// Writes metrics in the text exposition format.

@@ -3,11 +3,12 @@
 //! then write at the sinusoid's pace and flush on shutdown.
 
 use crate::{Args, Metrics};
+use generator::controller;
 use generator::event::{routing_key, Event};
 use generator::metrics::RateMeter;
 use generator::rate::Pacer;
 use pravega_client::client_factory::ClientFactoryAsync;
-use pravega_client_config::ClientConfigBuilder;
+use pravega_client_config::ClientConfig;
 use pravega_client_shared::{Retention, ScaleType, Scaling, Scope, ScopedStream, Stream, StreamConfiguration};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,8 +17,6 @@ use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("invalid client configuration: {0}")]
-    Config(String),
     #[error("flushing on shutdown failed: {0}")]
     Flush(String),
 }
@@ -25,14 +24,10 @@ pub enum WriteError {
 /// Pravega's acknowledgement of one event.
 type Ack = tokio::sync::oneshot::Receiver<Result<(), pravega_client::error::Error>>;
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const TICK: Duration = Duration::from_millis(10);
 
-pub async fn write(args: &Args, metrics: &Arc<Metrics>, ready: &AtomicBool, mut stopped: watch::Receiver<bool>) -> Result<(), WriteError> {
-    let config = ClientConfigBuilder::default()
-        .controller_uri(args.controller_uri.as_str())
-        .build()
-        .map_err(|e| WriteError::Config(e.to_string()))?;
+/// Writes until `stopped` turns true, then flushes what is in flight.
+pub async fn write(config: ClientConfig, args: &Args, metrics: &Arc<Metrics>, ready: &AtomicBool, mut stopped: watch::Receiver<bool>) -> Result<(), WriteError> {
     let factory = ClientFactoryAsync::new(config, tokio::runtime::Handle::current());
     let stream = ScopedStream { scope: Scope { name: args.scope.clone() }, stream: Stream { name: args.stream.clone() } };
     if !ensure_stream(&factory, &stream, args, &mut stopped).await {
@@ -92,7 +87,7 @@ async fn ensure_stream(factory: &ClientFactoryAsync, stream: &ScopedStream, args
     let config = StreamConfiguration {
         scoped_stream: stream.clone(),
         scaling: Scaling {
-            scale_type: ScaleType::ByRateInEventsPerSec,
+            scale_type: if args.scaling_rate == 0 { ScaleType::FixedNumSegments } else { ScaleType::ByRateInEventsPerSec },
             target_rate: args.scaling_rate as i32,
             scale_factor: args.scale_factor as i32,
             min_num_segments: args.min_segments as i32,
@@ -100,24 +95,59 @@ async fn ensure_stream(factory: &ClientFactoryAsync, stream: &ScopedStream, args
         retention: Retention::default(),
         tags: None,
     };
-    let mut backoff = Duration::from_millis(500);
-    loop {
+    let created = controller::retry("creating the scope and stream (is the controller up?)", stopped, || async {
         let controller = factory.controller_client();
-        let created = match controller.create_scope(&stream.scope).await {
-            Ok(_) => controller.create_stream(&config).await.map(|_| ()),
-            Err(e) => Err(e),
+        controller.create_scope(&stream.scope).await?;
+        controller.create_stream(&config).await.map(|_| ())
+    })
+    .await;
+    if created.is_some() {
+        tracing::info!(%stream, scaling_rate = args.scaling_rate, "stream ready");
+    }
+    created.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use pravega_client_config::connection_type::{ConnectionType, MockType};
+    use pravega_client_config::ClientConfigBuilder;
+
+    /// The client's mock mode: an in-process controller and segment store
+    /// that accept the scope, the stream and appends (it cannot serve reads).
+    fn mock_config() -> ClientConfig {
+        ClientConfigBuilder::default()
+            .connection_type(ConnectionType::Mock(MockType::Happy))
+            .mock(true)
+            .controller_uri(pravega_client_config::MOCK_CONTROLLER_URI)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn creates_the_stream_writes_at_the_pace_and_flushes_on_stop() {
+        // The mock controller cannot scale: a fixed three segments.
+        let args = Args::parse_from(["generator", "--scaling-rate", "0", "--min-segments", "3", "--min-rate", "1000", "--max-rate", "1000"]);
+        let (metrics, ready) = (Arc::new(Metrics::default()), Arc::new(AtomicBool::new(false)));
+        let (stop, stopped) = watch::channel(false);
+        let writer = {
+            let (args, metrics, ready) = (args.clone(), metrics.clone(), ready.clone());
+            tokio::spawn(async move { write(mock_config(), &args, &metrics, &ready, stopped).await })
         };
-        match created {
-            Ok(()) => {
-                tracing::info!(%stream, scaling_rate = args.scaling_rate, "stream ready");
-                return true;
-            }
-            Err(error) => tracing::warn!(%error, retry_in = ?backoff, "cannot create the scope/stream; is the controller up?"),
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metrics.events_written.get() < 500 {
+            assert!(Instant::now() < deadline, "only {} events acknowledged", metrics.events_written.get());
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stopped.wait_for(|v| *v) => return false,
-        }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        assert!(ready.load(Ordering::Relaxed), "ready once the stream exists");
+        stop.send(true).unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(metrics.write_errors.get(), 0);
+        assert_eq!(metrics.target_rate.get(), 1000.0);
+        let written = metrics.events_written.get();
+        assert_eq!(metrics.write_latency.count(), written, "every acknowledged event was timed");
+        let text = metrics.render();
+        assert!(text.contains(&format!("generator_events_written_total {written}")), "{text}");
     }
 }
