@@ -57,26 +57,29 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Checked before anything starts: the client panics on a malformed URI.
+    let client_config = generator::controller::client_config(&args.controller_uri)?;
     let metrics = Arc::new(ReaderMetrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let render = { let m = metrics.clone(); move || m.render() };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let server_stopped = { let mut s = stopped.clone(); async move { let _ = s.wait_for(|v| *v).await; } };
     let server = tokio::spawn(generator::http::serve(args.listen, generator::http::router(render, ready.clone()), server_stopped));
+    let on_signal = stop.clone();
     tokio::spawn(async move {
         generator::http::shutdown_signal().await;
-        let _ = stop.send(true);
+        let _ = on_signal.send(true);
     });
     let reader_id = args.reader_id.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| format!("reader-{}", std::process::id()));
-    let join = pravega::PravegaSource::join(&args.controller_uri, &args.scope, &args.stream, &args.reader_group, &reader_id);
-    let mut stopping = stopped.clone();
-    let source = tokio::select! {
-        source = join => source?,
-        _ = stopping.wait_for(|v| *v) => return Ok(()),
+    let mut joining = stopped.clone();
+    let Some(source) = pravega::PravegaSource::join(client_config, &args.scope, &args.stream, &args.reader_group, &reader_id, &mut joining).await else {
+        return Ok(server.await??);
     };
     ready.store(true, Ordering::Relaxed);
     tracing::info!(%reader_id, group = %args.reader_group, "reading");
-    read_loop::run(source, args.iterations, &metrics, stopped).await?;
+    let read = read_loop::run(source, args.iterations, &metrics, stopped).await;
+    // A failed read ends the process too, so the pod restarts and rejoins.
+    let _ = stop.send(true);
     server.await??;
-    Ok(())
+    Ok(read?)
 }

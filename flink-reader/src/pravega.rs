@@ -1,24 +1,50 @@
 //! The Pravega side: join the reader group and read the segments it assigns.
 
 use flink_reader::source::{EventSource, SourceError};
+use generator::controller;
 use pravega_client::client_factory::ClientFactoryAsync;
 use pravega_client::event::reader::EventReader;
-use pravega_client_config::ClientConfigBuilder;
+use pravega_client::event::reader_group_state::ReaderGroupStateError;
+use pravega_client_config::ClientConfig;
 use pravega_client_shared::{Scope, ScopedStream, Stream};
+use tokio::sync::watch;
 
 pub struct PravegaSource {
     reader: EventReader,
 }
 
 impl PravegaSource {
-    /// Joins (creating if needed) `group` on `scope/stream` as `reader_id`.
-    pub async fn join(uri: &str, scope: &str, stream: &str, group: &str, reader_id: &str) -> Result<Self, SourceError> {
-        let config = ClientConfigBuilder::default().controller_uri(uri).build().map_err(|e| SourceError(e.to_string()))?;
+    /// Joins (creating if needed) `group` on `scope/stream` as `reader_id`,
+    /// retrying while the controller is unavailable; `None` if stopped first.
+    pub async fn join(
+        config: ClientConfig,
+        scope: &str,
+        stream: &str,
+        group: &str,
+        reader_id: &str,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Option<Self> {
         let factory = ClientFactoryAsync::new(config, tokio::runtime::Handle::current());
         let stream = ScopedStream { scope: Scope { name: scope.to_owned() }, stream: Stream { name: stream.to_owned() } };
-        let group = factory.create_reader_group(group.to_owned(), stream).await;
-        let reader = group.create_reader(reader_id.to_owned()).await;
-        Ok(PravegaSource { reader })
+        let reader = controller::retry("joining the reader group", stopped, || {
+            let (factory, stream, group, reader_id) = (factory.clone(), stream.clone(), group.to_owned(), reader_id.to_owned());
+            // The client panics instead of returning some errors (a reader
+            // already in the group, an unreachable controller): a task turns
+            // the panic into an error that is retried.
+            let attempt = tokio::spawn(async move {
+                let group = factory.create_reader_group(group, stream).await;
+                // A restarted pod keeps its name: release what its previous
+                // life held, or create_reader panics on the duplicate.
+                match group.reader_offline(reader_id.clone(), None).await {
+                    Ok(()) | Err(ReaderGroupStateError::ReaderAlreadyOfflineError { .. }) => {}
+                    Err(error) => return Err(SourceError(format!("{error:?}"))),
+                }
+                Ok(group.create_reader(reader_id).await)
+            });
+            async move { attempt.await.map_err(|panic| SourceError(format!("the Pravega client failed: {panic}")))? }
+        })
+        .await?;
+        Some(PravegaSource { reader })
     }
 }
 
