@@ -7,8 +7,13 @@ VERSION ?= 0.1.0
 # make run: where the simulated controller and the adapter listen.
 SIM_ADDR     ?= 127.0.0.1:10080
 ADAPTER_ADDR ?= 127.0.0.1:8080
+# Cargo profile for make run; its binaries land in target/debug for dev.
+PROFILE ?= release
+BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
+CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run test test-unit test-e2e bench lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+.PHONY: help build run run-check test test-unit test-e2e bench lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -17,27 +22,40 @@ build: ## release build of the adapter, generator and flink-reader
 	$(CARGO) build --release --locked --workspace
 
 run: ## adapter + simulated Pravega controller on localhost, no cluster needed
-	$(CARGO) build --release --locked --bin pravega-metrics-adapter --bin generator
-	@set -e; trap 'kill 0' EXIT INT TERM; \
-	target/release/generator --simulate --listen $(SIM_ADDR) --period 120s --scale-hold 5s & \
-	target/release/pravega-metrics-adapter --secure-port 0 --insecure-bind-address $(ADAPTER_ADDR) \
-	  --controller-url http://$(SIM_ADDR)/prometheus --scrape-interval 2s --scrape-timeout 1s & \
+	$(CARGO) build --profile $(PROFILE) --locked -p pravega-metrics-adapter -p generator
+	@set -e; \
+	$(BIN)/generator --simulate --listen $(SIM_ADDR) --period 120s --scale-hold 5s & sim=$$!; \
+	$(BIN)/pravega-metrics-adapter --secure-port 0 --insecure-bind-address $(ADAPTER_ADDR) \
+	  --controller-url http://$(SIM_ADDR)/prometheus --scrape-interval 2s --scrape-timeout 1s & adapter=$$!; \
+	trap 'kill $$sim $$adapter 2>/dev/null' EXIT; trap 'exit 0' INT TERM; \
 	sleep 2; \
 	echo; \
 	echo "Simulated Pravega controller: http://$(SIM_ADDR)/prometheus (stream test/stream, 2-minute sine)"; \
 	echo "Adapter (plain HTTP, loopback, no auth): http://$(ADAPTER_ADDR)"; \
 	echo; \
-	echo "  kubectl --server http://$(ADAPTER_ADDR) get --raw '/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream'"; \
-	echo "  kubectl --server http://$(ADAPTER_ADDR) get --raw '/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest'"; \
-	echo "  kubectl --server http://$(ADAPTER_ADDR) get --raw /apis/custom.metrics.k8s.io/v1beta1"; \
+	echo "  $(KUBECTL) --server http://$(ADAPTER_ADDR) get --raw '$(EXTERNAL_QUERY)'"; \
+	echo "  $(KUBECTL) --server http://$(ADAPTER_ADDR) get --raw '$(CUSTOM_QUERY)'"; \
+	echo "  $(KUBECTL) --server http://$(ADAPTER_ADDR) get --raw /apis/custom.metrics.k8s.io/v1beta1"; \
 	echo "  curl -s http://$(ADAPTER_ADDR)/metrics"; \
-	echo "  watch -n1 \"curl -s 'http://$(ADAPTER_ADDR)/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count'\""; \
-	echo; echo "Ctrl-C stops both."; \
-	wait
+	echo "  watch -n1 \"curl -s 'http://$(ADAPTER_ADDR)$(EXTERNAL_QUERY)'\""; \
+	echo; \
+	if [ -z "$(RUN_CHECK)" ]; then echo "Ctrl-C stops both."; wait; exit 0; fi; \
+	for query in '$(EXTERNAL_QUERY)' '$(CUSTOM_QUERY)'; do \
+	  for attempt in $$(seq 30); do \
+	    if $(KUBECTL) --server http://$(ADAPTER_ADDR) get --raw "$$query" | grep -q '"value":"[0-9]'; then break; fi; \
+	    [ $$attempt -lt 30 ] || { echo "make run check: no value for $$query" >&2; exit 1; }; \
+	    sleep 1; \
+	  done; \
+	done; \
+	echo "make run check: both printed queries answer with a value"
+
+run-check: ## make run's printed queries, against debug binaries (part of make test)
+	$(MAKE) --no-print-directory run PROFILE=dev RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
 test: ## the whole suite: unit, integration, manifests, real-control-plane e2e
 	tests/prerequisites.sh
 	$(CARGO) test --workspace --locked
+	$(MAKE) --no-print-directory run-check
 	tests/e2e/run.sh
 
 test-unit: ## cargo tests only (no root needed)
