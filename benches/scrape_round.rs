@@ -4,29 +4,11 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pravega_metrics_adapter::parse::Scanner;
 use pravega_metrics_adapter::store::Store;
-use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-/// An exposition shaped like many-streams.prom: 7 per-stream families.
-fn exposition(streams: usize, replica: u32) -> String {
-    let families = [
-        "pravega_controller_segments_count",
-        "pravega_controller_segment_splits",
-        "pravega_controller_segment_merges",
-        "pravega_controller_transactions_opened",
-        "pravega_controller_retention_frequency_total",
-        "pravega_controller_retention_truncated_size",
-        "pravega_controller_stream_updated_total",
-    ];
-    let mut out = String::new();
-    for family in families {
-        let _ = writeln!(out, "# HELP {family}  \n# TYPE {family} gauge");
-        for i in 0..streams {
-            let _ = writeln!(out, "{family}{{scope=\"scope-{}\",stream=\"stream-{i}\",}} {}.0", i % 20, (i as u32 * 7 + replica) % 50);
-        }
-    }
-    out
-}
+#[path = "common/exposition.rs"]
+mod exposition;
+use exposition::exposition;
 
 fn scrape_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("scrape_round_3_replicas");

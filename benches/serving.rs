@@ -16,9 +16,12 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "common/exposition.rs"]
+mod exposition;
 
 use common::kube_stub::{client, write_kubeconfig, Ca, StubApi};
 use common::{free_port, Adapter, FakeController};
+use exposition::exposition;
 use rcgen::ExtendedKeyUsagePurpose;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -27,15 +30,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SEGMENTS: &str = "pravega_controller_segments_count";
-const FAMILIES: [&str; 7] = [
-    "pravega_controller_segments_count",
-    "pravega_controller_segment_splits",
-    "pravega_controller_segment_merges",
-    "pravega_controller_transactions_opened",
-    "pravega_controller_retention_frequency_total",
-    "pravega_controller_retention_truncated_size",
-    "pravega_controller_stream_updated_total",
-];
 
 struct Options {
     streams: Vec<usize>,
@@ -55,19 +49,6 @@ fn options() -> Options {
         }
     }
     options
-}
-
-/// A controller replica's exposition: `streams` streams in 20 scopes, all
-/// seven per-stream families; `replica` shifts values so replicas disagree.
-fn exposition(streams: usize, replica: usize) -> String {
-    let mut out = String::with_capacity(streams * FAMILIES.len() * 90);
-    for family in FAMILIES {
-        let _ = writeln!(out, "# HELP {family}  \n# TYPE {family} gauge");
-        for i in 0..streams {
-            let _ = writeln!(out, "{family}{{scope=\"scope-{}\",stream=\"stream-{i}\",}} {}.0", i % 20, (i * 7 + replica) % 50 + 1);
-        }
-    }
-    out
 }
 
 struct Bench {
