@@ -37,26 +37,10 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "exiting");
-            ExitCode::FAILURE
-        }
-    }
+    generator::process::main(|| run(args))
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(args: Args) -> generator::process::Outcome {
     // Checked before anything starts: the client panics on a malformed URI.
     let client_config = generator::controller::client_config(&args.controller_uri)?;
     let metrics = Arc::new(ReaderMetrics::default());
@@ -67,7 +51,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server = tokio::spawn(generator::http::serve(args.listen, generator::http::router(render, ready.clone()), server_stopped));
     let on_signal = stop.clone();
     tokio::spawn(async move {
-        generator::http::shutdown_signal().await;
+        generator::process::shutdown_signal().await;
         let _ = on_signal.send(true);
     });
     let reader_id = args.reader_id.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| format!("reader-{}", std::process::id()));

@@ -149,7 +149,7 @@ mod tests {
     async fn a_stop_interrupts_a_hanging_attempt() {
         let (stop, mut stopped) = watch::channel(false);
         stop.send(true).unwrap();
-        let value = retry("test", &mut stopped, || std::future::pending::<Result<(), &str>>()).await;
+        let value = retry("test", &mut stopped, std::future::pending::<Result<(), &str>>).await;
         assert_eq!(value, None);
     }
 }

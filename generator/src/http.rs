@@ -37,19 +37,3 @@ pub async fn serve(address: SocketAddr, router: Router, shutdown: impl std::futu
     tracing::info!(%address, "serving /metrics, /livez, /readyz");
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-}

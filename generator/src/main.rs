@@ -107,30 +107,11 @@ impl Metrics {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    if let Err(error) = args.validate() {
-        tracing::error!(%error, "invalid flags");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "exiting");
-            ExitCode::FAILURE
-        }
-    }
+    generator::process::main(|| run(args))
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(args: Args) -> generator::process::Outcome {
+    args.validate()?;
     // Checked before anything starts: the client panics on a malformed URI.
     let client_config = if args.simulate { None } else { Some(generator::controller::client_config(&args.controller_uri)?) };
     let metrics = Arc::new(Metrics::default());
@@ -170,7 +151,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server = tokio::spawn(generator::http::serve(args.listen, router, server_stopped));
     let mut writer_stopped = stopped.clone();
     tokio::select! {
-        _ = generator::http::shutdown_signal() => {}
+        _ = generator::process::shutdown_signal() => {}
         _ = writer_stopped.wait_for(|v| *v) => {}
     }
     let _ = stop.send(true);

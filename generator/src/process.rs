@@ -1,0 +1,42 @@
+//! What both workload binaries do as processes: log to stderr, run on a
+//! Tokio runtime, turn the outcome into the exit code, stop on a signal.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+pub type Outcome = Result<(), Box<dyn std::error::Error>>;
+
+/// Sets up logging (`RUST_LOG`, default `info`), runs `run` to completion
+/// and exits non-zero, with the error logged, if it fails.
+pub fn main<F: Future<Output = Outcome>>(run: impl FnOnce() -> F) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let outcome = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => Err(format!("cannot start the runtime: {error}").into()),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
