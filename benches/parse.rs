@@ -16,9 +16,11 @@ fn extraction(c: &mut Criterion) {
     group.bench_function("many-streams.prom", |b| {
         b.iter(|| {
             let mut sum = 0.0;
-            let stats = Scanner::scan_all(|name: &str| name.starts_with("pravega_controller_"), black_box(&input), |s| {
-                sum += s.value + s.labels.len() as f64
-            });
+            let stats = Scanner::scan_all(
+                |name: &str| name.starts_with("pravega_controller_"),
+                black_box(&input),
+                |s| sum += s.value + s.labels.len() as f64,
+            );
             black_box((sum, stats))
         })
     });

@@ -115,9 +115,8 @@ impl Drop for Bench {
 /// (VmRSS, VmHWM) in KiB.
 fn memory(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
-    };
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
     (field("VmRSS:"), field("VmHWM:"))
 }
 
@@ -302,7 +301,14 @@ async fn freshness(bench: &Bench, out: &mut String) {
     }
     delays.sort();
     let pick = |p: f64| delays[((delays.len() as f64 * p).ceil() as usize).clamp(1, delays.len()) - 1].as_secs_f64();
-    let _ = writeln!(out, "| change -> served, client polling every 200 ms | {} | {:.2} | {:.2} | {:.2} |", delays.len(), pick(0.5), pick(0.99), pick(1.0));
+    let _ = writeln!(
+        out,
+        "| change -> served, client polling every 200 ms | {} | {:.2} | {:.2} | {:.2} |",
+        delays.len(),
+        pick(0.5),
+        pick(0.99),
+        pick(1.0)
+    );
 
     let metrics = client.get(format!("{}/metrics", adapter.base)).bearer_auth("good-token").send().await.unwrap().text().await.unwrap();
     let buckets: Vec<(f64, f64)> = metrics
@@ -315,7 +321,8 @@ async fn freshness(bench: &Bench, out: &mut String) {
         .collect();
     let total = buckets.last().map_or(0.0, |b| b.1);
     let bound = |p: f64| buckets.iter().find(|(_, c)| *c >= total * p).map_or(f64::NAN, |(le, _)| *le);
-    let _ = writeln!(out, "| age of served data (adapter histogram, bucket bound) | {total} | <= {} | <= {} | - |", bound(0.5), bound(0.99));
+    let _ =
+        writeln!(out, "| age of served data (adapter histogram, bucket bound) | {total} | <= {} | <= {} | - |", bound(0.5), bound(0.99));
 }
 
 fn main() {

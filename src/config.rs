@@ -99,12 +99,24 @@ pub struct Config {
     pub authorization_webhook_cache_unauthorized_ttl: Duration,
 
     /// Paths served without authentication or authorization (probes).
-    #[arg(long, env = "PRAVEGA_ADAPTER_AUTHORIZATION_ALWAYS_ALLOW_PATHS", value_delimiter = ',', default_value = "/healthz,/readyz,/livez", help_heading = "Security")]
+    #[arg(
+        long,
+        env = "PRAVEGA_ADAPTER_AUTHORIZATION_ALWAYS_ALLOW_PATHS",
+        value_delimiter = ',',
+        default_value = "/healthz,/readyz,/livez",
+        help_heading = "Security"
+    )]
     pub authorization_always_allow_paths: Vec<String>,
 
     /// Static controller endpoint to scrape, e.g. http://10.0.0.5:10080/prometheus
     /// (repeatable; comma-separated in the environment).
-    #[arg(long = "controller-url", env = "PRAVEGA_ADAPTER_CONTROLLER_URLS", value_delimiter = ',', value_name = "URL", help_heading = "Controllers")]
+    #[arg(
+        long = "controller-url",
+        env = "PRAVEGA_ADAPTER_CONTROLLER_URLS",
+        value_delimiter = ',',
+        value_name = "URL",
+        help_heading = "Controllers"
+    )]
     pub controller_urls: Vec<String>,
 
     /// Namespace whose Pravega controller pods are discovered and each scraped
@@ -219,7 +231,9 @@ impl Config {
         if self.controller_urls.is_empty() && self.controller_namespace.is_none() {
             return Err(ConfigError::NoControllers);
         }
-        if let Some(url) = self.controller_urls.iter().find(|u| reqwest::Url::parse(u).map_or(true, |p| !matches!(p.scheme(), "http" | "https"))) {
+        if let Some(url) =
+            self.controller_urls.iter().find(|u| reqwest::Url::parse(u).map_or(true, |p| !matches!(p.scheme(), "http" | "https")))
+        {
             return Err(ConfigError::BadControllerUrl(url.clone()));
         }
         if self.secure_port == 0 && self.insecure_bind_address.is_none() {
@@ -305,14 +319,8 @@ mod tests {
             check(&["--controller-url", "http://x", "--insecure-bind-address", "0.0.0.0:8080"]),
             ConfigError::InsecureNotLoopback(_)
         ));
-        assert!(matches!(
-            check(&["--controller-url", "http://x", "--scrape-timeout", "10s"]),
-            ConfigError::TimeoutNotBelowInterval { .. }
-        ));
-        assert!(matches!(
-            check(&["--controller-url", "http://x", "--metrics-max-age", "5s"]),
-            ConfigError::MaxAgeBelowInterval { .. }
-        ));
+        assert!(matches!(check(&["--controller-url", "http://x", "--scrape-timeout", "10s"]), ConfigError::TimeoutNotBelowInterval { .. }));
+        assert!(matches!(check(&["--controller-url", "http://x", "--metrics-max-age", "5s"]), ConfigError::MaxAgeBelowInterval { .. }));
     }
 
     #[test]

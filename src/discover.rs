@@ -37,10 +37,7 @@ impl PodDiscovery {
         };
         let name = pod.metadata.name.as_deref()?;
         let namespace = pod.metadata.namespace.as_deref().unwrap_or(&self.namespace);
-        Some(Target {
-            id: Arc::from(format!("{namespace}/{name}")),
-            url: format!("{}://{host}:{}{}", self.scheme, self.port, self.path),
-        })
+        Some(Target { id: Arc::from(format!("{namespace}/{name}")), url: format!("{}://{host}:{}{}", self.scheme, self.port, self.path) })
     }
 }
 

@@ -59,8 +59,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         bearer_token_file: config.controller_bearer_token_file.clone(),
     };
     let pool = Arc::new(Pool::new(controller_client(&config)?, settings, store.clone(), telemetry.clone()));
-    let fixed: Vec<Target> =
-        config.controller_urls.iter().map(|url| Target { id: Arc::from(url.as_str()), url: url.clone() }).collect();
+    let fixed: Vec<Target> = config.controller_urls.iter().map(|url| Target { id: Arc::from(url.as_str()), url: url.clone() }).collect();
     match &config.controller_namespace {
         Some(namespace) => {
             let client = kube_client(kube_config(config.kubeconfig.as_ref()).await?)?;
@@ -113,7 +112,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 
 /// HTTP client for the controllers: rustls, optional private CA.
 fn controller_client(config: &Config) -> Result<reqwest::Client, RunError> {
-    let mut builder = reqwest::Client::builder().pool_max_idle_per_host(1).user_agent(concat!("pravega-metrics-adapter/", env!("CARGO_PKG_VERSION")));
+    let mut builder =
+        reqwest::Client::builder().pool_max_idle_per_host(1).user_agent(concat!("pravega-metrics-adapter/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &config.controller_ca_file {
         let pem = std::fs::read(path).map_err(|source| RunError::ReadFile { path: path.clone(), source })?;
         let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(RunError::ControllerCa)?;
@@ -138,8 +138,7 @@ async fn guard(config: &Config) -> Result<Arc<auth::Guard>, RunError> {
     let lookup = (!config.authentication_skip_lookup).then(|| authentication.clone());
     let trust = Arc::new(auth::trust::TrustStore::new(overrides, lookup));
     tokio::spawn(trust.clone().keep_fresh());
-    let authenticator =
-        auth::authn::Authenticator::new(trust, Some(authentication), config.authentication_token_webhook_cache_ttl);
+    let authenticator = auth::authn::Authenticator::new(trust, Some(authentication), config.authentication_token_webhook_cache_ttl);
     let authorizer = auth::authz::Authorizer::new(
         authorization,
         config.authorization_webhook_cache_authorized_ttl,

@@ -164,9 +164,7 @@ impl<W: Fn(&str) -> bool> Scanner<W> {
 
     fn decide(&self, name: &[u8]) -> bool {
         let Ok(name) = std::str::from_utf8(name) else { return false };
-        is_metric_name(name)
-            && (self.wanted)(name)
-            && !self.excluded_families.iter().any(|family| belongs_to_family(name, family))
+        is_metric_name(name) && (self.wanted)(name) && !self.excluded_families.iter().any(|family| belongs_to_family(name, family))
     }
 
     fn comment(&mut self, line: &[u8]) {
@@ -495,7 +493,19 @@ mod tests {
 
     #[test]
     fn short_decimals_match_the_standard_parser() {
-        for token in ["0", "3.0", "-3.5", "21.0", "0.1", "0.7873930493715061", "123456789012345", "99999999999999.9", "8.069439544E9", "1e-7", "-0.0"] {
+        for token in [
+            "0",
+            "3.0",
+            "-3.5",
+            "21.0",
+            "0.1",
+            "0.7873930493715061",
+            "123456789012345",
+            "99999999999999.9",
+            "8.069439544E9",
+            "1e-7",
+            "-0.0",
+        ] {
             let expected: f64 = token.parse().unwrap();
             assert_eq!(parse_value(token.as_bytes()).map(f64::to_bits), Some(expected.to_bits()), "{token}");
         }
@@ -559,9 +569,7 @@ mod tests {
     fn edge_cases_fixture_matches_expected_table() {
         let input = std::fs::read_to_string(fixture("edge-cases.prom")).unwrap();
         let expected = std::fs::read_to_string(fixture("edge-cases.expected")).unwrap();
-        let (out, stats) = scan(&input, |n| {
-            n == "pravega_controller_segments_count" || n == "pravega_controller_segment_splits"
-        });
+        let (out, stats) = scan(&input, |n| n == "pravega_controller_segments_count" || n == "pravega_controller_segment_splits");
         let finite: Vec<_> = out
             .iter()
             .filter(|s| s.value.is_finite())
@@ -583,10 +591,7 @@ mod tests {
             let text = std::fs::read_to_string(fixture(name)).unwrap();
             let oracle = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
             // The oracle reports a summary's _sum and _count as untyped samples.
-            let summaries: Vec<&str> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" summary"))
-                .collect();
+            let summaries: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" summary")).collect();
             type Flat = (String, Vec<(String, String)>, u64);
             let mut want: Vec<Flat> = oracle
                 .samples

@@ -149,11 +149,8 @@ impl Pool {
     pub fn set_targets(&self, targets: Vec<Target>) {
         let mut current = self.targets.write().unwrap_or_else(PoisonError::into_inner);
         let wanted: BTreeMap<Arc<str>, Target> = targets.into_iter().map(|t| (t.id.clone(), t)).collect();
-        let stale: Vec<Arc<str>> = current
-            .iter()
-            .filter(|(id, state)| wanted.get(*id) != Some(&state.target))
-            .map(|(id, _)| id.clone())
-            .collect();
+        let stale: Vec<Arc<str>> =
+            current.iter().filter(|(id, state)| wanted.get(*id) != Some(&state.target)).map(|(id, _)| id.clone()).collect();
         for id in stale {
             if let Some(state) = current.remove(&id) {
                 if let Some(task) = state.task.get() {
@@ -284,9 +281,7 @@ impl Scraper {
     async fn scrape(&self, target: &Target, scraped_at: SystemTime) -> Result<Landed, ScrapeError> {
         let mut request = self.client.get(&target.url).header(reqwest::header::ACCEPT, "text/plain;version=0.0.4");
         if let Some(path) = &self.settings.bearer_token_file {
-            let token = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|source| ScrapeError::Token { path: path.clone(), source })?;
+            let token = tokio::fs::read_to_string(path).await.map_err(|source| ScrapeError::Token { path: path.clone(), source })?;
             request = request.bearer_auth(token.trim());
         }
         let mut response = request.send().await?;

@@ -56,9 +56,12 @@ impl<M> Family<M> {
     }
 
     fn with(&self, values: &[&str]) -> Arc<M> {
-        let found = self.members.read().unwrap_or_else(PoisonError::into_inner).iter().find_map(|(k, m)| {
-            (k.len() == values.len() && k.iter().zip(values).all(|(a, b)| a == b)).then(|| m.clone())
-        });
+        let found = self
+            .members
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find_map(|(k, m)| (k.len() == values.len() && k.iter().zip(values).all(|(a, b)| a == b)).then(|| m.clone()));
         found.unwrap_or_else(|| {
             let key = values.iter().map(|v| (*v).to_owned()).collect();
             let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
@@ -75,8 +78,7 @@ impl<M> Family<M> {
     }
 
     fn labels(&self, values: &[String], extra: Option<(&str, &str)>) -> String {
-        let mut pairs: Vec<String> =
-            self.label_names.iter().zip(values).map(|(n, v)| format!("{n}=\"{}\"", escape(v))).collect();
+        let mut pairs: Vec<String> = self.label_names.iter().zip(values).map(|(n, v)| format!("{n}=\"{}\"", escape(v))).collect();
         pairs.extend(extra.map(|(n, v)| format!("{n}=\"{v}\"")));
         if pairs.is_empty() {
             String::new()
@@ -228,14 +230,10 @@ mod tests {
         let text = t.render(&Store::new(Duration::from_secs(30)));
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let value = |name: &str, label: (&str, &str)| {
-            scrape
-                .samples
-                .iter()
-                .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
-                .map(|s| match &s.value {
-                    prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => *v,
-                    other => panic!("{other:?}"),
-                })
+            scrape.samples.iter().find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1)).map(|s| match &s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => *v,
+                other => panic!("{other:?}"),
+            })
         };
         assert_eq!(value("pravega_adapter_scrapes_total", ("result", "error")), Some(1.0));
         assert_eq!(value("pravega_adapter_scrape_malformed_lines_total", ("target", "http://a:10080/prometheus")), Some(2.0));

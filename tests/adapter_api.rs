@@ -46,9 +46,8 @@ async fn serves_the_demo_fixture_through_both_apis_and_kubectl() {
     }
 
     // The namespace itself, root-scoped objects and every per-stream family.
-    let (code, body) = adapter
-        .get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/metrics/pravega_controller_transactions_opened")
-        .await;
+    let (code, body) =
+        adapter.get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/metrics/pravega_controller_transactions_opened").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["items"][0]["value"], "4");
     assert_eq!(body["items"][0]["describedObject"], json!({"kind": "Namespace", "apiVersion": "v1", "name": "default"}));
@@ -68,7 +67,15 @@ async fn serves_the_demo_fixture_through_both_apis_and_kubectl() {
 async fn discovery_openapi_health_and_own_metrics() {
     let controller = FakeController::start(fixture("plain-format.prom")).await;
     let adapter = Adapter::start(&args(&[&controller], &[])).await;
-    for path in ["/apis", "/apis/custom.metrics.k8s.io", "/apis/custom.metrics.k8s.io/v1beta1", "/apis/custom.metrics.k8s.io/v1beta2", "/apis/external.metrics.k8s.io", "/apis/external.metrics.k8s.io/v1beta1", "/openapi/v2"] {
+    for path in [
+        "/apis",
+        "/apis/custom.metrics.k8s.io",
+        "/apis/custom.metrics.k8s.io/v1beta1",
+        "/apis/custom.metrics.k8s.io/v1beta2",
+        "/apis/external.metrics.k8s.io",
+        "/apis/external.metrics.k8s.io/v1beta1",
+        "/openapi/v2",
+    ] {
         let (code, body) = adapter.get(path).await;
         assert_eq!(code, 200, "{path}: {body}");
     }
@@ -86,12 +93,22 @@ async fn discovery_openapi_health_and_own_metrics() {
     assert_eq!(code, 200);
     let parsed = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let has = |name: &str| parsed.samples.iter().any(|s| s.metric == name);
-    for name in ["pravega_adapter_scrapes_total", "pravega_adapter_series", "pravega_adapter_requests_total", "pravega_adapter_request_duration_seconds_count", "pravega_adapter_served_value_age_seconds_count"] {
+    for name in [
+        "pravega_adapter_scrapes_total",
+        "pravega_adapter_series",
+        "pravega_adapter_requests_total",
+        "pravega_adapter_request_duration_seconds_count",
+        "pravega_adapter_served_value_age_seconds_count",
+    ] {
         assert!(has(name), "{name} missing from:\n{metrics}");
     }
     let series = parsed.samples.iter().find(|s| s.metric == "pravega_adapter_series").unwrap();
     // 5 streams x 7 per-stream families in plain-format.prom.
-    assert!(matches!(series.value, prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) if v == 35.0), "{:?}", series.value);
+    assert!(
+        matches!(series.value, prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) if v == 35.0),
+        "{:?}",
+        series.value
+    );
 }
 
 #[tokio::test]
@@ -99,7 +116,8 @@ async fn disagreeing_replicas_are_merged_not_summed() {
     // b performed the latest scale of test/s; a still holds its older value.
     let a = FakeController::start(stream_exposition("test", "s", 5, 6, 4)).await;
     let b = FakeController::start(stream_exposition("test", "s", 7, 7, 4)).await;
-    let adapter = Adapter::start(&args(&[&a, &b], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    let adapter =
+        Adapter::start(&args(&[&a, &b], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
     let (_, body) = adapter.get(&external_path(SEGMENTS, "scope=test,stream=s")).await;
     assert_eq!(values(&body), vec![("s".to_owned(), "7".to_owned())]);
 
@@ -121,7 +139,8 @@ async fn disagreeing_replicas_are_merged_not_summed() {
 
 #[tokio::test]
 async fn object_metric_sums_the_streams_of_one_job() {
-    let body = [stream_exposition("test", "a", 3, 2, 0), stream_exposition("test", "b", 4, 3, 0), stream_exposition("other", "c", 9, 8, 0)].concat();
+    let body = [stream_exposition("test", "a", 3, 2, 0), stream_exposition("test", "b", 4, 3, 0), stream_exposition("other", "c", 9, 8, 0)]
+        .concat();
     let controller = FakeController::start(body).await;
     let adapter = Adapter::start(&args(&[&controller], &[])).await;
     let (_, body) = adapter.get(&object_path("v1beta2", SEGMENTS, "scope=test,stream in (a,b)")).await;
@@ -137,7 +156,8 @@ async fn object_metric_sums_the_streams_of_one_job() {
 #[tokio::test]
 async fn concurrent_stale_queries_share_one_scrape() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    let adapter = Adapter::start(&args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    let adapter =
+        Adapter::start(&args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
     controller.set_delay(Duration::from_millis(300));
     tokio::time::sleep(Duration::from_millis(150)).await;
     let before = controller.hits();
@@ -152,7 +172,8 @@ async fn concurrent_stale_queries_share_one_scrape() {
 #[tokio::test]
 async fn half_stale_data_is_served_at_once_and_refreshed_behind() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    let adapter = Adapter::start(&args(&[&controller], &["--max-staleness", "1s", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    let adapter =
+        Adapter::start(&args(&[&controller], &["--max-staleness", "1s", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
     controller.set_body(stream_exposition("test", "s", 4, 3, 0));
     controller.set_delay(Duration::from_millis(400));
     tokio::time::sleep(Duration::from_millis(650)).await;
@@ -197,7 +218,18 @@ async fn oversized_and_slow_bodies_fail_the_scrape_but_keep_old_data() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
     let adapter = Adapter::start(&args(
         &[&controller],
-        &["--scrape-max-body-bytes", "4Ki", "--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s", "--scrape-timeout", "300ms"],
+        &[
+            "--scrape-max-body-bytes",
+            "4Ki",
+            "--max-staleness",
+            "100ms",
+            "--scrape-interval",
+            "60s",
+            "--metrics-max-age",
+            "120s",
+            "--scrape-timeout",
+            "300ms",
+        ],
     ))
     .await;
     let mut huge = stream_exposition("test", "s", 5, 9, 0);
@@ -282,11 +314,9 @@ async fn bad_input_gets_a_status_never_a_500() {
 #[tokio::test]
 async fn environment_overrides_flags_defaults() {
     let controller = FakeController::start(fixture("seed-demo.prom")).await;
-    let adapter = Adapter::start_with_env(
-        &[],
-        &[("PRAVEGA_ADAPTER_CONTROLLER_URLS", &controller.url()), ("PRAVEGA_ADAPTER_SCRAPE_INTERVAL", "7s")],
-    )
-    .await;
+    let adapter =
+        Adapter::start_with_env(&[], &[("PRAVEGA_ADAPTER_CONTROLLER_URLS", &controller.url()), ("PRAVEGA_ADAPTER_SCRAPE_INTERVAL", "7s")])
+            .await;
     let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
     assert_eq!(body["items"][0]["window"], 7, "{body}");
 }
@@ -296,10 +326,25 @@ fn help_documents_every_flag_and_bad_config_fails_clearly() {
     let help = std::process::Command::new(adapter_binary()).arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--secure-port", "--controller-url", "--controller-namespace", "--controller-selector", "--scrape-interval", "--scrape-timeout", "--scrape-max-body-bytes", "--max-staleness", "--metrics-max-age", "--metrics-allow-regex", "PRAVEGA_ADAPTER_SCRAPE_INTERVAL"] {
+    for flag in [
+        "--secure-port",
+        "--controller-url",
+        "--controller-namespace",
+        "--controller-selector",
+        "--scrape-interval",
+        "--scrape-timeout",
+        "--scrape-max-body-bytes",
+        "--max-staleness",
+        "--metrics-max-age",
+        "--metrics-allow-regex",
+        "PRAVEGA_ADAPTER_SCRAPE_INTERVAL",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
-    let bad = std::process::Command::new(adapter_binary()).args(["--secure-port", "0", "--insecure-bind-address", "127.0.0.1:1"]).output().unwrap();
+    let bad = std::process::Command::new(adapter_binary())
+        .args(["--secure-port", "0", "--insecure-bind-address", "127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no controllers to scrape"), "{}", String::from_utf8_lossy(&bad.stderr));
 }

@@ -49,11 +49,18 @@ impl Setup {
         let controller = FakeController::start(stream_exposition("test", "stream", 3, 2, 0)).await;
         let port = free_port();
         let mut args: Vec<String> = [
-            "--secure-port", &port.to_string(), "--bind-address", "127.0.0.1",
-            "--tls-cert-file", dir.join("tls.crt").to_str().unwrap(),
-            "--tls-private-key-file", dir.join("tls.key").to_str().unwrap(),
-            "--kubeconfig", kubeconfig.to_str().unwrap(),
-            "--controller-url", &controller.url(),
+            "--secure-port",
+            &port.to_string(),
+            "--bind-address",
+            "127.0.0.1",
+            "--tls-cert-file",
+            dir.join("tls.crt").to_str().unwrap(),
+            "--tls-private-key-file",
+            dir.join("tls.key").to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--controller-url",
+            &controller.url(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -157,11 +164,7 @@ async fn bearer_tokens_are_reviewed_and_cached() {
 
 #[tokio::test]
 async fn reviews_that_cannot_be_made_fail_closed() {
-    let s = Setup::start(&[
-        "--authorization-webhook-cache-authorized-ttl", "0s",
-        "--authentication-token-webhook-cache-ttl", "0s",
-    ])
-    .await;
+    let s = Setup::start(&["--authorization-webhook-cache-authorized-ttl", "0s", "--authentication-token-webhook-cache-ttl", "0s"]).await;
     let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
     assert_eq!(s.request(Some(proxy.clone()), ALICE, &metric_path()).await.0, 200);
     s.api.reviews_unavailable.store(true, Ordering::SeqCst);

@@ -45,18 +45,29 @@ async fn run(args: Args) -> generator::process::Outcome {
     let client_config = generator::controller::client_config(&args.controller_uri)?;
     let metrics = Arc::new(ReaderMetrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let render = { let m = metrics.clone(); move || m.render() };
+    let render = {
+        let m = metrics.clone();
+        move || m.render()
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server_stopped = { let mut s = stopped.clone(); async move { let _ = s.wait_for(|v| *v).await; } };
+    let server_stopped = {
+        let mut s = stopped.clone();
+        async move {
+            let _ = s.wait_for(|v| *v).await;
+        }
+    };
     let server = tokio::spawn(generator::http::serve(args.listen, generator::http::router(render, ready.clone()), server_stopped));
     let on_signal = stop.clone();
     tokio::spawn(async move {
         generator::process::shutdown_signal().await;
         let _ = on_signal.send(true);
     });
-    let reader_id = args.reader_id.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| format!("reader-{}", std::process::id()));
+    let reader_id =
+        args.reader_id.clone().or_else(|| std::env::var("HOSTNAME").ok()).unwrap_or_else(|| format!("reader-{}", std::process::id()));
     let mut joining = stopped.clone();
-    let Some(source) = pravega::PravegaSource::join(client_config, &args.scope, &args.stream, &args.reader_group, &reader_id, &mut joining).await else {
+    let Some(source) =
+        pravega::PravegaSource::join(client_config, &args.scope, &args.stream, &args.reader_group, &reader_id, &mut joining).await
+    else {
         return Ok(server.await??);
     };
     ready.store(true, Ordering::Relaxed);

@@ -32,7 +32,12 @@ impl ReaderMetrics {
 const IDLE: Duration = Duration::from_millis(50);
 
 /// Reads until `stop` turns true, then leaves the group.
-pub async fn run<S: EventSource>(mut source: S, iterations: u32, metrics: &ReaderMetrics, mut stop: watch::Receiver<bool>) -> Result<(), SourceError> {
+pub async fn run<S: EventSource>(
+    mut source: S,
+    iterations: u32,
+    metrics: &ReaderMetrics,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
     let mut meter = generator::metrics::RateMeter::new(0);
     let mut last_report = std::time::Instant::now();
     while !*stop.borrow() {

@@ -110,7 +110,13 @@ mod tests {
         let value = retry("test", &mut stopped, || {
             attempts.set(attempts.get() + 1);
             let n = attempts.get();
-            async move { if n < 4 { Err(format!("attempt {n}")) } else { Ok(n) } }
+            async move {
+                if n < 4 {
+                    Err(format!("attempt {n}"))
+                } else {
+                    Ok(n)
+                }
+            }
         })
         .await;
         assert_eq!(value, Some(4));
@@ -126,7 +132,13 @@ mod tests {
         retry("test", &mut stopped, || {
             attempts.set(attempts.get() + 1);
             let n = attempts.get();
-            async move { if n < 10 { Err("down") } else { Ok(()) } }
+            async move {
+                if n < 10 {
+                    Err("down")
+                } else {
+                    Ok(())
+                }
+            }
         })
         .await;
         // 0.5 + 1 + 2 + 4 + 8 + 16, then 30 s three times.

@@ -11,19 +11,16 @@ use std::sync::Arc;
 
 /// Health and metrics routes; `metrics` renders the exposition on demand.
 pub fn router(metrics: impl Fn() -> String + Clone + Send + Sync + 'static, ready: Arc<AtomicBool>) -> Router {
-    Router::new()
-        .route("/metrics", get(move || text(metrics())))
-        .route("/livez", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                if ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                }
-            }),
-        )
+    Router::new().route("/metrics", get(move || text(metrics()))).route("/livez", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || async move {
+            if ready.load(Ordering::Relaxed) {
+                (StatusCode::OK, "ok")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+            }
+        }),
+    )
 }
 
 /// A Prometheus text response.
@@ -32,7 +29,11 @@ pub async fn text(body: String) -> impl IntoResponse {
 }
 
 /// Serves `router` on `address` until `shutdown` resolves.
-pub async fn serve(address: SocketAddr, router: Router, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    address: SocketAddr,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     tracing::info!(%address, "serving /metrics, /livez, /readyz");
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await

@@ -116,14 +116,26 @@ async fn run(args: Args) -> generator::process::Outcome {
     let client_config = if args.simulate { None } else { Some(generator::controller::client_config(&args.controller_uri)?) };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(args.simulate));
-    let render = { let m = metrics.clone(); move || m.render() };
+    let render = {
+        let m = metrics.clone();
+        move || m.render()
+    };
     let mut router = generator::http::router(render, ready.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server_stopped = { let mut s = stopped.clone(); async move { let _ = s.wait_for(|v| *v).await; } };
+    let server_stopped = {
+        let mut s = stopped.clone();
+        async move {
+            let _ = s.wait_for(|v| *v).await;
+        }
+    };
     let writer = match client_config {
         None => {
             let simulation = Arc::new(Mutex::new(StreamModel::new(
-                ScalingPolicy { target_rate: f64::from(args.scaling_rate), scale_factor: args.scale_factor, min_segments: args.min_segments },
+                ScalingPolicy {
+                    target_rate: f64::from(args.scaling_rate),
+                    scale_factor: args.scale_factor,
+                    min_segments: args.min_segments,
+                },
                 args.scale_hold,
             )));
             let started = Instant::now();

@@ -27,7 +27,13 @@ type Ack = tokio::sync::oneshot::Receiver<Result<(), pravega_client::error::Erro
 const TICK: Duration = Duration::from_millis(10);
 
 /// Writes until `stopped` turns true, then flushes what is in flight.
-pub async fn write(config: ClientConfig, args: &Args, metrics: &Arc<Metrics>, ready: &AtomicBool, mut stopped: watch::Receiver<bool>) -> Result<(), WriteError> {
+pub async fn write(
+    config: ClientConfig,
+    args: &Args,
+    metrics: &Arc<Metrics>,
+    ready: &AtomicBool,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), WriteError> {
     let factory = ClientFactoryAsync::new(config, tokio::runtime::Handle::current());
     let stream = ScopedStream { scope: Scope { name: args.scope.clone() }, stream: Stream { name: args.stream.clone() } };
     if !ensure_stream(&factory, &stream, args, &mut stopped).await {
@@ -128,7 +134,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn creates_the_stream_writes_at_the_pace_and_flushes_on_stop() {
         // The mock controller cannot scale: a fixed three segments.
-        let args = Args::parse_from(["generator", "--scaling-rate", "0", "--min-segments", "3", "--min-rate", "1000", "--max-rate", "1000"]);
+        let args =
+            Args::parse_from(["generator", "--scaling-rate", "0", "--min-segments", "3", "--min-rate", "1000", "--max-rate", "1000"]);
         let (metrics, ready) = (Arc::new(Metrics::default()), Arc::new(AtomicBool::new(false)));
         let (stop, stopped) = watch::channel(false);
         let writer = {

@@ -105,12 +105,19 @@ impl StreamModel {
             }
         };
         let t = uptime.as_secs_f64();
-        family("jvm_memory_used_bytes", "gauge", "The amount of used memory", &[
-            ("{area=\"heap\",id=\"G1 Eden Space\",}", 5.24288e7),
-            ("{area=\"nonheap\",id=\"Metaspace\",}", 7.1234568e7),
-        ]);
+        family(
+            "jvm_memory_used_bytes",
+            "gauge",
+            "The amount of used memory",
+            &[("{area=\"heap\",id=\"G1 Eden Space\",}", 5.24288e7), ("{area=\"nonheap\",id=\"Metaspace\",}", 7.1234568e7)],
+        );
         family("process_cpu_usage", "gauge", "The \"recent cpu usage\" for the Java Virtual Machine process", &[("", 0.05)]);
-        family("jvm_threads_live_threads", "gauge", "The current number of live threads including both daemon and non-daemon threads", &[("", 87.0)]);
+        family(
+            "jvm_threads_live_threads",
+            "gauge",
+            "The current number of live threads including both daemon and non-daemon threads",
+            &[("", 87.0)],
+        );
         family("pravega_controller_hosts_count", "gauge", " ", &[("", 1.0)]);
         family("pravega_controller_container_failovers_total", "counter", " ", &[("", 0.0)]);
         family("pravega_controller_stream_created_total", "counter", " ", &[("", 1.0)]);
@@ -147,7 +154,11 @@ pub fn java_double(value: f64) -> String {
         return format!("{mantissa}E{exponent}");
     }
     let plain = format!("{value}");
-    if plain.contains('.') { plain } else { format!("{plain}.0") }
+    if plain.contains('.') {
+        plain
+    } else {
+        format!("{plain}.0")
+    }
 }
 
 #[cfg(test)]
@@ -214,7 +225,15 @@ mod tests {
 
     #[test]
     fn java_doubles() {
-        for (value, text) in [(3.0, "3.0"), (0.05, "0.05"), (1e7, "1.0E7"), (3.294916953e9, "3.294916953E9"), (0.0, "0.0"), (1234.5, "1234.5"), (-2.0, "-2.0")] {
+        for (value, text) in [
+            (3.0, "3.0"),
+            (0.05, "0.05"),
+            (1e7, "1.0E7"),
+            (3.294916953e9, "3.294916953E9"),
+            (0.0, "0.0"),
+            (1234.5, "1234.5"),
+            (-2.0, "-2.0"),
+        ] {
             assert_eq!(java_double(value), text);
         }
     }

@@ -105,8 +105,7 @@ fn verify(chain: &[CertificateDer<'static>], trust: &Trust) -> CertificateIdenti
     let subject = chain.first().and_then(|c| subject(c));
     let front_proxy = trust.requestheader.as_ref().is_some_and(|rh| {
         Trust::chains_to(rh.verifier.as_ref(), chain)
-            && (rh.allowed_names.is_empty()
-                || subject.as_ref().is_some_and(|(cn, _)| rh.allowed_names.iter().any(|n| n == cn)))
+            && (rh.allowed_names.is_empty() || subject.as_ref().is_some_and(|(cn, _)| rh.allowed_names.iter().any(|n| n == cn)))
     });
     let client = trust
         .client_ca
@@ -161,10 +160,7 @@ impl TokenReviewer {
         if let Some(cached) = self.cache.get(&key) {
             return Ok(cached);
         }
-        let review = TokenReview {
-            spec: TokenReviewSpec { token: Some(token.to_owned()), ..Default::default() },
-            ..Default::default()
-        };
+        let review = TokenReview { spec: TokenReviewSpec { token: Some(token.to_owned()), ..Default::default() }, ..Default::default() };
         let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
         let answer = api.create(&Default::default(), &review).await.map_err(|e| {
             tracing::error!(error = %e, "TokenReview failed; refusing the request");

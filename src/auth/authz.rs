@@ -5,27 +5,14 @@
 use super::authn::UserInfo;
 use super::cache::TtlCache;
 use super::AuthError;
-use k8s_openapi::api::authorization::v1::{
-    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
-};
+use k8s_openapi::api::authorization::v1::{NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use std::time::Duration;
 
 /// What a request asks to do, as a SubjectAccessReview describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attributes {
-    Resource {
-        verb: String,
-        group: String,
-        version: String,
-        resource: String,
-        subresource: String,
-        name: String,
-        namespace: String,
-    },
-    NonResource {
-        verb: String,
-        path: String,
-    },
+    Resource { verb: String, group: String, version: String, resource: String, subresource: String, name: String, namespace: String },
+    NonResource { verb: String, path: String },
 }
 
 impl Attributes {
@@ -41,9 +28,7 @@ impl Attributes {
             return non_resource();
         }
         let (namespace, rest) = match rest {
-            ["namespaces", namespace, rest @ ..] if !rest.is_empty() && !matches!(rest[0], "status" | "finalize") => {
-                (*namespace, rest)
-            }
+            ["namespaces", namespace, rest @ ..] if !rest.is_empty() && !matches!(rest[0], "status" | "finalize") => (*namespace, rest),
             ["namespaces", namespace] => ("", &["namespaces", *namespace][..]),
             _ => ("", rest),
         };
@@ -71,7 +56,8 @@ impl Attributes {
         match self {
             Attributes::Resource { verb, group, resource, subresource, namespace, .. } => {
                 let resource = if subresource.is_empty() { resource.clone() } else { format!("{resource}/{subresource}") };
-                let scope = if namespace.is_empty() { "at the cluster scope".to_owned() } else { format!("in the namespace {namespace:?}") };
+                let scope =
+                    if namespace.is_empty() { "at the cluster scope".to_owned() } else { format!("in the namespace {namespace:?}") };
                 format!("cannot {verb} resource {resource:?} in API group {group:?} {scope}")
             }
             Attributes::NonResource { verb, path } => format!("cannot {verb} path {path:?}"),
@@ -192,12 +178,19 @@ mod tests {
     #[test]
     fn forbidden_message_names_verb_and_resource() {
         let a = Attributes::of("GET", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/p/deployments.apps/tm/m");
-        assert_eq!(a.describe(), "cannot get resource \"deployments.apps/m\" in API group \"custom.metrics.k8s.io\" in the namespace \"p\"");
+        assert_eq!(
+            a.describe(),
+            "cannot get resource \"deployments.apps/m\" in API group \"custom.metrics.k8s.io\" in the namespace \"p\""
+        );
     }
 
     #[test]
     fn review_spec_carries_the_user_and_attributes() {
-        let user = UserInfo { name: "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(), groups: vec!["system:serviceaccounts".into()], ..Default::default() };
+        let user = UserInfo {
+            name: "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(),
+            groups: vec!["system:serviceaccounts".into()],
+            ..Default::default()
+        };
         let spec = review_spec(&user, &Attributes::of("GET", "/apis/external.metrics.k8s.io/v1beta1/namespaces/p/m"));
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["user"], user.name);

@@ -40,7 +40,10 @@ pub enum TlsError {
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
 pub enum CertificateSource {
-    Files { cert: PathBuf, key: PathBuf },
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
     /// Generated at start for these DNS names / IP addresses.
     SelfSigned(Vec<String>),
 }
@@ -69,7 +72,10 @@ impl ServingCertificate {
                 let generated = rcgen::generate_simple_self_signed(names.clone()).map_err(TlsError::SelfSigned)?;
                 let key = PrivateKeyDer::Pkcs8(generated.signing_key.serialize_der().into());
                 let certified = CertifiedKey::from_der(vec![generated.cert.der().clone()], key, &provider()).map_err(TlsError::Key)?;
-                tracing::warn!(?names, "serving a generated self-signed certificate; give --tls-cert-file and --tls-private-key-file in production");
+                tracing::warn!(
+                    ?names,
+                    "serving a generated self-signed certificate; give --tls-cert-file and --tls-private-key-file in production"
+                );
                 (Vec::new(), Arc::new(certified))
             }
         };
@@ -199,7 +205,8 @@ mod tests {
         std::fs::write(&cert, a.cert.pem()).unwrap();
         std::fs::write(&key, b.signing_key.serialize_pem()).unwrap();
         std::fs::write(&empty, "").unwrap();
-        let load = |cert: &PathBuf, key: &PathBuf| ServingCertificate::load(CertificateSource::Files { cert: cert.clone(), key: key.clone() });
+        let load =
+            |cert: &PathBuf, key: &PathBuf| ServingCertificate::load(CertificateSource::Files { cert: cert.clone(), key: key.clone() });
         assert!(matches!(load(&cert, &key), Err(TlsError::Key(_))));
         assert!(matches!(load(&empty, &key), Err(TlsError::NoCertificate(_))));
         assert!(matches!(load(&cert, &empty), Err(TlsError::NoKey { .. })));

@@ -168,10 +168,7 @@ impl TrustStore {
             allowed_names: o.requestheader_allowed_names.clone().map_or_else(|| list("requestheader-allowed-names"), Ok)?,
             username_headers: o.requestheader_username_headers.clone().map_or_else(|| list("requestheader-username-headers"), Ok)?,
             group_headers: o.requestheader_group_headers.clone().map_or_else(|| list("requestheader-group-headers"), Ok)?,
-            extra_prefixes: o
-                .requestheader_extra_headers_prefix
-                .clone()
-                .map_or_else(|| list("requestheader-extra-headers-prefix"), Ok)?,
+            extra_prefixes: o.requestheader_extra_headers_prefix.clone().map_or_else(|| list("requestheader-extra-headers-prefix"), Ok)?,
             client_ca: pem(&o.client_ca_file, "client-ca-file")?,
         })
     }

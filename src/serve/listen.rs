@@ -43,9 +43,8 @@ pub async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, ro
             };
             let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec).unwrap_or_default();
             let service = axum::Extension(Arc::new(Peer::new(chain))).layer(router);
-            let served = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
-                .await;
+            let served =
+                auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), TowerToHyperService::new(service)).await;
             if let Err(error) = served {
                 tracing::debug!(%remote, %error, "connection ended with an error");
             }

@@ -12,8 +12,7 @@ use std::time::{Duration, SystemTime};
 /// Resources advertised in custom-metrics discovery for every metric. Any
 /// described object can be queried; these are the ones an HPA on a Flink
 /// deployment uses (`namespaces` for `.../namespaces/{ns}/metrics/{m}`).
-const ADVERTISED_RESOURCES: [(&str, bool); 3] =
-    [("namespaces", false), ("deployments.apps", true), ("statefulsets.apps", true)];
+const ADVERTISED_RESOURCES: [(&str, bool); 3] = [("namespaces", false), ("deployments.apps", true), ("statefulsets.apps", true)];
 
 /// A metrics answer and the scrape time of the oldest data behind it.
 #[derive(Debug)]
@@ -37,10 +36,7 @@ impl Answer<'_> {
     fn select(&self, metric: &str, selector: &Selector) -> Result<Vec<Series<'_>>, ApiError> {
         let family = self.view.family(metric).ok_or_else(|| {
             let known: Vec<&str> = self.view.family_names().collect();
-            ApiError::NotFound(format!(
-                "no fresh data for metric {metric:?}; metrics served now: [{}]",
-                known.join(", ")
-            ))
+            ApiError::NotFound(format!("no fresh data for metric {metric:?}; metrics served now: [{}]", known.join(", ")))
         })?;
         let candidates = family.narrowed(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
         Ok(candidates
@@ -68,8 +64,8 @@ impl Answer<'_> {
             )));
         }
         let total: f64 = series.iter().map(|s| s.value).sum();
-        let value = quantity::format(total)
-            .ok_or_else(|| ApiError::NotFound(format!("the sum of {:?} is not a finite number", query.metric)))?;
+        let value =
+            quantity::format(total).ok_or_else(|| ApiError::NotFound(format!("the sum of {:?} is not a finite number", query.metric)))?;
         let oldest = series.iter().map(|s| s.scraped_at).min().unwrap_or(self.now);
         let described = described_object(query);
         let window = self.window.as_secs();
@@ -122,18 +118,12 @@ impl Answer<'_> {
     /// `APIResourceList` of one group-version: every metric served now.
     pub fn resources(&self, version: ApiVersion) -> Value {
         let metrics = self.view.family_names();
-        let resource = |name: String, namespaced: bool, kind: &str| {
-            json!({ "name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get"] })
-        };
+        let resource = |name: String, namespaced: bool, kind: &str| json!({ "name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get"] });
         let resources: Vec<Value> = match version {
-            ApiVersion::ExternalV1Beta1 => {
-                metrics.map(|m| resource(m.to_owned(), true, "ExternalMetricValueList")).collect()
-            }
+            ApiVersion::ExternalV1Beta1 => metrics.map(|m| resource(m.to_owned(), true, "ExternalMetricValueList")).collect(),
             _ => metrics
                 .flat_map(|m| {
-                    ADVERTISED_RESOURCES
-                        .iter()
-                        .map(move |(r, namespaced)| resource(format!("{r}/{m}"), *namespaced, "MetricValueList"))
+                    ADVERTISED_RESOURCES.iter().map(move |(r, namespaced)| resource(format!("{r}/{m}"), *namespaced, "MetricValueList"))
                 })
                 .collect(),
         };
@@ -248,7 +238,8 @@ mod tests {
         }
     }
 
-    const TWO_STREAMS: &str = "m{scope=\"test\",stream=\"a\",} 3.0\nm{scope=\"test\",stream=\"b\",} 2.5\nm{scope=\"other\",stream=\"a\",} 7.0\n";
+    const TWO_STREAMS: &str =
+        "m{scope=\"test\",stream=\"a\",} 3.0\nm{scope=\"test\",stream=\"b\",} 2.5\nm{scope=\"other\",stream=\"a\",} 7.0\n";
 
     fn query(version: ApiVersion, name: &str) -> ObjectQuery {
         ObjectQuery {
@@ -275,10 +266,7 @@ mod tests {
         assert_eq!(item["windowSeconds"], 10);
         assert_eq!(item["timestamp"], "2023-11-14T22:13:20Z");
         assert_eq!(item["metric"], json!({"name": "m", "selector": {"matchLabels": {"scope": "test"}}}));
-        assert_eq!(
-            item["describedObject"],
-            json!({"kind": "Deployment", "apiVersion": "apps/v1", "namespace": "pravega", "name": "tm"})
-        );
+        assert_eq!(item["describedObject"], json!({"kind": "Deployment", "apiVersion": "apps/v1", "namespace": "pravega", "name": "tm"}));
         let one = answer(&v, 1).object(&query(ApiVersion::CustomV1Beta1, "tm"), &selector("scope=test,stream=a")).unwrap().body;
         let item = &one["items"][0];
         assert_eq!(item["value"], "3");

@@ -117,12 +117,7 @@ fn text(status: StatusCode, body: String) -> Response {
 
 fn with_view<T>(app: &App, f: impl FnOnce(&Answer<'_>) -> T) -> T {
     let view = app.store.view();
-    let answer = Answer {
-        view: &view,
-        now: SystemTime::now(),
-        max_age: app.store.max_age(),
-        window: app.pool.settings().interval,
-    };
+    let answer = Answer { view: &view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval };
     f(&answer)
 }
 

@@ -74,7 +74,10 @@ pub enum Route {
     /// `/apis/{group}/{version}`: the APIResourceList.
     Resources(ApiVersion),
     Object(ObjectQuery),
-    External { namespace: String, metric: String },
+    External {
+        namespace: String,
+        metric: String,
+    },
 }
 
 impl Route {
@@ -134,9 +137,7 @@ pub fn route(path: &str) -> Result<Route, ApiError> {
         (_, [ns_word, namespace, metrics_word, metric]) if *ns_word == namespaces && metrics_word == "metrics" => {
             Ok(object(None, &namespaces, namespace, metric))
         }
-        (_, [ns_word, namespace, resource, name, metric]) if *ns_word == namespaces => {
-            Ok(object(Some(namespace), resource, name, metric))
-        }
+        (_, [ns_word, namespace, resource, name, metric]) if *ns_word == namespaces => Ok(object(Some(namespace), resource, name, metric)),
         (_, [resource, name, metric]) => Ok(object(None, resource, name, metric)),
         _ => Err(not_found()),
     }
@@ -212,10 +213,7 @@ mod tests {
             Ok(object(ApiVersion::CustomV1Beta1, None, "namespaces", "pravega", "m"))
         );
         assert_eq!(route("/apis/custom.metrics.k8s.io/v1beta2/nodes/n1/m"), Ok(object(v2, None, "nodes", "n1", "m")));
-        assert_eq!(
-            route("/apis/custom.metrics.k8s.io/v1beta2/namespaces/ns/pods/*/m"),
-            Ok(object(v2, Some("ns"), "pods", "*", "m"))
-        );
+        assert_eq!(route("/apis/custom.metrics.k8s.io/v1beta2/namespaces/ns/pods/*/m"), Ok(object(v2, Some("ns"), "pods", "*", "m")));
     }
 
     #[test]

@@ -183,10 +183,8 @@ impl<'a> Lexer<'a> {
             [b'=', b'=', ..] => (Token::DoubleEquals, 2),
             [b'=', ..] => (Token::Equals, 1),
             _ => {
-                let len = self
-                    .rest
-                    .find(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | '!' | '='))
-                    .unwrap_or(self.rest.len());
+                let len =
+                    self.rest.find(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | '!' | '=')).unwrap_or(self.rest.len());
                 (Token::Word(&self.rest[..len]), len)
             }
         };
@@ -298,9 +296,7 @@ fn validate_value(value: &str) -> Result<(), String> {
     if value.is_empty() || (value.len() <= MAX_NAME_LEN && is_name_body(value)) {
         return Ok(());
     }
-    Err(format!(
-        "invalid label value {value:?}: at most 63 alphanumeric characters, '-', '_' or '.', starting and ending alphanumeric"
-    ))
+    Err(format!("invalid label value {value:?}: at most 63 alphanumeric characters, '-', '_' or '.', starting and ending alphanumeric"))
 }
 
 fn is_name_body(s: &str) -> bool {

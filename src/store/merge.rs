@@ -120,10 +120,8 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
             }
         }
     }
-    let rank_columns: Vec<RankColumns<'_>> = sources
-        .iter()
-        .map(|s| (splits.and_then(|f| s.snapshot.column(f)), merges.and_then(|f| s.snapshot.column(f))))
-        .collect();
+    let rank_columns: Vec<RankColumns<'_>> =
+        sources.iter().map(|s| (splits.and_then(|f| s.snapshot.column(f)), merges.and_then(|f| s.snapshot.column(f)))).collect();
 
     let mut columns: Vec<Vec<MergedCell>> = families.iter().map(|_| Vec::with_capacity(order.len())).collect();
     let mut slots: Vec<Option<usize>> = vec![None; sources.len()];

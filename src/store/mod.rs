@@ -360,12 +360,8 @@ mod tests {
         scrape(&store, "r", 5, &second);
         let view = store.view();
         let values = |family: &str| -> Vec<(String, f64)> {
-            let mut v: Vec<_> = view
-                .family(family)
-                .unwrap()
-                .narrowed(None, None)
-                .map(|s| (s.labels.get("stream").unwrap().to_owned(), s.value))
-                .collect();
+            let mut v: Vec<_> =
+                view.family(family).unwrap().narrowed(None, None).map(|s| (s.labels.get("stream").unwrap().to_owned(), s.value)).collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };

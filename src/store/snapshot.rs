@@ -258,9 +258,7 @@ impl SnapshotBuilder {
     /// The slot of the stream in `self.key`, added if new.
     fn find(&mut self) -> usize {
         let streams = &self.streams;
-        let index = self
-            .index
-            .get_or_insert_with(|| streams.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect());
+        let index = self.index.get_or_insert_with(|| streams.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect());
         if let Some(&slot) = index.get(self.key.as_str()) {
             return slot as usize;
         }
@@ -319,9 +317,8 @@ impl SnapshotBuilder {
         let same_streams = self.same_order && self.previous.as_ref().is_some_and(|p| p.streams.len() == stream_count);
         // Same streams, no new or changed value, and as many values as before
         // means the very same content.
-        let changed = !same_streams
-            || self.changed_cells > 0
-            || self.previous.as_ref().is_some_and(|p| p.series_count() != series(&self.columns));
+        let changed =
+            !same_streams || self.changed_cells > 0 || self.previous.as_ref().is_some_and(|p| p.series_count() != series(&self.columns));
         let index = match (same_streams, self.previous, self.index) {
             (true, Some(previous), _) => previous.index.clone(),
             (_, _, Some(index)) => Arc::new(index),

@@ -135,8 +135,7 @@ pub fn write_kubeconfig(path: &Path, server: SocketAddr) {
 /// An HTTPS client trusting `serving_ca`, optionally with a client identity.
 pub fn client(serving_ca: &Ca, identity: Option<(String, String)>) -> reqwest::Client {
     let _ = super::http(); // installs the crypto provider
-    let mut builder = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(serving_ca.pem.as_bytes()).unwrap()]);
+    let mut builder = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(serving_ca.pem.as_bytes()).unwrap()]);
     if let Some((cert, key)) = identity {
         builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
     }
