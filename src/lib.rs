@@ -34,6 +34,8 @@ pub enum RunError {
     ControllerCa(reqwest::Error),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(reqwest::Error),
+    #[error("cannot start the scraping thread: {0}")]
+    ScrapeRuntime(std::io::Error),
     #[error("cannot load Kubernetes client configuration: {0}")]
     KubeConfig(String),
     #[error("cannot listen on {address}: {source}")]
@@ -58,7 +60,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         allow: config.metrics_allow_regex.clone(),
         bearer_token_file: config.controller_bearer_token_file.clone(),
     };
-    let pool = Arc::new(Pool::new(controller_client(&config)?, settings, store.clone(), telemetry.clone()));
+    let scrape_runtime = resources::background_runtime("scrape").map_err(RunError::ScrapeRuntime)?;
+    let pool = Arc::new(Pool::new(controller_client(&config)?, settings, store.clone(), telemetry.clone(), scrape_runtime));
     let fixed: Vec<Target> = config.controller_urls.iter().map(|url| Target { id: Arc::from(url.as_str()), url: url.clone() }).collect();
     match &config.controller_namespace {
         Some(namespace) => {

@@ -1,5 +1,5 @@
-//! How the adapter uses the machine: CPU-heavy background work (parsing
-//! scrapes, merging) runs on low-priority threads so that answering queries
+//! How the adapter uses the machine: background work (reading scrapes,
+//! parsing, merging) runs on low-priority threads so that answering queries
 //! is never stuck behind it, and the allocator is told to hand memory of
 //! dropped snapshots back to the operating system.
 
@@ -51,4 +51,25 @@ pub fn run_in_background<T: Send + 'static>(
         tracing::error!(%error, "cannot start a background thread");
     }
     async move { result.await.ok() }
+}
+
+/// Starts a single-threaded Tokio runtime on a new low-priority thread, for
+/// I/O that must not compete with serving (reading 10,000-stream scrape
+/// bodies costs the serving threads milliseconds); it runs as long as the
+/// process does.
+pub fn background_runtime(name: &str) -> std::io::Result<tokio::runtime::Handle> {
+    let (handle_sender, handle) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name(name.to_owned()).spawn(move || {
+        lower_thread_priority();
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => {
+                let _ = handle_sender.send(Ok(runtime.handle().clone()));
+                runtime.block_on(std::future::pending::<()>());
+            }
+            Err(error) => {
+                let _ = handle_sender.send(Err(error));
+            }
+        }
+    })?;
+    handle.recv().map_err(std::io::Error::other)?
 }

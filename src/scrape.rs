@@ -122,6 +122,8 @@ struct Scraper {
 /// The set of scraped targets, kept in line with discovery.
 pub struct Pool {
     scraper: Arc<Scraper>,
+    /// Where the scrape tasks run (see [`crate::resources::background_runtime`]).
+    runtime: tokio::runtime::Handle,
     targets: RwLock<BTreeMap<Arc<str>, Arc<TargetState>>>,
     /// Discovery has delivered its first complete target list.
     synced: AtomicBool,
@@ -130,9 +132,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(client: reqwest::Client, settings: ScrapeSettings, store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
+    /// Scrape tasks run on `runtime`.
+    pub fn new(
+        client: reqwest::Client,
+        settings: ScrapeSettings,
+        store: Arc<Store>,
+        telemetry: Arc<Telemetry>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         Pool {
             scraper: Arc::new(Scraper { client, settings, store, telemetry }),
+            runtime,
             targets: RwLock::default(),
             synced: AtomicBool::new(false),
             ready: AtomicBool::new(false),
@@ -144,8 +154,7 @@ impl Pool {
     }
 
     /// Makes `targets` the scraped set: starts tasks for new targets, stops
-    /// those of vanished ones (and drops their data). Must be called from
-    /// within the Tokio runtime.
+    /// those of vanished ones (and drops their data).
     pub fn set_targets(&self, targets: Vec<Target>) {
         let mut current = self.targets.write().unwrap_or_else(PoisonError::into_inner);
         let wanted: BTreeMap<Arc<str>, Target> = targets.into_iter().map(|t| (t.id.clone(), t)).collect();
@@ -173,7 +182,7 @@ impl Pool {
                 in_flight: AtomicBool::new(false),
                 task: std::sync::OnceLock::new(),
             });
-            let task = tokio::spawn(self.scraper.clone().run(state.clone()));
+            let task = self.runtime.spawn(self.scraper.clone().run(state.clone()));
             let _ = state.task.set(task.abort_handle());
             current.insert(id, state);
         }
