@@ -561,7 +561,7 @@ mod tests {
     }
 
     pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/pravega-controller").join(name)
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pravega-controller").join(name)
     }
 
     /// Checks the shared fixture against its `.expected` table.
