@@ -43,7 +43,7 @@ pub struct Scanner<W> {
     wanted: W,
     /// Name of the previous sample line and whether it was wanted: samples of
     /// one family are contiguous, so this answers almost every line.
-    last_name: Vec<u8>,
+    last_name: String,
     last_wanted: bool,
     /// Families declared as summary/histogram: not gauges or counters, so
     /// their samples (`x`, `x_sum`, `x_count`, `x_bucket`) are never decoded.
@@ -65,7 +65,7 @@ impl<W: Fn(&str) -> bool> Scanner<W> {
     pub fn new(wanted: W) -> Self {
         Scanner {
             wanted,
-            last_name: Vec::new(),
+            last_name: String::new(),
             last_wanted: false,
             excluded_families: Vec::new(),
             partial_line: Vec::new(),
@@ -135,36 +135,37 @@ impl<W: Fn(&str) -> bool> Scanner<W> {
             self.comment(line);
             return;
         }
-        let name_end = memchr::memchr3(b'{', b' ', b'\t', line).unwrap_or(line.len());
-        let name = &line[..name_end];
-        if name != self.last_name.as_slice() {
-            self.last_wanted = self.decide(name);
-            self.last_name.clear();
-            self.last_name.extend_from_slice(name);
-        }
+        let name_end = match line.strip_prefix(self.last_name.as_bytes()) {
+            Some([b'{' | b' ' | b'\t', ..]) if !self.last_name.is_empty() => self.last_name.len(),
+            _ => self.remember_name(line),
+        };
         if !self.last_wanted {
             return;
         }
-        // One UTF-8 check per line; the decoder then slices at ASCII delimiters.
-        let Ok(text) = std::str::from_utf8(line) else {
-            self.count_malformed(line);
-            return;
-        };
-        let (name, rest) = text.split_at(name_end);
         let mut labels = recycle(std::mem::take(&mut self.label_buffer));
-        match decode_after_name(rest, &mut labels) {
+        match decode_after_name(&line[name_end..], &mut labels) {
             Some(value) => {
                 self.stats.samples += 1;
-                sink(&Sample { name, labels: &labels, value });
+                sink(&Sample { name: &self.last_name, labels: &labels, value });
             }
             None => self.count_malformed(line),
         }
         self.label_buffer = recycle(labels);
     }
 
-    fn decide(&self, name: &[u8]) -> bool {
-        let Ok(name) = std::str::from_utf8(name) else { return false };
-        is_metric_name(name) && (self.wanted)(name) && !self.excluded_families.iter().any(|family| belongs_to_family(name, family))
+    /// Decides whether the family of a line whose name differs from the
+    /// previous one is wanted; returns where the name ends.
+    fn remember_name(&mut self, line: &[u8]) -> usize {
+        let name_end = memchr::memchr3(b'{', b' ', b'\t', line).unwrap_or(line.len());
+        self.last_name.clear();
+        self.last_wanted = match std::str::from_utf8(&line[..name_end]) {
+            Ok(name) if is_metric_name(name) => {
+                self.last_name.push_str(name);
+                (self.wanted)(name) && !self.excluded_families.iter().any(|family| belongs_to_family(name, family))
+            }
+            _ => false,
+        };
+        name_end
     }
 
     fn comment(&mut self, line: &[u8]) {
@@ -180,6 +181,7 @@ impl<W: Fn(&str) -> bool> Scanner<W> {
                 self.excluded_families.push(family.to_owned());
                 // A cached decision may predate this declaration.
                 self.last_name.clear();
+                self.last_wanted = false;
             }
         }
     }
@@ -215,13 +217,14 @@ fn belongs_to_family(name: &str, family: &str) -> bool {
 
 /// Decodes `{labels} value [timestamp]` into `labels`; `None` if malformed.
 ///
-/// One pass with a byte index: every token is found by the loop that
-/// validates it, which is what keeps the scanner above 1 GB/s.
-fn decode_after_name<'a>(text: &'a str, labels: &mut Vec<Label<'a>>) -> Option<f64> {
-    let bytes = text.as_bytes();
+/// One pass with a byte index and a class table: every token is found by
+/// the loop that validates it, and only label values are checked for UTF-8
+/// (everything else must be ASCII), which is what keeps the scanner near
+/// 1 GB/s.
+fn decode_after_name<'a>(bytes: &'a [u8], labels: &mut Vec<Label<'a>>) -> Option<f64> {
     let mut i = 0;
     if bytes.first() == Some(&b'{') {
-        i = decode_labels(text, 1, labels)?;
+        i = decode_labels(bytes, 1, labels)?;
     }
     i = skip_blanks(bytes, i);
     let (value, end) = match parse_short_decimal(&bytes[i..]) {
@@ -235,7 +238,7 @@ fn decode_after_name<'a>(text: &'a str, labels: &mut Vec<Label<'a>>) -> Option<f
     if rest < bytes.len() && bytes[rest] != b'#' {
         // A timestamp (integer milliseconds, or OpenMetrics float seconds).
         let ts_end = token_end(bytes, rest);
-        text[rest..ts_end].parse::<f64>().ok()?;
+        std::str::from_utf8(&bytes[rest..ts_end]).ok()?.parse::<f64>().ok()?;
         let trailing = skip_blanks(bytes, ts_end);
         if trailing < bytes.len() && bytes[trailing] != b'#' {
             return None;
@@ -244,53 +247,147 @@ fn decode_after_name<'a>(text: &'a str, labels: &mut Vec<Label<'a>>) -> Option<f
     Some(value)
 }
 
+/// Byte classes for the label decoder, one table lookup per byte.
+const LABEL_NAME: u8 = 1;
+const BLANK: u8 = 2;
+const QUOTED_STOP: u8 = 4;
+const NON_ASCII: u8 = 8;
+static CLASS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_alphanumeric() || c == b'_' {
+            LABEL_NAME
+        } else if c == b' ' || c == b'\t' {
+            BLANK
+        } else if c == b'"' || c == b'\\' {
+            QUOTED_STOP
+        } else if !c.is_ascii() {
+            NON_ASCII
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
+
+fn class(b: u8) -> u8 {
+    CLASS[usize::from(b)]
+}
+
+/// Index of the first byte at or after `i` that is not blank.
+fn skip_blanks(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(|b| class(*b) == BLANK) {
+        i += 1;
+    }
+    i
+}
+
+/// The first non-blank byte at or after `i`, and its index.
+fn next_byte(bytes: &[u8], i: usize) -> Option<(u8, usize)> {
+    match *bytes.get(i)? {
+        b' ' | b'\t' => {
+            let i = skip_blanks(bytes, i);
+            Some((*bytes.get(i)?, i))
+        }
+        b => Some((b, i)),
+    }
+}
+
+/// The run of label-name bytes from `start` as text, and where it ends.
+fn label_name_run(bytes: &[u8], start: usize) -> (&str, usize) {
+    let mut end = start;
+    while bytes.get(end).is_some_and(|b| class(*b) == LABEL_NAME) {
+        end += 1;
+    }
+    let run = &bytes[start..end];
+    debug_assert!(run.is_ascii());
+    // SAFETY: every byte of `run` is in the LABEL_NAME class, which holds
+    // only ASCII letters, digits and `_`; ASCII is valid UTF-8.
+    (unsafe { std::str::from_utf8_unchecked(run) }, end)
+}
+
+/// The run of a quoted value from `start` up to the next `"` or `\\` as
+/// text, and where it ends; `None` if the run is not UTF-8. Values are
+/// nearly always ASCII, so the full UTF-8 check runs only when the scan saw
+/// a non-ASCII byte.
+fn quoted_run(bytes: &[u8], start: usize) -> Option<(&str, usize)> {
+    let mut end = start;
+    // Eight bytes at a time until a quote, a backslash or a non-ASCII byte;
+    // the byte loop below classifies what was found and scans the tail.
+    while let Some(word) = bytes[end..].first_chunk::<8>() {
+        let word = u64::from_le_bytes(*word);
+        let hits = zero_bytes(word ^ repeat(b'"')) | zero_bytes(word ^ repeat(b'\\')) | (word & repeat(0x80));
+        if hits != 0 {
+            end += hits.trailing_zeros() as usize / 8;
+            break;
+        }
+        end += 8;
+    }
+    let mut seen = 0;
+    while let Some(&b) = bytes.get(end) {
+        let c = class(b);
+        if c == QUOTED_STOP {
+            break;
+        }
+        seen |= c;
+        end += 1;
+    }
+    let run = &bytes[start..end];
+    if seen & NON_ASCII != 0 {
+        return Some((std::str::from_utf8(run).ok()?, end));
+    }
+    debug_assert!(run.is_ascii());
+    // SAFETY: no byte of `run` is in the NON_ASCII class, which holds every
+    // byte >= 0x80, so `run` is ASCII, which is valid UTF-8.
+    Some((unsafe { std::str::from_utf8_unchecked(run) }, end))
+}
+
+fn repeat(byte: u8) -> u64 {
+    u64::from_ne_bytes([byte; 8])
+}
+
+/// Sets the high bit of each zero byte of `word`. Bytes above the lowest zero
+/// byte may be flagged wrongly (borrows), so only the lowest hit is exact.
+fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(repeat(1)) & !word & repeat(0x80)
+}
+
 /// Decodes label pairs from `i` (just after `{`) up to the closing brace;
 /// returns the index after it.
-fn decode_labels<'a>(text: &'a str, mut i: usize, labels: &mut Vec<Label<'a>>) -> Option<usize> {
-    let bytes = text.as_bytes();
+fn decode_labels<'a>(bytes: &'a [u8], mut i: usize, labels: &mut Vec<Label<'a>>) -> Option<usize> {
     loop {
-        i = skip_blanks(bytes, i);
-        let name_start = i;
-        match *bytes.get(i)? {
-            b'}' => return Some(i + 1),
-            b'a'..=b'z' | b'A'..=b'Z' | b'_' => i += 1,
+        let (first, name_start) = next_byte(bytes, i)?;
+        match first {
+            b'}' => return Some(name_start + 1),
+            b'a'..=b'z' | b'A'..=b'Z' | b'_' => {}
             _ => return None,
         }
-        while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-            i += 1;
-        }
-        let name = &text[name_start..i];
-        i = skip_blanks(bytes, i);
-        if *bytes.get(i)? != b'=' {
-            return None;
-        }
-        i = skip_blanks(bytes, i + 1);
-        if *bytes.get(i)? != b'"' {
-            return None;
-        }
-        let (value, after) = decode_quoted(text, i + 1)?;
+        let (name, name_end) = label_name_run(bytes, name_start);
+        let (b'=', equals) = next_byte(bytes, name_end)? else { return None };
+        let (b'"', quote) = next_byte(bytes, equals + 1)? else { return None };
+        let (value, after) = decode_quoted(bytes, quote + 1)?;
         labels.push(Label { name, value });
-        i = skip_blanks(bytes, after);
-        match *bytes.get(i)? {
-            b',' => i += 1,
-            b'}' => return Some(i + 1),
+        match next_byte(bytes, after)? {
+            (b',', comma) => i = comma + 1,
+            (b'}', brace) => return Some(brace + 1),
             _ => return None,
         }
     }
 }
 
 /// Decodes a quoted label value starting at `start` (after the opening
-/// quote); returns it and the index after the closing quote.
-fn decode_quoted(text: &str, start: usize) -> Option<(Cow<'_, str>, usize)> {
-    let bytes = text.as_bytes();
-    let mut i = start;
-    while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\\' {
-        i += 1;
+/// quote); returns it and the index after the closing quote. `None` if it is
+/// unterminated or not UTF-8.
+fn decode_quoted(bytes: &[u8], start: usize) -> Option<(Cow<'_, str>, usize)> {
+    let (plain, stop) = quoted_run(bytes, start)?;
+    if *bytes.get(stop)? == b'"' {
+        return Some((Cow::Borrowed(plain), stop + 1));
     }
-    if *bytes.get(i)? == b'"' {
-        return Some((Cow::Borrowed(&text[start..i]), i + 1));
-    }
-    let mut owned = String::from(&text[start..i]);
+    let mut owned = String::from(plain);
+    let mut i = stop;
     loop {
         match *bytes.get(i)? {
             b'"' => return Some((Cow::Owned(owned), i + 1)),
@@ -310,9 +407,9 @@ fn decode_quoted(text: &str, start: usize) -> Option<(Cow<'_, str>, usize)> {
                 i += 2;
             }
             _ => {
-                let run = bytes[i..].iter().position(|b| *b == b'"' || *b == b'\\').map_or(bytes.len(), |n| i + n);
-                owned.push_str(&text[i..run]);
-                i = run;
+                let (run, end) = quoted_run(bytes, i)?;
+                owned.push_str(run);
+                i = end;
             }
         }
     }
@@ -376,15 +473,9 @@ fn parse_short_decimal(input: &[u8]) -> Option<(f64, usize)> {
 }
 
 fn is_blank(b: u8) -> bool {
-    b == b' ' || b == b'\t'
+    class(b) == BLANK
 }
 
-fn skip_blanks(bytes: &[u8], mut i: usize) -> usize {
-    while i < bytes.len() && is_blank(bytes[i]) {
-        i += 1;
-    }
-    i
-}
 
 fn token_end(bytes: &[u8], mut i: usize) -> usize {
     while i < bytes.len() && !is_blank(bytes[i]) {
@@ -512,6 +603,37 @@ mod tests {
         for token in ["", "-", ".", "1..0", "1.0.0", "--1", "0x10", "infinity"] {
             assert_eq!(parse_value(token.as_bytes()), None, "{token:?}");
         }
+    }
+
+    /// Every value length around the eight-byte scan, with non-ASCII text and
+    /// escapes at every position, decodes back to the value that was written.
+    #[test]
+    fn values_of_every_length_and_content_round_trip() {
+        let alphabet = ["a", "é", "✓", "\"", "\\", "\n", ",", "}", "🦀"];
+        for length in 0..24 {
+            for (offset, special) in alphabet.iter().enumerate() {
+                let value: String = (0..length).map(|i| if i % 5 == offset % 5 { *special } else { alphabet[(i + offset) % 3] }).collect();
+                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let (out, stats) = scan(&format!("m{{first=\"{escaped}\",second=\"{escaped}x\"}} 1\n"), |_| true);
+                assert_eq!(stats.malformed, 0, "{escaped}");
+                assert_eq!(out[0].labels, labels(&[("first", &value), ("second", &format!("{value}x"))]), "{escaped}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_malformed_in_values_and_unwanted_in_names() {
+        let mut sink_names = Vec::new();
+        let input = b"m{a=\"ok\"} 1\nm{a=\"long enough \xff to be scanned by words\"} 2\nm{a=\"\xc3\"} 3\nm\xff{a=\"x\"} 4\nm{a=\"\xc3\xa9\"} 5\n";
+        let stats = Scanner::scan_all(|_: &str| true, input, |s| sink_names.push((s.labels[0].value.to_string(), s.value)));
+        assert_eq!(sink_names, vec![("ok".to_owned(), 1.0), ("é".to_owned(), 5.0)]);
+        assert_eq!(stats.malformed, 2);
+    }
+
+    #[test]
+    fn a_type_declaration_does_not_let_a_nameless_line_through() {
+        let (out, _) = scan("m 1\n# TYPE other summary\n{a=\"1\"} 2\nm 3\n", |_| true);
+        assert_eq!(out.iter().map(|s| s.value).collect::<Vec<_>>(), vec![1.0, 3.0]);
     }
 
     #[test]
