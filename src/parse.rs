@@ -476,7 +476,6 @@ fn is_blank(b: u8) -> bool {
     class(b) == BLANK
 }
 
-
 fn token_end(bytes: &[u8], mut i: usize) -> usize {
     while i < bytes.len() && !is_blank(bytes[i]) {
         i += 1;
@@ -624,7 +623,8 @@ mod tests {
     #[test]
     fn invalid_utf8_is_malformed_in_values_and_unwanted_in_names() {
         let mut sink_names = Vec::new();
-        let input = b"m{a=\"ok\"} 1\nm{a=\"long enough \xff to be scanned by words\"} 2\nm{a=\"\xc3\"} 3\nm\xff{a=\"x\"} 4\nm{a=\"\xc3\xa9\"} 5\n";
+        let input =
+            b"m{a=\"ok\"} 1\nm{a=\"long enough \xff to be scanned by words\"} 2\nm{a=\"\xc3\"} 3\nm\xff{a=\"x\"} 4\nm{a=\"\xc3\xa9\"} 5\n";
         let stats = Scanner::scan_all(|_: &str| true, input, |s| sink_names.push((s.labels[0].value.to_string(), s.value)));
         assert_eq!(sink_names, vec![("ok".to_owned(), 1.0), ("é".to_owned(), 5.0)]);
         assert_eq!(stats.malformed, 2);
