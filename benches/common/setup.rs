@@ -1,0 +1,110 @@
+//! The release adapter as the benchmarks run it: HTTPS with a throw-away
+//! serving certificate, bearer-token requests reviewed by a stub Kubernetes
+//! API, in front of fake controller replicas serving synthetic expositions.
+
+use crate::common::kube_stub::{client, write_kubeconfig, Ca, StubApi};
+use crate::common::{free_port, Adapter, FakeController};
+use crate::exposition::exposition;
+use crate::measure::stream_labels;
+use rcgen::ExtendedKeyUsagePurpose;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const SEGMENTS: &str = "pravega_controller_segments_count";
+
+pub struct Bench {
+    controllers: tokio::runtime::Runtime,
+    pki_dir: PathBuf,
+    kubeconfig: PathBuf,
+    serving_ca: Ca,
+    _api: Arc<StubApi>,
+}
+
+impl Bench {
+    pub async fn new() -> Self {
+        let pki_dir = std::env::temp_dir().join(format!("adapter-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&pki_dir).unwrap();
+        let serving_ca = Ca::new("bench-serving-ca");
+        let (cert, key) = serving_ca.leaf("adapter", &[], &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+        std::fs::write(pki_dir.join("tls.crt"), cert).unwrap();
+        std::fs::write(pki_dir.join("tls.key"), key).unwrap();
+        let api = Arc::new(StubApi { allowed: vec!["*"], ..Default::default() });
+        let address = api.serve(&Ca::new("front-proxy"), &Ca::new("client")).await;
+        let kubeconfig = pki_dir.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, address);
+        let controllers = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .on_thread_start(pravega_metrics_adapter::resources::lower_thread_priority)
+            .enable_all()
+            .build()
+            .unwrap();
+        Bench { controllers, pki_dir, kubeconfig, serving_ca, _api: api }
+    }
+
+    /// Starts three fake replicas whose threads only get CPU nobody else
+    /// wants: real controllers run on other machines, and serving their
+    /// expositions must not slow the load generator or the server down.
+    pub async fn replicas(&self, streams: usize) -> Vec<FakeController> {
+        let mut controllers = Vec::new();
+        for r in 0..3 {
+            let body = exposition(streams, r);
+            let controller = self.controllers.spawn(FakeController::start(body)).await.unwrap();
+            // Every scrape changes a value, so every round costs a full merge.
+            controller.churn();
+            controllers.push(controller);
+        }
+        controllers
+    }
+
+    pub async fn adapter(&self, controllers: &[FakeController], extra: &[&str]) -> Adapter {
+        let port = free_port();
+        let mut args: Vec<String> = vec![
+            "--secure-port".into(),
+            port.to_string(),
+            "--bind-address".into(),
+            "127.0.0.1".into(),
+            "--tls-cert-file".into(),
+            self.pki_dir.join("tls.crt").display().to_string(),
+            "--tls-private-key-file".into(),
+            self.pki_dir.join("tls.key").display().to_string(),
+            "--kubeconfig".into(),
+            self.kubeconfig.display().to_string(),
+        ];
+        for c in controllers {
+            args.extend(["--controller-url".into(), c.url()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Adapter::start_secure(&args, port, self.client()).await
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        client(&self.serving_ca, None)
+    }
+
+    /// The external-metrics request an HPA makes for one synthetic stream's
+    /// segment count, authenticated with the token the stub API accepts.
+    pub fn external_query(&self, adapter: &Adapter) -> impl Fn(usize) -> reqwest::RequestBuilder + Clone + Send + 'static {
+        let (client, base) = (self.client(), adapter.base.clone());
+        move |stream| {
+            let (scope, stream) = stream_labels(stream);
+            client
+                .get(format!(
+                    "{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{SEGMENTS}?labelSelector=scope%3D{scope}%2Cstream%3D{stream}"
+                ))
+                .bearer_auth("good-token")
+        }
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pki_dir);
+    }
+}
+
+/// The value of the first item of an external-metrics answer.
+pub async fn served_value(request: reqwest::RequestBuilder) -> Option<String> {
+    let text = request.send().await.ok()?.text().await.ok()?;
+    let body: serde_json::Value = serde_json::from_str(&text).ok()?;
+    body["items"][0]["value"].as_str().map(str::to_owned)
+}
