@@ -35,7 +35,8 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
 
     // Scrape CPU: rounds every second, nothing else going on.
     let adapter = bench.adapter(&controllers, &["--scrape-interval", "1s", "--scrape-timeout", "900ms"]).await;
-    let per_round = idle_cpu_per_second(adapter.pid(), Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let per_round = idle_cpu_per_second(adapter.pid()).await;
     drop(adapter);
 
     // Memory and query latency with default flags.

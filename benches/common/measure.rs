@@ -56,11 +56,11 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
 }
 
-/// The CPU a process spends per second over 10 s, after `warm_up`, while
-/// nobody queries it: the cost of its background scraping.
-pub async fn idle_cpu_per_second(pid: u32, warm_up: Duration) -> Duration {
+/// The CPU a process spends per second over the next 10 s while nobody
+/// queries it: the cost of its background scraping. Clock ticks make its
+/// resolution 1 ms per s.
+pub async fn idle_cpu_per_second(pid: u32) -> Duration {
     const WINDOW_SECONDS: u32 = 10;
-    tokio::time::sleep(warm_up).await;
     let before = cpu_time(pid);
     tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS.into())).await;
     (cpu_time(pid) - before) / WINDOW_SECONDS

@@ -163,24 +163,8 @@ impl Adapter {
             .spawn()
             .expect("start the adapter");
         let mut adapter = Adapter { child, base, log, client };
-        adapter.wait_ready().await;
+        wait_ready("adapter", &mut adapter.child, &adapter.client, &format!("{}/readyz", adapter.base), &adapter.log).await;
         adapter
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("adapter exited with {status}; log:\n{}", self.log());
-            }
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("adapter not ready in 20 s; log:\n{}", self.log());
     }
 
     pub fn pid(&self) -> u32 {
@@ -211,6 +195,26 @@ impl Drop for Adapter {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// Waits until the child process `name` answers 200 on `url`, for at most
+/// 20 s; panics with its log (the file `log`) if it exits first or is not
+/// ready by then.
+pub async fn wait_ready(name: &str, child: &mut Child, client: &reqwest::Client, url: &str, log: &Path) {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited with {status}; log:\n{}", log());
+        }
+        if let Ok(r) = client.get(url).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} not ready in 20 s; log:\n{}", log());
 }
 
 /// `kubectl get --raw PATH` against a plain-HTTP server.
