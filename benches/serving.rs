@@ -12,6 +12,8 @@
 //! default flags: how long a controller's change takes to be served to a
 //! client polling every 200 ms, and the age of served data as the adapter's
 //! own `pravega_adapter_served_value_age_seconds` histogram records it.
+//! The same load against `/livez` and an API discovery path gives the floor
+//! that the HTTPS stack alone sets on the machine.
 //! Results go to stdout as Markdown tables.
 
 #[path = "../tests/common/mod.rs"]
@@ -66,6 +68,40 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     println!("{}", out.lines().last().unwrap_or_default());
 }
 
+/// The same load against requests that skip the metrics query: what the
+/// HTTPS stack (and authentication) alone cost on this machine, the floor
+/// under the query latency above.
+async fn floor_rows(bench: &Bench, options: &Options, out: &mut String) {
+    let controllers = bench.replicas(1).await;
+    let adapter = bench.adapter(&controllers, &[]).await;
+    for (path, what) in [
+        ("/livez", "`/livez`: TLS and HTTP/2 only (no authentication)"),
+        (
+            "/apis/external.metrics.k8s.io/v1beta1",
+            "`/apis/external.metrics.k8s.io/v1beta1`: plus authentication, authorization, a JSON body",
+        ),
+    ] {
+        let (client, url) = (bench.client(), format!("{}{path}", adapter.base));
+        let request = move |_| client.get(&url).bearer_auth("good-token");
+        let run = loaded_run(adapter.pid(), 1, options, None, request).await;
+        let result = &run.result;
+        let _ = writeln!(
+            out,
+            "| {what} | {} / {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            result.errors,
+            result.sent,
+            result.achieved(),
+            run.server_busy,
+            run.generator_busy,
+            result.percentile(0.50),
+            result.percentile(0.99),
+            result.percentile(0.999),
+            result.percentile(1.0),
+        );
+        println!("{}", out.lines().last().unwrap_or_default());
+    }
+}
+
 /// Time until a polling client sees a controller's change, and the
 /// served-age histogram, with default flags.
 async fn freshness(bench: &Bench, out: &mut String) {
@@ -117,6 +153,10 @@ fn main() {
         for &streams in &options.streams {
             scale_row(&bench, streams, &options, &mut out).await;
         }
+        let _ = writeln!(out, "\nThe same load without the metrics query (floor of the serving stack on this machine):\n");
+        let _ = writeln!(out, "| requests | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | p50 ms | p99 ms | p99.9 ms | max ms |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        floor_rows(&bench, &options, &mut out).await;
         let _ = writeln!(out, "\nFreshness with default flags (100 streams, 3 replicas):\n");
         let _ = writeln!(out, "| measure | samples | p50 s | p99 s | max s |");
         let _ = writeln!(out, "|---|---|---|---|---|");
