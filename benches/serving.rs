@@ -26,7 +26,7 @@ mod measure;
 mod setup;
 
 use exposition::exposition;
-use measure::{change_to_served, idle_cpu_per_second, loaded_run, nearest_rank, options, Options};
+use measure::{change_to_served, idle_cpu_per_second, loaded_run, nearest_rank, options, LoadedRun, Options};
 use setup::{served_value, Bench};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -46,15 +46,24 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     let extra: Vec<&str> = extra.split_whitespace().collect();
     let adapter = bench.adapter(&controllers, &extra).await;
     let run = loaded_run(adapter.pid(), streams, options, None, bench.external_query(&adapter)).await;
-    let (result, (rss, hwm)) = (&run.result, run.memory);
-
+    let (rss, hwm) = run.memory;
     let _ = writeln!(
         out,
-        "| {streams} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |",
+        "| {streams} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
         body_bytes as f64 / 1e6,
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0,
         per_round.as_secs_f64() * 1000.0,
+        load_cells(&run)
+    );
+    println!("{}", out.lines().last().unwrap_or_default());
+}
+
+/// Errors, throughput, CPU and latency of a run, as table cells.
+fn load_cells(run: &LoadedRun) -> String {
+    let result = &run.result;
+    format!(
+        "{} / {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1}",
         result.errors,
         result.sent,
         result.achieved(),
@@ -64,8 +73,7 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
         result.percentile(0.99),
         result.percentile(0.999),
         result.percentile(1.0),
-    );
-    println!("{}", out.lines().last().unwrap_or_default());
+    )
 }
 
 /// The same load against requests that skip the metrics query: what the
@@ -84,20 +92,7 @@ async fn floor_rows(bench: &Bench, options: &Options, out: &mut String) {
         let (client, url) = (bench.client(), format!("{}{path}", adapter.base));
         let request = move |_| client.get(&url).bearer_auth("good-token");
         let run = loaded_run(adapter.pid(), 1, options, None, request).await;
-        let result = &run.result;
-        let _ = writeln!(
-            out,
-            "| {what} | {} / {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} |",
-            result.errors,
-            result.sent,
-            result.achieved(),
-            run.server_busy,
-            run.generator_busy,
-            result.percentile(0.50),
-            result.percentile(0.99),
-            result.percentile(0.999),
-            result.percentile(1.0),
-        );
+        let _ = writeln!(out, "| {what} | {} |", load_cells(&run));
         println!("{}", out.lines().last().unwrap_or_default());
     }
 }
