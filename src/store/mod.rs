@@ -135,6 +135,10 @@ impl Store {
     /// Merges the current snapshots into the served view now.
     pub fn remerge(&self, now: SystemTime) {
         let _merging = self.merging.lock().unwrap_or_else(PoisonError::into_inner);
+        // The view retired by the last merge has had a merge interval for
+        // its queries to finish: free it before building the next, so that
+        // at most two views exist at once.
+        drop(self.retired.lock().unwrap_or_else(PoisonError::into_inner).take());
         let oldest = millis(now).saturating_sub(self.max_age.as_millis() as u64);
         let (live, generation) = {
             let targets = self.lock_targets();
@@ -152,7 +156,7 @@ impl Store {
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
         // Queries may still hold the previous view. Keeping it until the next
         // merge makes this thread, not a query, free it then.
-        drop(self.retired.lock().unwrap_or_else(PoisonError::into_inner).replace(previous));
+        *self.retired.lock().unwrap_or_else(PoisonError::into_inner) = Some(previous);
         self.merged_generation.send_if_modified(|g| {
             let newer = generation > *g;
             *g = (*g).max(generation);
