@@ -57,12 +57,16 @@ pub enum ScrapeError {
     ParserStopped,
 }
 
-/// Body chunks buffered between the reader and the parser thread.
-const CHUNKS_IN_FLIGHT: usize = 16;
+/// Body bytes read but not yet parsed, per scrape. The reader stays this
+/// far ahead of the parser thread at most, so a slow parser holds back the
+/// controller's TCP stream instead of piling up the body in memory (with 16
+/// chunks in flight, three 10,000-stream scrapes buffered ~9 MiB at once).
+const BYTES_IN_FLIGHT: u32 = 256 * 1024;
 
 /// What the reader hands the parser thread.
 enum Body {
-    Chunk(bytes::Bytes),
+    /// The permit returns the chunk's share of [`BYTES_IN_FLIGHT`] once parsed.
+    Chunk(bytes::Bytes, tokio::sync::OwnedSemaphorePermit),
     /// The whole body arrived: the snapshot may be published.
     Complete,
 }
@@ -79,14 +83,14 @@ struct Landed {
 /// gives up (error, size cap, timeout). Runs on a background thread, which
 /// therefore also pays for freeing the replaced snapshot.
 fn parse_and_publish(
-    mut incoming: tokio::sync::mpsc::Receiver<Body>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Body>,
     allow: &Regex,
     mut builder: SnapshotBuilder,
     publish: impl FnOnce(TargetSnapshot) -> u64,
 ) -> Option<Landed> {
     let mut scanner = Scanner::new(|name: &str| allow.is_match(name));
     let mut sink = |sample: &crate::parse::Sample<'_, '_>| builder.push(sample);
-    while let Body::Chunk(chunk) = incoming.blocking_recv()? {
+    while let Body::Chunk(chunk, _in_flight) = incoming.blocking_recv()? {
         scanner.feed(&chunk, &mut sink);
     }
     let mut stats = scanner.finish(&mut sink);
@@ -303,7 +307,8 @@ impl Scraper {
         }
         // Parsing runs on a low-priority thread, fed chunk by chunk, so
         // that serving never waits behind it.
-        let (chunks, incoming) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+        let (chunks, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let budget = Arc::new(tokio::sync::Semaphore::new(BYTES_IN_FLIGHT as usize));
         let (allow, builder) = (self.settings.allow.clone(), self.store.builder(&target.id, scraped_at));
         let (store, id) = (self.store.clone(), target.id.clone());
         let publish = move |snapshot| store.publish(&id, snapshot, scraped_at);
@@ -315,9 +320,12 @@ impl Scraper {
                 if received > cap {
                     return Err(ScrapeError::TooLarge(cap));
                 }
-                chunks.send(Body::Chunk(chunk)).await.map_err(|_| ScrapeError::ParserStopped)?;
+                // A chunk larger than the whole budget waits for all of it.
+                let share = u32::try_from(chunk.len()).unwrap_or(u32::MAX).min(BYTES_IN_FLIGHT);
+                let permit = budget.clone().acquire_many_owned(share).await.map_err(|_| ScrapeError::ParserStopped)?;
+                chunks.send(Body::Chunk(chunk, permit)).map_err(|_| ScrapeError::ParserStopped)?;
             }
-            chunks.send(Body::Complete).await.map_err(|_| ScrapeError::ParserStopped)
+            chunks.send(Body::Complete).map_err(|_| ScrapeError::ParserStopped)
         }
         .await;
         drop(chunks);

@@ -250,6 +250,32 @@ async fn oversized_and_slow_bodies_fail_the_scrape_but_keep_old_data() {
     assert!(started.elapsed() < Duration::from_millis(900), "query waited {:?}", started.elapsed());
 }
 
+/// many-streams.prom (1.2 MB) is several times the body bytes the adapter
+/// reads ahead of its parser, so it arrives in chunks that wait for the
+/// parser to free budget; every stream must still be served.
+#[tokio::test]
+async fn a_body_larger_than_the_read_ahead_budget_is_served_whole() {
+    let text = fixture("many-streams.prom");
+    let expected: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("pravega_controller_segments_count{scope=\"scope-3\",stream=\""))
+        .map(|rest| {
+            let (stream, value) = rest.split_once("\",} ").unwrap();
+            (stream.to_owned(), value.trim_end_matches(".0").to_owned())
+        })
+        .collect();
+    assert_eq!(expected.len(), 100);
+    let controller = FakeController::start(text).await;
+    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let (code, body) = adapter.get(&external_path(SEGMENTS, "scope=scope-3")).await;
+    assert_eq!(code, 200, "{body}");
+    let mut served = values(&body);
+    served.sort();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(served, expected);
+}
+
 #[tokio::test]
 async fn escaped_labels_and_non_finite_values() {
     let controller = FakeController::start(fixture("edge-cases.prom")).await;
