@@ -50,6 +50,9 @@ pub struct Scanner<W> {
     excluded_families: Vec<String>,
     /// Bytes of a line split across two chunks.
     partial_line: Vec<u8>,
+    /// The current line grew past [`MAX_LINE_BYTES`]: its remaining bytes
+    /// are skipped up to the next newline, so no fragment of it is scanned.
+    dropping_line: bool,
     /// Allocation reused for every line's labels.
     label_buffer: Vec<Label<'static>>,
     seen_eof: bool,
@@ -57,9 +60,12 @@ pub struct Scanner<W> {
 }
 
 const MAX_LOGGED_LINE: usize = 200;
-/// A line longer than this cannot be a Pravega sample; it is dropped rather
-/// than buffered without bound when it straddles chunks.
+/// A line longer than this cannot be a Pravega sample; it is dropped, also
+/// when it straddles chunks (rather than buffered without bound), so that
+/// what is scanned never depends on where a body is cut into chunks.
 const MAX_LINE_BYTES: usize = 64 * 1024;
+/// How an overlong line shows up in the log.
+const OVERLONG_LINE: &[u8] = b"<line longer than 64 KiB>";
 
 impl<W: Fn(&str) -> bool> Scanner<W> {
     pub fn new(wanted: W) -> Self {
@@ -69,6 +75,7 @@ impl<W: Fn(&str) -> bool> Scanner<W> {
             last_wanted: false,
             excluded_families: Vec::new(),
             partial_line: Vec::new(),
+            dropping_line: false,
             label_buffer: Vec::new(),
             seen_eof: false,
             stats: ParseStats::default(),
@@ -87,21 +94,19 @@ impl<W: Fn(&str) -> bool> Scanner<W> {
     /// for the next call.
     pub fn feed(&mut self, chunk: &[u8], sink: &mut impl FnMut(&Sample<'_, '_>)) {
         let mut rest = chunk;
-        if !self.partial_line.is_empty() {
-            match memchr::memchr(b'\n', rest) {
-                Some(end) => {
-                    let mut line = std::mem::take(&mut self.partial_line);
-                    line.extend_from_slice(&rest[..end]);
-                    self.line(&line, sink);
-                    line.clear();
-                    self.partial_line = line;
-                    rest = &rest[end + 1..];
-                }
-                None => {
-                    self.keep_partial(rest);
-                    return;
-                }
+        if self.dropping_line || !self.partial_line.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', rest) else {
+                self.keep_partial(rest);
+                return;
+            };
+            if !std::mem::take(&mut self.dropping_line) {
+                let mut line = std::mem::take(&mut self.partial_line);
+                line.extend_from_slice(&rest[..end]);
+                self.line(&line, sink);
+                line.clear();
+                self.partial_line = line;
             }
+            rest = &rest[end + 1..];
         }
         while let Some(end) = memchr::memchr(b'\n', rest) {
             self.line(&rest[..end], sink);
@@ -118,9 +123,13 @@ impl<W: Fn(&str) -> bool> Scanner<W> {
     }
 
     fn keep_partial(&mut self, tail: &[u8]) {
+        if self.dropping_line {
+            return;
+        }
         if self.partial_line.len() + tail.len() > MAX_LINE_BYTES {
             self.partial_line.clear();
-            self.count_malformed(b"<line longer than 64 KiB>");
+            self.dropping_line = true;
+            self.count_malformed(OVERLONG_LINE);
             return;
         }
         self.partial_line.extend_from_slice(tail);
@@ -130,6 +139,9 @@ impl<W: Fn(&str) -> bool> Scanner<W> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if self.seen_eof || line.is_empty() {
             return;
+        }
+        if line.len() > MAX_LINE_BYTES {
+            return self.count_malformed(OVERLONG_LINE);
         }
         if line[0] == b'#' {
             self.comment(line);
@@ -664,6 +676,24 @@ mod tests {
             let expected: Vec<_> = whole.iter().map(|s| (s.name.clone(), s.labels.len(), s.value.to_bits())).collect();
             assert_eq!(out, expected, "chunk size {chunk_size}");
             assert_eq!(stats, whole_stats);
+        }
+    }
+
+    #[test]
+    fn an_overlong_line_is_dropped_whole_however_the_body_is_chunked() {
+        // Cut at 64 KiB, the tail of this line would be a valid sample.
+        let body = format!("m_{} 1\nm 2\n", "a".repeat(70_000));
+        for chunk_size in [body.len(), 1000, 7] {
+            let mut scanner = Scanner::new(|_: &str| true);
+            let mut seen = Vec::new();
+            // Names cut short, so a failure does not print 70 KB.
+            let mut sink = |s: &Sample<'_, '_>| seen.push((s.name.chars().take(16).collect::<String>(), s.value));
+            for chunk in body.as_bytes().chunks(chunk_size) {
+                scanner.feed(chunk, &mut sink);
+            }
+            let stats = scanner.finish(&mut sink);
+            assert_eq!(seen, vec![("m".to_owned(), 2.0)], "chunks of {chunk_size}");
+            assert_eq!(stats.malformed, 1, "chunks of {chunk_size}");
         }
     }
 
