@@ -36,7 +36,7 @@ struct MergedCell {
 /// and one column of cells per family.
 #[derive(Debug, Default)]
 pub struct MergedView {
-    streams: Vec<LabelSet>,
+    streams: Vec<Stream>,
     columns: BTreeMap<Arc<str>, Vec<MergedCell>>,
     /// Per source target, when it was last scraped (ms since epoch); shared
     /// with the store, which updates it when a scrape changes nothing.
@@ -48,6 +48,35 @@ pub struct MergedView {
 pub struct Family<'a> {
     view: &'a MergedView,
     cells: &'a [MergedCell],
+}
+
+/// A served stream: its labels, and where its scope and stream values sit
+/// in them, so that a query's binary search compares slices instead of
+/// splitting label sets at every step.
+#[derive(Debug)]
+struct Stream {
+    labels: LabelSet,
+    scope: (u32, u32),
+    stream: (u32, u32),
+}
+
+impl Stream {
+    fn new(labels: &LabelSet, (scope, stream): (&str, &str)) -> Self {
+        let start = labels_str(labels).as_ptr() as usize;
+        // Label sets come from lines of at most 64 KiB (the scanner drops
+        // longer ones), so offsets fit in u32. Absent labels are "" literals,
+        // not slices of the label set; any empty range stands for them.
+        let range = |part: &str| match (part.as_ptr() as usize).checked_sub(start) {
+            Some(offset) if !part.is_empty() => (offset as u32, (offset + part.len()) as u32),
+            _ => (0, 0),
+        };
+        Stream { labels: labels.clone(), scope: range(scope), stream: range(stream) }
+    }
+
+    fn scope_and_stream(&self) -> (&str, &str) {
+        let part = |(start, end): (u32, u32)| &labels_str(&self.labels)[start as usize..end as usize];
+        (part(self.scope), part(self.stream))
+    }
 }
 
 impl MergedView {
@@ -85,7 +114,11 @@ impl<'a> Family<'a> {
                 return None;
             }
             let millis = self.view.scraped_at[cell.target as usize].load(Ordering::Relaxed);
-            Some(Series { labels: &streams[i], value: cell.value, scraped_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis) })
+            Some(Series {
+                labels: &streams[i].labels,
+                value: cell.value,
+                scraped_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+            })
         })
     }
 }
@@ -158,7 +191,7 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
         .map(|((family, _), cells)| (names[family.0 as usize].clone(), cells))
         .collect();
     MergedView {
-        streams: order.into_iter().map(|(_, labels)| labels.clone()).collect(),
+        streams: order.into_iter().map(|(key, labels)| Stream::new(labels, key)).collect(),
         columns,
         scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect(),
     }
