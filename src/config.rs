@@ -168,7 +168,10 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_BODY_BYTES", value_parser = parse_bytes, default_value = "64Mi", help_heading = "Scraping")]
     pub scrape_max_body_bytes: u64,
 
-    /// A query triggers a scrape when the data is older than this.
+    /// A query waits for a fresh scrape when the data is older than this
+    /// (or than twice the last scrape round, if rounds take longer, so that
+    /// slow scrapes do not hold every query); past half of it, a query
+    /// triggers a scrape without waiting.
     #[arg(long, env = "PRAVEGA_ADAPTER_MAX_STALENESS", value_parser = parse_duration, default_value = "1s", help_heading = "Scraping")]
     pub max_staleness: Duration,
 

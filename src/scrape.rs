@@ -105,6 +105,8 @@ fn parse_and_publish(
 struct Rounds {
     completed: u64,
     last_started: Option<Instant>,
+    /// From the start of the last round until its data was served.
+    last_duration: Duration,
 }
 
 struct TargetState {
@@ -208,20 +210,21 @@ impl Pool {
         done
     }
 
-    /// Scrapes every target whose data is older than `max_staleness` and
-    /// waits (at most the scrape timeout) for those scrapes to land.
+    /// Scrapes every target whose data is older than its staleness bound
+    /// (see [`staleness_bound`]) and waits (at most the scrape timeout) for
+    /// those scrapes to land.
     ///
     /// Data past half that age is refreshed without waiting: under a steady
     /// stream of queries it never reaches the bound, so no query waits,
     /// while a lone HPA query every 15 s waits for fresh data.
     pub async fn refresh_stale(&self) {
-        let max_staleness = self.scraper.settings.max_staleness;
         let waits: Vec<_> = {
             let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
             targets
                 .values()
                 .filter_map(|state| {
                     let rounds = *state.rounds.borrow();
+                    let max_staleness = staleness_bound(self.scraper.settings.max_staleness, rounds.last_duration);
                     let age = rounds.last_started.map(|s| s.elapsed());
                     if age.is_some_and(|age| age <= max_staleness / 2) {
                         return None;
@@ -246,10 +249,20 @@ impl Pool {
     }
 }
 
+/// The age past which a target's data makes a query wait for a refresh:
+/// `--max-staleness`, or twice the target's last round if that is longer.
+/// A round that takes longer than half the bound cannot land before the
+/// bound is reached, so with a fixed bound every query would wait for the
+/// next round and throughput would collapse (it did at 100,000 streams).
+fn staleness_bound(max_staleness: Duration, last_round: Duration) -> Duration {
+    max_staleness.max(last_round * 2)
+}
+
 impl Scraper {
     async fn run(self: Arc<Self>, state: Arc<TargetState>) {
         let target = &state.target;
         let mut failing = false;
+        let mut slow = false;
         loop {
             let started = Instant::now();
             state.in_flight.store(true, Ordering::Release);
@@ -280,9 +293,20 @@ impl Scraper {
                 }
             }
             state.in_flight.store(false, Ordering::Release);
+            let round = started.elapsed();
+            let bound = staleness_bound(self.settings.max_staleness, round);
+            let slow_now = bound > self.settings.max_staleness;
+            if slow_now && !slow {
+                tracing::warn!(url = %target.url, ?round, staleness_bound = ?bound,
+                    "a scrape round takes over half of --max-staleness; queries wait only for data older than twice the round");
+            } else if slow && !slow_now {
+                tracing::info!(url = %target.url, ?round, "scrape rounds fit in --max-staleness again");
+            }
+            slow = slow_now;
             state.rounds.send_modify(|r| {
                 r.completed += 1;
                 r.last_started = Some(started);
+                r.last_duration = round;
             });
             tokio::select! {
                 _ = tokio::time::sleep_until((started + self.settings.interval).into()) => {}

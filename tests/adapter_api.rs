@@ -187,6 +187,26 @@ async fn half_stale_data_is_served_at_once_and_refreshed_behind() {
     assert_eq!(values(&body), vec![("s".to_owned(), "4".to_owned())]);
 }
 
+/// A scrape round longer than half of --max-staleness cannot deliver data
+/// that fresh: the target's bound becomes twice its round, so queries are
+/// answered at once instead of each waiting for the next slow round.
+#[tokio::test]
+async fn slow_scrapes_stretch_the_staleness_bound_instead_of_holding_queries() {
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    controller.set_delay(Duration::from_millis(1000));
+    let adapter = Adapter::start(&args(
+        &[&controller],
+        &["--max-staleness", "300ms", "--scrape-interval", "60s", "--metrics-max-age", "120s", "--scrape-timeout", "3s"],
+    ))
+    .await;
+    controller.set_body(stream_exposition("test", "s", 4, 3, 0));
+    // The data is past --max-staleness but within twice the 1 s round: a
+    // query that waited for the refresh would get 4.
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())]);
+    assert!(adapter.log().contains("over half of --max-staleness"), "{}", adapter.log());
+}
+
 #[tokio::test]
 async fn data_outlives_a_failing_controller_only_until_max_age() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
