@@ -255,7 +255,7 @@ impl Pool {
 /// bound is reached, so with a fixed bound every query would wait for the
 /// next round and throughput would collapse (it did at 100,000 streams).
 fn staleness_bound(max_staleness: Duration, last_round: Duration) -> Duration {
-    max_staleness.max(last_round * 2)
+    max_staleness.max(last_round.saturating_mul(2))
 }
 
 impl Scraper {
