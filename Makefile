@@ -64,8 +64,8 @@ test-unit: ## cargo tests only (no root needed)
 test-e2e: ## only the end-to-end test (root)
 	tests/e2e/run.sh
 
-bench: ## parse, scrape-round and serving benchmarks (figures in README)
-	$(CARGO) bench --bench parse --bench scrape_round
+bench: ## parse, scrape-round, query and serving benchmarks (figures in README)
+	$(CARGO) bench --bench parse --bench scrape_round --bench query
 	$(CARGO) bench --bench serving
 
 bench-baseline: ## the serving benchmark's load against the adapter and Prometheus alone, in one run (installs prometheus)
