@@ -4,8 +4,9 @@
 //! cap, scans it chunk by chunk into a new snapshot and publishes it to the
 //! store. A failed scrape keeps the previous snapshot until the store's max
 //! age drops it. Queries call [`Pool::refresh_stale`] so that a value is
-//! never older than `max_staleness` when a fresh one can be had within the
-//! scrape timeout; concurrent queries share the scrape in flight.
+//! never older than `max_staleness` (twice the scrape round, for a target
+//! whose rounds are slower) when a fresh one can be had within the scrape
+//! timeout; concurrent queries share the scrape in flight.
 
 use crate::parse::{ParseStats, Scanner};
 use crate::store::{SnapshotBuilder, Store, TargetSnapshot};
@@ -224,16 +225,16 @@ impl Pool {
                 .values()
                 .filter_map(|state| {
                     let rounds = *state.rounds.borrow();
-                    let max_staleness = staleness_bound(self.scraper.settings.max_staleness, rounds.last_duration);
+                    let bound = staleness_bound(self.scraper.settings.max_staleness, rounds.last_duration);
                     let age = rounds.last_started.map(|s| s.elapsed());
-                    if age.is_some_and(|age| age <= max_staleness / 2) {
+                    if age.is_some_and(|age| age <= bound / 2) {
                         return None;
                     }
                     // A scrape in flight started recently enough: share it.
                     if !state.in_flight.load(Ordering::Acquire) {
                         state.refresh.notify_one();
                     }
-                    if age.is_some_and(|age| age <= max_staleness) {
+                    if age.is_some_and(|age| age <= bound) {
                         return None;
                     }
                     let mut updates = state.rounds.subscribe();
