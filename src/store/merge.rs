@@ -61,7 +61,8 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(labels: &LabelSet, (scope, stream): (&str, &str)) -> Self {
+    fn new(labels: &LabelSet) -> Self {
+        let (scope, stream) = labels.scope_and_stream();
         let start = labels_str(labels).as_ptr() as usize;
         // Label sets come from lines of at most 64 KiB (the scanner drops
         // longer ones), so offsets fit in u32. Absent labels are "" literals,
@@ -133,15 +134,15 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
     let find = |name: &str| names.iter().position(|n| &**n == name).map(|i| FamilyId(i as u32));
     let (splits, merges) = (find(SPLITS_FAMILY), find(MERGES_FAMILY));
     // Every stream once, sorted by (scope, stream) for binary search.
-    let mut order: Vec<((&str, &str), &LabelSet)> = Vec::new();
+    let mut streams: Vec<Stream> = Vec::new();
     for (i, source) in sources.iter().enumerate() {
         for (slot, labels) in source.snapshot.streams.iter().enumerate() {
             if !sources[..i].iter().any(|earlier| earlier.snapshot.locate(slot, labels_str(labels)).is_some()) {
-                order.push((labels.scope_and_stream(), labels));
+                streams.push(Stream::new(labels));
             }
         }
     }
-    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+    streams.sort_unstable_by(|a, b| a.scope_and_stream().cmp(&b.scope_and_stream()).then_with(|| a.labels.cmp(&b.labels)));
 
     // Per family, each source's column (None: the source lacks the family).
     let mut families: Vec<(FamilyId, Vec<Option<&[Cell]>>)> = Vec::new();
@@ -156,13 +157,13 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
     let rank_columns: Vec<RankColumns<'_>> =
         sources.iter().map(|s| (splits.and_then(|f| s.snapshot.column(f)), merges.and_then(|f| s.snapshot.column(f)))).collect();
 
-    let mut columns: Vec<Vec<MergedCell>> = families.iter().map(|_| Vec::with_capacity(order.len())).collect();
+    let mut columns: Vec<Vec<MergedCell>> = families.iter().map(|_| Vec::with_capacity(streams.len())).collect();
     let mut slots: Vec<Option<usize>> = vec![None; sources.len()];
     let mut guesses = vec![0usize; sources.len()];
     let mut ranks: Vec<Option<f64>> = vec![None; sources.len()];
-    for (_, labels) in &order {
+    for stream in &streams {
         for (i, source) in sources.iter().enumerate() {
-            slots[i] = source.snapshot.locate(guesses[i], labels_str(labels));
+            slots[i] = source.snapshot.locate(guesses[i], labels_str(&stream.labels));
             if let Some(slot) = slots[i] {
                 guesses[i] = slot + 1;
             }
@@ -190,11 +191,7 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
         .filter(|(_, cells)| cells.iter().any(|c| !c.value.is_nan()))
         .map(|((family, _), cells)| (names[family.0 as usize].clone(), cells))
         .collect();
-    MergedView {
-        streams: order.into_iter().map(|(key, labels)| Stream::new(labels, key)).collect(),
-        columns,
-        scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect(),
-    }
+    MergedView { streams, columns, scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect() }
 }
 
 fn labels_str(labels: &LabelSet) -> &str {

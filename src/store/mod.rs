@@ -154,9 +154,12 @@ impl Store {
             live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
         let view = Arc::new(merge::merge(&sources, &self.families.names()));
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
-        // Queries may still hold the previous view. Keeping it until the next
-        // merge makes this thread, not a query, free it then.
-        *self.retired.lock().unwrap_or_else(PoisonError::into_inner) = Some(previous);
+        // Freeing a view costs time in proportion to its streams, so this
+        // thread frees it, not a query: now if no query holds it (no new one
+        // can take it), else at the next merge.
+        if let Err(held) = Arc::try_unwrap(previous) {
+            *self.retired.lock().unwrap_or_else(PoisonError::into_inner) = Some(held);
+        }
         self.merged_generation.send_if_modified(|g| {
             let newer = generation > *g;
             *g = (*g).max(generation);
@@ -414,6 +417,23 @@ mod tests {
         let mut builder = store.builder("a", at(41));
         Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));
         assert!(store.publish("a", builder.finish(), at(41)) > generation);
+    }
+
+    #[test]
+    fn a_replaced_view_is_freed_by_the_merge_unless_a_query_holds_it() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 5, 6, 4));
+        let unheld = Arc::downgrade(&store.view());
+        scrape(&store, "a", 1, &replica("s", 6, 7, 4));
+        assert!(unheld.upgrade().is_none(), "no query held it: freed by the merge at once");
+
+        let held = store.view();
+        let watched = Arc::downgrade(&held);
+        scrape(&store, "a", 2, &replica("s", 7, 8, 4));
+        drop(held);
+        assert!(watched.upgrade().is_some(), "the query's drop must not be the one that frees it");
+        scrape(&store, "a", 3, &replica("s", 8, 9, 4));
+        assert!(watched.upgrade().is_none(), "freed by the next merge");
     }
 
     #[test]
