@@ -23,7 +23,7 @@ fn query(c: &mut Criterion) {
         let now = SystemTime::now();
         for replica in 0..3 {
             let target = format!("replica-{replica}");
-            let mut builder = store.builder(&target, now);
+            let mut builder = store.builder(&target);
             let body = exposition(streams, replica);
             Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), body.as_bytes(), |s| builder.push(s));
             store.publish(&target, builder.finish(), now);

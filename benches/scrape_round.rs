@@ -23,7 +23,7 @@ fn scrape_round(c: &mut Criterion) {
                 let now = SystemTime::now();
                 for (i, body) in bodies.iter().enumerate() {
                     let target = format!("replica-{i}");
-                    let mut builder = store.builder(&target, now);
+                    let mut builder = store.builder(&target);
                     Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), body.as_bytes(), |s| builder.push(s));
                     store.publish(&target, builder.finish(), now);
                 }

@@ -8,16 +8,17 @@
 ///
 /// - Two arenas: by default glibc creates up to eight per core as threads
 ///   allocate, and memory freed in one arena cannot serve another.
-/// - A fixed 128 KiB mmap threshold: arrays above it get their own mapping
-///   and go back to the OS when dropped. By default the threshold grows
-///   after such frees, and freed arrays then stay in the heap. (Trimming the
-///   heap instead holds the allocator's locks and stalls queries.)
+/// - A fixed 64 KiB mmap threshold: arrays above it (a snapshot's column
+///   from about 5,500 streams up) get their own mapping and go back to the
+///   OS when dropped. By default the threshold grows after such frees, and
+///   freed arrays then stay in the heap. (Trimming the heap instead holds
+///   the allocator's locks and stalls queries.)
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before any threads start.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 * 1024);
     }
 }
 

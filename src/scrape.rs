@@ -334,7 +334,7 @@ impl Scraper {
         // that serving never waits behind it.
         let (chunks, incoming) = tokio::sync::mpsc::unbounded_channel();
         let budget = Arc::new(tokio::sync::Semaphore::new(BYTES_IN_FLIGHT as usize));
-        let (allow, builder) = (self.settings.allow.clone(), self.store.builder(&target.id, scraped_at));
+        let (allow, builder) = (self.settings.allow.clone(), self.store.builder(&target.id));
         let (store, id) = (self.store.clone(), target.id.clone());
         let publish = move |snapshot| store.publish(&id, snapshot, scraped_at);
         let landed = crate::resources::run_in_background("scrape-parse", move || parse_and_publish(incoming, &allow, builder, publish));

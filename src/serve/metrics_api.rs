@@ -222,7 +222,7 @@ mod tests {
     fn view(text: &str) -> std::sync::Arc<MergedView> {
         let store = Store::new(Duration::from_secs(30));
         let at = SystemTime::UNIX_EPOCH + SCRAPED;
-        let mut builder = store.builder("t", at);
+        let mut builder = store.builder("t");
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         store.publish("t", builder.finish(), at);
         store.remerge(at);

@@ -25,12 +25,15 @@ pub struct Series<'a> {
 }
 
 /// A merged value and the target it came from; NaN where the stream has no
-/// value for the family.
+/// value for the family. Packed into 12 bytes, like [`Cell`].
 #[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
 struct MergedCell {
     value: f64,
     target: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<MergedCell>() == 12);
 
 /// Every live target's snapshot, merged: streams sorted by (scope, stream)
 /// and one column of cells per family.
@@ -177,7 +180,7 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
                 })
                 .max_by(|a, b| {
                     let rank = a.2.partial_cmp(&b.2).unwrap_or(std::cmp::Ordering::Equal);
-                    rank.then(a.1.changed_at.cmp(&b.1.changed_at))
+                    rank.then({ a.1.changed_in }.cmp(&{ b.1.changed_in }))
                 });
             merged.push(match best {
                 Some((i, cell, _)) => MergedCell { value: cell.value, target: i as u32 },

@@ -14,7 +14,7 @@ pub use snapshot::{LabelSet, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREA
 
 use snapshot::{millis, Families};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Notify};
@@ -23,6 +23,8 @@ use tokio::sync::{watch, Notify};
 pub struct Store {
     families: Arc<Families>,
     max_age: Duration,
+    /// Snapshots started so far, across all targets (see [`Store::builder`]).
+    scrapes_started: AtomicU32,
     targets: Mutex<Targets>,
     /// Serialises merges so an older one never replaces a newer view.
     merging: Mutex<()>,
@@ -52,6 +54,7 @@ impl Store {
         Store {
             families: Arc::default(),
             max_age,
+            scrapes_started: AtomicU32::new(0),
             targets: Mutex::default(),
             merging: Mutex::default(),
             merged: RwLock::default(),
@@ -65,10 +68,14 @@ impl Store {
         self.max_age
     }
 
-    /// Starts the next snapshot of `target`, scraped at `scraped_at`.
-    pub fn builder(&self, target: &str, scraped_at: SystemTime) -> SnapshotBuilder {
+    /// Starts the next snapshot of `target`.
+    pub fn builder(&self, target: &str) -> SnapshotBuilder {
+        // Saturates after 4 billion scrapes (decades): later changes then
+        // tie with each other in the merge instead of ranking first.
+        let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+        let scrape = started.map_or(u32::MAX, |n| n + 1);
         let previous = self.lock_targets().entries.get(target).map(|e| e.snapshot.clone());
-        SnapshotBuilder::new(self.families.clone(), previous, scraped_at)
+        SnapshotBuilder::new(self.families.clone(), previous, scrape)
     }
 
     /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
@@ -194,7 +201,7 @@ mod tests {
 
     /// Scrapes `text` as `target` at time `secs`.
     fn scrape(store: &Store, target: &str, secs: u64, text: &str) {
-        let mut builder = store.builder(target, at(secs));
+        let mut builder = store.builder(target);
         Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), text.as_bytes(), |s| builder.push(s));
         store.publish(target, builder.finish(), at(secs));
         store.remerge(at(secs));
@@ -340,7 +347,7 @@ mod tests {
     #[test]
     fn duplicate_label_names_and_separator_bytes_are_rejected() {
         let store = Store::new(Duration::from_secs(30));
-        let mut builder = store.builder("a", at(0));
+        let mut builder = store.builder("a");
         let text = "pravega_controller_x{scope=\"a\",scope=\"b\",stream=\"s\"} 1\npravega_controller_x{scope=\"a\",stream=\"s\u{0}t\"} 1\npravega_controller_x{scope=\"a\",stream=\"s\"} 1\npravega_controller_x{scope=\"a\",stream=\"s\"} 2\n";
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         assert_eq!(builder.rejected(), 3);
@@ -377,11 +384,11 @@ mod tests {
         let snapshot = store.lock_targets().entries["r"].snapshot.clone();
         let changed = |stream: &str, family: &str| {
             let slot = snapshot.streams.iter().position(|s| s.get("stream") == Some(stream)).unwrap();
-            snapshot.column(store.families.id(family)).unwrap()[slot].changed_at
+            snapshot.column(store.families.id(family)).unwrap()[slot].changed_in
         };
-        assert_eq!(changed("c", "pravega_controller_segments_count"), millis(at(0)), "unchanged value keeps its time");
-        assert_eq!(changed("a", "pravega_controller_segments_count"), millis(at(5)));
-        assert_eq!(changed("b", "pravega_controller_x"), millis(at(0)));
+        assert_eq!(changed("c", "pravega_controller_segments_count"), 1, "unchanged value keeps its first scrape");
+        assert_eq!(changed("a", "pravega_controller_segments_count"), 2);
+        assert_eq!(changed("b", "pravega_controller_x"), 1);
         assert_eq!(snapshot.index.len(), 4);
         for (i, labels) in snapshot.streams.iter().enumerate() {
             assert_eq!(snapshot.index[labels], i as u32);
@@ -393,7 +400,7 @@ mod tests {
         let store = Store::new(Duration::from_secs(30));
         scrape(&store, "a", 0, &replica("s", 5, 6, 4));
         let generation = *store.merged_generation.borrow();
-        let mut builder = store.builder("a", at(20));
+        let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
         assert_eq!(store.publish("a", builder.finish(), at(20)), generation, "no merge needed");
         let view = store.view();
@@ -406,7 +413,7 @@ mod tests {
         // Unchanged content after the data expired needs a merge to return.
         store.remerge(at(100));
         assert_eq!(segments(&store, "s"), None);
-        let mut builder = store.builder("a", at(101));
+        let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
         let back = store.publish("a", builder.finish(), at(101));
         assert!(back > generation);
@@ -414,7 +421,7 @@ mod tests {
         assert_eq!(segments(&store, "s"), Some(5.0));
         let generation = back;
         // A changed value does need a merge.
-        let mut builder = store.builder("a", at(41));
+        let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));
         assert!(store.publish("a", builder.finish(), at(41)) > generation);
     }
@@ -434,6 +441,19 @@ mod tests {
         assert!(watched.upgrade().is_some(), "the query's drop must not be the one that frees it");
         scrape(&store, "a", 3, &replica("s", 8, 9, 4));
         assert!(watched.upgrade().is_none(), "freed by the next merge");
+    }
+
+    #[test]
+    fn scrape_numbers_saturate_instead_of_wrapping() {
+        let store = Store::new(Duration::from_secs(30));
+        store.scrapes_started.store(u32::MAX - 1, Ordering::Relaxed);
+        let changed_in = |value: u32| {
+            scrape(&store, "a", 0, &replica("s", value, 0, 0));
+            let snapshot = store.lock_targets().entries["a"].snapshot.clone();
+            snapshot.column(store.families.id("pravega_controller_segments_count")).unwrap()[0].changed_in
+        };
+        assert_eq!(changed_in(1), u32::MAX);
+        assert_eq!(changed_in(2), u32::MAX, "a later change never ranks as older");
     }
 
     #[test]
