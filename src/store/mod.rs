@@ -12,7 +12,7 @@ mod snapshot;
 pub use merge::{Family, MergedView, Series, MERGES_FAMILY, SPLITS_FAMILY};
 pub use snapshot::{LabelSet, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
 
-use snapshot::{millis, Families};
+use snapshot::{millis, Families, LabelSets};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -22,6 +22,7 @@ use tokio::sync::{watch, Notify};
 /// Shared state between the scrapers (writers) and the API (readers).
 pub struct Store {
     families: Arc<Families>,
+    label_sets: Arc<LabelSets>,
     max_age: Duration,
     /// Snapshots started so far, across all targets (see [`Store::builder`]).
     scrapes_started: AtomicU32,
@@ -53,6 +54,7 @@ impl Store {
     pub fn new(max_age: Duration) -> Self {
         Store {
             families: Arc::default(),
+            label_sets: Arc::default(),
             max_age,
             scrapes_started: AtomicU32::new(0),
             targets: Mutex::default(),
@@ -75,7 +77,7 @@ impl Store {
         let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         let scrape = started.map_or(u32::MAX, |n| n + 1);
         let previous = self.lock_targets().entries.get(target).map(|e| e.snapshot.clone());
-        SnapshotBuilder::new(self.families.clone(), previous, scrape)
+        SnapshotBuilder::new(self.families.clone(), self.label_sets.clone(), previous, scrape)
     }
 
     /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
@@ -172,6 +174,7 @@ impl Store {
             *g = (*g).max(generation);
             newer
         });
+        self.label_sets.forget_unused();
     }
 
     pub fn view(&self) -> Arc<MergedView> {

@@ -3,8 +3,8 @@
 
 use crate::parse::Sample;
 use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 pub const SCOPE_LABEL: &str = "scope";
@@ -75,6 +75,32 @@ impl Families {
 
     pub(super) fn names(&self) -> Vec<Arc<str>> {
         self.names.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Every label set that snapshots hold, so that targets listing the same
+/// stream share one allocation (replicas list the same streams).
+#[derive(Default)]
+pub(super) struct LabelSets {
+    sets: Mutex<HashSet<LabelSet, foldhash::fast::RandomState>>,
+}
+
+impl LabelSets {
+    fn get_or_insert(&self, key: &str) -> LabelSet {
+        let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(set) = sets.get(key) {
+            return set.clone();
+        }
+        let set = LabelSet(Arc::from(key));
+        sets.insert(set.clone());
+        set
+    }
+
+    /// Drops the sets no snapshot or view holds any more. Only this registry
+    /// hands out new references, under its lock, so a set held by nothing
+    /// else cannot gain a holder meanwhile.
+    pub(super) fn forget_unused(&self) {
+        self.sets.lock().unwrap_or_else(PoisonError::into_inner).retain(|set| Arc::strong_count(&set.0) > 1);
     }
 }
 
@@ -155,6 +181,7 @@ impl TargetSnapshot {
 /// comparison) and only hashes when the guess is wrong.
 pub struct SnapshotBuilder {
     families: Arc<Families>,
+    label_sets: Arc<LabelSets>,
     previous: Option<Arc<TargetSnapshot>>,
     /// This scrape's number: see [`Cell::changed_in`].
     scrape: u32,
@@ -183,10 +210,11 @@ struct Current {
 }
 
 impl SnapshotBuilder {
-    pub(super) fn new(families: Arc<Families>, previous: Option<Arc<TargetSnapshot>>, scrape: u32) -> Self {
+    pub(super) fn new(families: Arc<Families>, label_sets: Arc<LabelSets>, previous: Option<Arc<TargetSnapshot>>, scrape: u32) -> Self {
         let capacity = previous.as_ref().map_or(0, |p| p.streams.len());
         SnapshotBuilder {
             families,
+            label_sets,
             previous,
             scrape,
             streams: Vec::with_capacity(capacity),
@@ -274,7 +302,7 @@ impl SnapshotBuilder {
         let guess = self.previous_slots.last().copied().flatten().map_or(0, |s| s as usize + 1);
         let previous = self.previous.as_ref().and_then(|p| p.locate(guess, &self.key).map(|i| (i, p.streams[i].clone())));
         self.same_order &= previous.as_ref().is_some_and(|(p, _)| *p == slot);
-        let labels = previous.as_ref().map_or_else(|| LabelSet(Arc::from(self.key.as_str())), |(_, l)| l.clone());
+        let labels = previous.as_ref().map_or_else(|| self.label_sets.get_or_insert(&self.key), |(_, l)| l.clone());
         if let Some(index) = &mut self.index {
             index.insert(labels.clone(), slot as u32);
         }
@@ -337,4 +365,32 @@ impl SnapshotBuilder {
 
 fn series(columns: &[Column]) -> usize {
     columns.iter().map(|c| c.cells.iter().filter(|cell| !cell.is_empty()).count()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::Scanner;
+
+    fn snapshot(label_sets: &Arc<LabelSets>, text: &str) -> TargetSnapshot {
+        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), None, 1);
+        Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
+        builder.finish()
+    }
+
+    #[test]
+    fn targets_listing_the_same_stream_share_its_label_set() {
+        let label_sets = Arc::default();
+        let a = snapshot(&label_sets, "pravega_controller_x{scope=\"t\",stream=\"s\"} 1\n");
+        let b = snapshot(&label_sets, "pravega_controller_x{stream=\"s\",scope=\"t\"} 2\n");
+        assert!(Arc::ptr_eq(&a.streams[0].0, &b.streams[0].0));
+
+        let weak = Arc::downgrade(&a.streams[0].0);
+        label_sets.forget_unused();
+        assert!(weak.upgrade().is_some(), "held by the snapshots");
+        drop((a, b));
+        assert!(weak.upgrade().is_some(), "kept until unused sets are forgotten");
+        label_sets.forget_unused();
+        assert!(weak.upgrade().is_none());
+    }
 }
