@@ -18,6 +18,8 @@
 mod common;
 #[path = "common/exposition.rs"]
 mod exposition;
+#[path = "common/load.rs"]
+mod load;
 #[path = "common/measure.rs"]
 mod measure;
 #[path = "common/setup.rs"]
@@ -25,8 +27,9 @@ mod setup;
 
 use common::{encode, free_port, http, wait_ready, FakeController};
 use exposition::exposition;
+use load::Target;
 use measure::{change_to_served, idle_cpu_per_second, loaded_run, memory, nearest_rank, options, stream_labels, LoadedRun, Options};
-use setup::{served_value, Bench, SEGMENTS};
+use setup::{external_path, served_value, Bench, SEGMENTS};
 use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -70,6 +73,13 @@ fn replica_selecting_promql(scope: &str, stream: &str) -> String {
 /// The usual prometheus-adapter rule's query, shown for contrast.
 fn summing_promql(scope: &str, stream: &str) -> String {
     format!("sum({SEGMENTS}{{scope=\"{scope}\",stream=\"{stream}\"}})")
+}
+
+/// The path of an instant query of `promql(scope, stream)` for one
+/// synthetic stream.
+fn query_path(promql: fn(&str, &str) -> String, stream: usize) -> String {
+    let (scope, stream) = stream_labels(stream);
+    format!("/api/v1/query?query={}", encode(&promql(&scope, &stream)))
 }
 
 /// A Prometheus process scraping the given replicas every second, with its
@@ -139,12 +149,15 @@ impl Prometheus {
 
     /// An instant query (GET /api/v1/query, plain HTTP) of `promql(scope,
     /// stream)` for one synthetic stream.
-    fn query(&self, promql: fn(&str, &str) -> String) -> impl Fn(usize) -> reqwest::RequestBuilder + Clone + Send + 'static {
-        let (client, base) = (http().clone(), self.base.clone());
-        move |stream| {
-            let (scope, stream) = stream_labels(stream);
-            client.get(format!("{base}/api/v1/query?query={}", encode(&promql(&scope, &stream))))
-        }
+    fn query(&self, promql: fn(&str, &str) -> String) -> impl Fn(usize) -> reqwest::RequestBuilder {
+        let base = self.base.clone();
+        move |stream| http().get(format!("{base}{}", query_path(promql, stream)))
+    }
+
+    /// Where a query load against Prometheus goes: plain HTTP/1.1, at most
+    /// `PROMETHEUS_IN_FLIGHT` connections.
+    fn load_target(&self) -> Target {
+        Target::new(&self.base, None, PROMETHEUS_IN_FLIGHT, None)
     }
 }
 
@@ -191,7 +204,7 @@ async fn adapter_figures(bench: &Bench, controllers: &[FakeController], streams:
     for stream in 0..streams.min(CHECKED_STREAMS) {
         values.push(served_value(query(stream)).await);
     }
-    let run = loaded_run(adapter.pid(), streams, options, None, query).await;
+    let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), streams, options, external_path).await;
     Figures { warm_rss, idle_rss, idle_cpu, peak_rss: idle_peak.max(run.memory.1), run, values }
 }
 
@@ -215,8 +228,9 @@ async fn prometheus_figures(binary: &Path, controllers: &[FakeController], strea
         values.push(prometheus_value(query(stream)).await);
         summing_values.push(prometheus_value(summing(stream)).await);
     }
-    let run = loaded_run(prometheus.pid(), streams, options, Some(PROMETHEUS_IN_FLIGHT), query).await;
-    let summing_run = loaded_run(prometheus.pid(), streams, options, Some(PROMETHEUS_IN_FLIGHT), summing).await;
+    let target = prometheus.load_target();
+    let run = loaded_run(prometheus.pid(), &target, streams, options, |stream| query_path(replica_selecting_promql, stream)).await;
+    let summing_run = loaded_run(prometheus.pid(), &target, streams, options, |stream| query_path(summing_promql, stream)).await;
     let peak_rss = summing_run.memory.1;
     Baseline { figures: Figures { warm_rss, idle_rss, idle_cpu, peak_rss, run, values }, summing_values, summing_run }
 }
@@ -247,6 +261,8 @@ fn load_rows(out: &mut String, load: &str, adapter: &LoadedRun, prometheus: &Loa
     }
     row(out, &format!("{load}: server CPU, % of one core"), adapter.server_busy, prometheus.server_busy, 0);
     row(out, &format!("{load}: load generator CPU, % of one core"), adapter.generator_busy, prometheus.generator_busy, 0);
+    let (a, p) = (adapter.host_steal.as_millis(), prometheus.host_steal.as_millis());
+    let _ = writeln!(out, "| {load}: host steal during the run, ms | {a} | {p} | - |");
 }
 
 async fn compare(bench: &Bench, binary: &Path, streams: usize, options: &Options, out: &mut String) {

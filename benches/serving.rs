@@ -8,7 +8,9 @@
 //! round (3 replicas, scraped every second with no queries; each scrape
 //! changes a value, so each round pays for a full merge), and the latency
 //! of an open-loop query load (latency counted from each request's scheduled
-//! send time, so a stall is not hidden). It then measures freshness with
+//! send time, so a stall is not hidden), with the CPU the hypervisor stole
+//! from the machine meanwhile (a run with steal has the host's tail, not the
+//! server's). It then measures freshness with
 //! default flags: how long a controller's change takes to be served to a
 //! client polling every 200 ms, and the age of served data as the adapter's
 //! own `pravega_adapter_served_value_age_seconds` histogram records it.
@@ -20,6 +22,8 @@
 mod common;
 #[path = "common/exposition.rs"]
 mod exposition;
+#[path = "common/load.rs"]
+mod load;
 #[path = "common/measure.rs"]
 mod measure;
 #[path = "common/setup.rs"]
@@ -27,7 +31,7 @@ mod setup;
 
 use exposition::exposition;
 use measure::{change_to_served, idle_cpu_per_second, loaded_run, nearest_rank, options, LoadedRun, Options};
-use setup::{served_value, Bench};
+use setup::{external_path, served_value, Bench, TOKEN};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -45,7 +49,7 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     let extra = std::env::var("BENCH_ADAPTER_ARGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
     let adapter = bench.adapter(&controllers, &extra).await;
-    let run = loaded_run(adapter.pid(), streams, options, None, bench.external_query(&adapter)).await;
+    let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), streams, options, external_path).await;
     let (rss, hwm) = run.memory;
     let _ = writeln!(
         out,
@@ -63,12 +67,13 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
 fn load_cells(run: &LoadedRun) -> String {
     let result = &run.result;
     format!(
-        "{} / {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1}",
+        "{} / {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.1}",
         result.errors,
         result.sent,
         result.achieved(),
         run.server_busy,
         run.generator_busy,
+        run.host_steal.as_millis(),
         result.percentile(0.50),
         result.percentile(0.99),
         result.percentile(0.999),
@@ -89,9 +94,7 @@ async fn floor_rows(bench: &Bench, options: &Options, out: &mut String) {
             "`/apis/external.metrics.k8s.io/v1beta1`: plus authentication, authorization, a JSON body",
         ),
     ] {
-        let (client, url) = (bench.client(), format!("{}{path}", adapter.base));
-        let request = move |_| client.get(&url).bearer_auth("good-token");
-        let run = loaded_run(adapter.pid(), 1, options, None, request).await;
+        let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), 1, options, move |_| path.to_owned()).await;
         let _ = writeln!(out, "| {what} | {} |", load_cells(&run));
         println!("{}", out.lines().last().unwrap_or_default());
     }
@@ -116,7 +119,7 @@ async fn freshness(bench: &Bench, out: &mut String) {
     );
 
     let client = bench.client();
-    let metrics = client.get(format!("{}/metrics", adapter.base)).bearer_auth("good-token").send().await.unwrap().text().await.unwrap();
+    let metrics = client.get(format!("{}/metrics", adapter.base)).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     let buckets: Vec<(f64, f64)> = metrics
         .lines()
         .filter_map(|l| l.strip_prefix("pravega_adapter_served_value_age_seconds_bucket{le=\""))
@@ -142,15 +145,15 @@ fn main() {
             "Query load: {} req/s for {} s over HTTPS (HTTP/2, bearer token), open loop; 3 controller replicas.\n",
             options.rate, options.seconds
         );
-        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | p50 ms | p99 ms | p99.9 ms | max ms |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | p50 ms | p99 ms | p99.9 ms | max ms |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!("{out}");
         for &streams in &options.streams {
             scale_row(&bench, streams, &options, &mut out).await;
         }
         let _ = writeln!(out, "\nThe same load without the metrics query (floor of the serving stack on this machine):\n");
-        let _ = writeln!(out, "| requests | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | p50 ms | p99 ms | p99.9 ms | max ms |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| requests | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | p50 ms | p99 ms | p99.9 ms | max ms |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         floor_rows(&bench, &options, &mut out).await;
         let _ = writeln!(out, "\nFreshness with default flags (100 streams, 3 replicas):\n");
         let _ = writeln!(out, "| measure | samples | p50 s | p99 s | max s |");

@@ -1,13 +1,11 @@
 //! What the serving and baseline benchmarks measure, the same way for any
-//! server process: command-line options, memory and CPU from /proc, the
-//! open-loop query load, and how long a controller's change takes to be
-//! served.
+//! server process: command-line options, memory and CPU from /proc, what a
+//! query load cost, and how long a controller's change takes to be served.
 
 use crate::common::FakeController;
 use crate::exposition::exposition;
+use crate::load::{self, LoadResult, Target};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct Options {
@@ -56,6 +54,17 @@ pub fn cpu_time(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / 100.0) // USER_HZ is 100 on Linux
 }
 
+/// CPU time the hypervisor gave to others while this machine's CPUs had
+/// work (steal time, all CPUs together). On a shared virtual machine a
+/// stolen slice stalls whatever thread it hits, so a run with steal has a
+/// tail that says more about the host than about the server.
+pub fn steal_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // "cpu  user nice system idle iowait irq softirq steal ...", in USER_HZ.
+    let steal = stat.lines().next().and_then(|total| total.split_whitespace().nth(8)?.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis(steal * 10)
+}
+
 /// The CPU a process spends per second over the next 10 s while nobody
 /// queries it: the cost of its background scraping. Clock ticks make its
 /// resolution 1 ms per s.
@@ -72,111 +81,33 @@ pub fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> T {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
-pub struct LoadResult {
-    pub sent: u64,
-    pub errors: u64,
-    pub latencies_us: Vec<u64>,
-    pub elapsed: Duration,
-}
-
-impl LoadResult {
-    /// Latency percentile in ms.
-    pub fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        nearest_rank(&self.latencies_us, p) as f64 / 1000.0
-    }
-
-    /// Successful requests per second.
-    pub fn achieved(&self) -> f64 {
-        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64()
-    }
-}
-
-/// Open-loop load: request `i` is due at `start + i / rate`; its latency
-/// runs from then, not from when it was actually sent. A dedicated thread
-/// paces the sends (Tokio's timer ticks in whole milliseconds, which would
-/// batch them and add up to 1 ms to every measurement). `request(stream)`
-/// builds the query for one synthetic stream; streams are visited in a
-/// scattered order so that no cache of recent answers helps. A request
-/// succeeds when it answers 200 and its body arrives. `max_in_flight` caps
-/// the requests in flight, as a client's connection limit does: over
-/// HTTP/1.1 each needs a connection of its own, and a server that stops
-/// accepting connections past a limit would otherwise leave the excess
-/// waiting behind idle kept-alive ones. Requests held back still count
-/// their latency from their due time.
-pub async fn load<R>(streams: usize, rate: u64, seconds: u64, max_in_flight: Option<usize>, request: R) -> LoadResult
-where
-    R: Fn(usize) -> reqwest::RequestBuilder + Send + 'static,
-{
-    let total = rate * seconds;
-    let errors = Arc::new(AtomicU64::new(0));
-    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(total as usize)));
-    let start = Instant::now() + Duration::from_millis(50);
-    let runtime = tokio::runtime::Handle::current();
-    let (errors_in, latencies_in) = (errors.clone(), latencies.clone());
-    let in_flight = max_in_flight.map(|limit| Arc::new(tokio::sync::Semaphore::new(limit)));
-    let pacer = std::thread::spawn(move || {
-        let mut tasks = Vec::with_capacity(total as usize);
-        for i in 0..total {
-            let due = start + Duration::from_nanos(i * 1_000_000_000 / rate);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            let request = request((i as usize * 7919) % streams);
-            let (errors, latencies, in_flight) = (errors_in.clone(), latencies_in.clone(), in_flight.clone());
-            tasks.push(runtime.spawn(async move {
-                let _permit = match in_flight {
-                    Some(slots) => Some(slots.acquire_owned().await.unwrap()),
-                    None => None,
-                };
-                let ok = match request.send().await {
-                    Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
-                    _ => false,
-                };
-                if ok {
-                    latencies.lock().unwrap().push(due.elapsed().as_micros() as u64);
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
-        }
-        tasks
-    });
-    let tasks = tokio::task::spawn_blocking(move || pacer.join().unwrap()).await.unwrap();
-    for task in tasks {
-        let _ = task.await;
-    }
-    let mut latencies_us = std::mem::take(&mut *latencies.lock().unwrap());
-    latencies_us.sort_unstable();
-    LoadResult { sent: total, errors: errors.load(Ordering::Relaxed), latencies_us, elapsed: start.elapsed() }
-}
-
 /// A query load against one server process and what it cost.
 pub struct LoadedRun {
     pub result: LoadResult,
     /// CPU of the server and of this (load generating) process, % of one core.
     pub server_busy: f64,
     pub generator_busy: f64,
+    /// Steal time during the run (see [`steal_time`]).
+    pub host_steal: Duration,
     /// (VmRSS, VmHWM) of the server in KiB, right after the load.
     pub memory: (u64, u64),
 }
 
-/// `load` at the options' rate for their seconds against the server
-/// process `pid`, after a short light load that opens connections and
-/// fills the server's caches (authentication reviews, query caches).
-pub async fn loaded_run<R>(pid: u32, streams: usize, options: &Options, max_in_flight: Option<usize>, request: R) -> LoadedRun
+/// [`load::run`] at the options' rate for their seconds against `target`,
+/// served by process `pid`, after a short light load that fills the
+/// server's caches (authentication reviews, query caches).
+pub async fn loaded_run<P>(pid: u32, target: &Target, streams: usize, options: &Options, path: P) -> LoadedRun
 where
-    R: Fn(usize) -> reqwest::RequestBuilder + Clone + Send + 'static,
+    P: Fn(usize) -> String + Clone + Send + 'static,
 {
-    load(streams, 200, 2, max_in_flight, request.clone()).await;
-    let (server_cpu, own_cpu) = (cpu_time(pid), cpu_time(std::process::id()));
-    let result = load(streams, options.rate, options.seconds, max_in_flight, request).await;
+    load::run(target.clone(), streams, 200, 2, path.clone()).await;
+    let (server_cpu, own_cpu, steal) = (cpu_time(pid), cpu_time(std::process::id()), steal_time());
+    let result = load::run(target.clone(), streams, options.rate, options.seconds, path).await;
+    let host_steal = steal_time() - steal;
     let busy = |before: Duration, after: Duration| 100.0 * (after - before).as_secs_f64() / result.elapsed.as_secs_f64();
     let server_busy = busy(server_cpu, cpu_time(pid));
     let generator_busy = busy(own_cpu, cpu_time(std::process::id()));
-    LoadedRun { server_busy, generator_busy, memory: memory(pid), result }
+    LoadedRun { server_busy, generator_busy, host_steal, memory: memory(pid), result }
 }
 
 /// How long each of 20 changes by a controller replica takes to be served

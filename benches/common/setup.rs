@@ -5,12 +5,22 @@
 use crate::common::kube_stub::{client, write_kubeconfig, Ca, StubApi};
 use crate::common::{free_port, Adapter, FakeController};
 use crate::exposition::exposition;
+use crate::load::{self, Target};
 use crate::measure::stream_labels;
 use rcgen::ExtendedKeyUsagePurpose;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub const SEGMENTS: &str = "pravega_controller_segments_count";
+/// The bearer token the stub API reviews as valid.
+pub const TOKEN: &str = "good-token";
+
+/// The path of the external-metrics query an HPA makes for one synthetic
+/// stream's segment count.
+pub fn external_path(stream: usize) -> String {
+    let (scope, stream) = stream_labels(stream);
+    format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{SEGMENTS}?labelSelector=scope%3D{scope}%2Cstream%3D{stream}")
+}
 
 pub struct Bench {
     controllers: tokio::runtime::Runtime,
@@ -83,16 +93,15 @@ impl Bench {
 
     /// The external-metrics request an HPA makes for one synthetic stream's
     /// segment count, authenticated with the token the stub API accepts.
-    pub fn external_query(&self, adapter: &Adapter) -> impl Fn(usize) -> reqwest::RequestBuilder + Clone + Send + 'static {
+    pub fn external_query(&self, adapter: &Adapter) -> impl Fn(usize) -> reqwest::RequestBuilder {
         let (client, base) = (self.client(), adapter.base.clone());
-        move |stream| {
-            let (scope, stream) = stream_labels(stream);
-            client
-                .get(format!(
-                    "{base}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{SEGMENTS}?labelSelector=scope%3D{scope}%2Cstream%3D{stream}"
-                ))
-                .bearer_auth("good-token")
-        }
+        move |stream| client.get(format!("{base}{}", external_path(stream))).bearer_auth(TOKEN)
+    }
+
+    /// Where a query load against `adapter` goes: HTTPS and HTTP/2, with
+    /// the token the stub API accepts.
+    pub fn load_target(&self, adapter: &Adapter) -> Target {
+        Target::new(&adapter.base, Some(load::http2_tls(&self.serving_ca.pem)), 1, Some(TOKEN))
     }
 }
 
