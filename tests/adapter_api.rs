@@ -188,8 +188,8 @@ async fn half_stale_data_is_served_at_once_and_refreshed_behind() {
 }
 
 /// A scrape round longer than half of --max-staleness cannot deliver data
-/// that fresh: the target's bound becomes twice its round, so queries are
-/// answered at once instead of each waiting for the next slow round.
+/// that fresh: the target's bound becomes three times its round, so queries
+/// are answered at once instead of each waiting for the next slow round.
 #[tokio::test]
 async fn slow_scrapes_stretch_the_staleness_bound_instead_of_holding_queries() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
@@ -200,11 +200,41 @@ async fn slow_scrapes_stretch_the_staleness_bound_instead_of_holding_queries() {
     ))
     .await;
     controller.set_body(stream_exposition("test", "s", 4, 3, 0));
-    // The data is past --max-staleness but within twice the 1 s round: a
-    // query that waited for the refresh would get 4.
+    // The data is past --max-staleness but within the bound of the 1 s
+    // round: a query that waited for the refresh would get 4.
     let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
     assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())]);
     assert!(adapter.log().contains("over half of --max-staleness"), "{}", adapter.log());
+}
+
+/// Under steady queries a slow target is scraped again once its data is half
+/// the bound old, so a round somewhat slower than the one before lands after
+/// twice the previous round: that alone must not make queries wait.
+#[tokio::test]
+async fn a_round_slower_than_the_last_does_not_hold_queries() {
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    controller.set_delay(Duration::from_millis(1000));
+    let adapter = Adapter::start(&args(
+        &[&controller],
+        &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s", "--scrape-timeout", "5s"],
+    ))
+    .await;
+    // Ready once the first 1 s round landed: the data is 1.0-1.1 s old.
+    controller.set_delay(Duration::from_millis(1300));
+    controller.set_body(stream_exposition("test", "s", 4, 3, 0));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // 1.6-1.7 s: past half the bound, so this starts a 1.3 s round (landing
+    // at 2.9-3.0 s) and answers from what is there.
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 2.1-2.2 s: older than two rounds, within three; no wait.
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())], "the query waited for the round in flight");
+    // The round started by the first query lands.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "4".to_owned())]);
 }
 
 #[tokio::test]
