@@ -157,7 +157,7 @@ impl Prometheus {
     /// Where a query load against Prometheus goes: plain HTTP/1.1, at most
     /// `PROMETHEUS_IN_FLIGHT` connections.
     fn load_target(&self) -> Target {
-        Target::new(&self.base, None, PROMETHEUS_IN_FLIGHT, None)
+        Target::http1(&self.base, PROMETHEUS_IN_FLIGHT)
     }
 }
 

@@ -8,6 +8,8 @@
 //! batch them and add up to 1 ms to every measurement), and requests go
 //! straight to hyper's connection API, without a client pool in between.
 
+#![allow(dead_code)] // each benchmark uses a different part of this module
+
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::{http1, http2};
@@ -25,14 +27,14 @@ use tokio::net::TcpStream;
 /// The server a load goes to and how.
 #[derive(Clone)]
 pub struct Target {
-    pub address: SocketAddr,
-    pub protocol: Protocol,
+    address: SocketAddr,
+    protocol: Protocol,
     /// Sent as `Authorization: Bearer ...` with every request.
-    pub bearer_token: Option<String>,
+    bearer_token: Option<String>,
 }
 
 #[derive(Clone)]
-pub enum Protocol {
+enum Protocol {
     /// HTTPS, every request multiplexed on one HTTP/2 connection, as
     /// kube-apiserver's aggregator sends them.
     Http2Tls(Arc<rustls::ClientConfig>),
@@ -45,17 +47,24 @@ pub enum Protocol {
 }
 
 impl Target {
-    /// `base` is `https://host:port` (HTTP/2, trusting `tls`) or
-    /// `http://host:port` (HTTP/1.1, at most `connections`).
-    pub fn new(base: &str, tls: Option<Arc<rustls::ClientConfig>>, connections: usize, bearer_token: Option<&str>) -> Self {
-        let (scheme, address) = base.split_once("://").expect("base URL");
-        let protocol = match (scheme, tls) {
-            ("https", Some(tls)) => Protocol::Http2Tls(tls),
-            ("http", None) => Protocol::Http1 { connections },
-            _ => panic!("{base}: https needs a TLS configuration, http none"),
-        };
-        Target { address: address.parse().expect("base URL with an IP address"), protocol, bearer_token: bearer_token.map(str::to_owned) }
+    /// HTTPS to `base` (`https://ip:port`), trusting `tls`.
+    pub fn http2(base: &str, tls: Arc<rustls::ClientConfig>) -> Self {
+        Target { address: address(base, "https://"), protocol: Protocol::Http2Tls(tls), bearer_token: None }
     }
+
+    /// Plain HTTP/1.1 to `base` (`http://ip:port`), at most `connections`.
+    pub fn http1(base: &str, connections: usize) -> Self {
+        Target { address: address(base, "http://"), protocol: Protocol::Http1 { connections }, bearer_token: None }
+    }
+
+    pub fn bearer_token(self, token: &str) -> Self {
+        Target { bearer_token: Some(token.to_owned()), ..self }
+    }
+}
+
+fn address(base: &str, scheme: &str) -> SocketAddr {
+    let address = base.strip_prefix(scheme).unwrap_or_else(|| panic!("{base} does not start with {scheme}"));
+    address.parse().unwrap_or_else(|_| panic!("{base}: not an IP address and port"))
 }
 
 /// A TLS client configuration that trusts `ca_pem` and offers HTTP/2.

@@ -101,7 +101,7 @@ impl Bench {
     /// Where a query load against `adapter` goes: HTTPS and HTTP/2, with
     /// the token the stub API accepts.
     pub fn load_target(&self, adapter: &Adapter) -> Target {
-        Target::new(&adapter.base, Some(load::http2_tls(&self.serving_ca.pem)), 1, Some(TOKEN))
+        Target::http2(&adapter.base, load::http2_tls(&self.serving_ca.pem)).bearer_token(TOKEN)
     }
 }
 
