@@ -17,6 +17,9 @@
 //! The same load against `/livez` and an API discovery path gives the floor
 //! that the HTTPS stack alone sets on the machine.
 //! Results go to stdout as Markdown tables.
+//!
+//! `BENCH_ADAPTER_ARGS="--max-staleness 5s"` passes extra adapter flags to
+//! the loaded rows (memory and query latency), for trying a flag's effect.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -45,7 +48,7 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     let per_round = idle_cpu_per_second(adapter.pid()).await;
     drop(adapter);
 
-    // Memory and query latency with default flags.
+    // Memory and query latency with default flags, or BENCH_ADAPTER_ARGS.
     let extra = std::env::var("BENCH_ADAPTER_ARGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
     let adapter = bench.adapter(&controllers, &extra).await;
