@@ -169,9 +169,9 @@ pub struct Config {
     pub scrape_max_body_bytes: u64,
 
     /// A query waits for a fresh scrape when the data is older than this
-    /// (or than three times the last scrape round, if rounds take longer, so
-    /// that slow scrapes do not hold every query); past half of it, a query
-    /// triggers a scrape without waiting.
+    /// (or than three times the slowest of the target's last 8 scrape
+    /// rounds, if rounds take longer, so that slow scrapes do not hold every
+    /// query); past half of it, a query triggers a scrape without waiting.
     #[arg(long, env = "PRAVEGA_ADAPTER_MAX_STALENESS", value_parser = parse_duration, default_value = "1s", help_heading = "Scraping")]
     pub max_staleness: Duration,
 

@@ -108,7 +108,13 @@ struct Rounds {
     last_started: Option<Instant>,
     /// From the start of the last round until its data was served.
     last_duration: Duration,
+    /// The longest of the last [`RECENT_ROUNDS`] rounds.
+    slowest_recent: Duration,
 }
+
+/// How many rounds a slow round keeps the staleness bound up (see
+/// [`staleness_bound`]).
+const RECENT_ROUNDS: usize = 8;
 
 struct TargetState {
     target: Target,
@@ -212,12 +218,13 @@ impl Pool {
     }
 
     /// Scrapes every target whose data is older than its staleness bound
-    /// (see [`staleness_bound`]) and waits (at most the scrape timeout) for
-    /// those scrapes to land.
+    /// (see [`staleness_bound`]; from its slowest recent round) and waits
+    /// (at most the scrape timeout) for those scrapes to land.
     ///
-    /// Data past half that age is refreshed without waiting: under a steady
-    /// stream of queries it never reaches the bound, so no query waits,
-    /// while a lone HPA query every 15 s waits for fresh data.
+    /// Data past half the bound of its last round is refreshed without
+    /// waiting: under a steady stream of queries it never reaches the
+    /// bound, so no query waits, while a lone HPA query every 15 s waits
+    /// for fresh data.
     pub async fn refresh_stale(&self) {
         let waits: Vec<_> = {
             let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
@@ -225,16 +232,16 @@ impl Pool {
                 .values()
                 .filter_map(|state| {
                     let rounds = *state.rounds.borrow();
-                    let bound = staleness_bound(self.scraper.settings.max_staleness, rounds.last_duration);
+                    let max_staleness = self.scraper.settings.max_staleness;
                     let age = rounds.last_started.map(|s| s.elapsed());
-                    if age.is_some_and(|age| age <= bound / 2) {
+                    if age.is_some_and(|age| age <= staleness_bound(max_staleness, rounds.last_duration) / 2) {
                         return None;
                     }
                     // A scrape in flight started recently enough: share it.
                     if !state.in_flight.load(Ordering::Acquire) {
                         state.refresh.notify_one();
                     }
-                    if age.is_some_and(|age| age <= bound) {
+                    if age.is_some_and(|age| age <= staleness_bound(max_staleness, rounds.slowest_recent)) {
                         return None;
                     }
                     let mut updates = state.rounds.subscribe();
@@ -250,18 +257,20 @@ impl Pool {
     }
 }
 
-/// The age past which a target's data makes a query wait for a refresh:
-/// `--max-staleness`, or three times the target's last round if that is
-/// longer. A round that takes longer than half the bound cannot land before
-/// the bound is reached, so with a fixed bound every query would wait for
-/// the next round and throughput would collapse (it did at 100,000
-/// streams). Three, not two: under steady queries the next round starts
-/// when the data is half the bound old, so with a bound of two rounds every
-/// round slower than the one before it made queries wait (rounds vary; at
-/// 100,000 streams the p99 was 500 ms); with three, only a round 1.5 times
-/// slower than the one before does.
-fn staleness_bound(max_staleness: Duration, last_round: Duration) -> Duration {
-    max_staleness.max(last_round.saturating_mul(3))
+/// `--max-staleness`, or three times `round` if that is longer.
+///
+/// A round that takes longer than half the bound cannot land before the
+/// bound is reached, so with a fixed bound every query would wait for the
+/// next round and throughput would collapse (it did at 100,000 streams).
+/// Under steady queries the next round starts when the data is half the
+/// bound old and lands one round later: with a bound of two rounds every
+/// round slower than the last made queries wait, with three rounds every
+/// round 1.5 times slower (at 100,000 streams on two busy cores rounds vary
+/// 0.5-2.5 s; p99 260-640 ms). So a query waits only for data older than
+/// the bound of the slowest recent round, while it starts a refresh at half
+/// the bound of the last round, which keeps data as fresh as that allows.
+fn staleness_bound(max_staleness: Duration, round: Duration) -> Duration {
+    max_staleness.max(round.saturating_mul(3))
 }
 
 impl Scraper {
@@ -269,6 +278,7 @@ impl Scraper {
         let target = &state.target;
         let mut failing = false;
         let mut slow = false;
+        let mut recent = [Duration::ZERO; RECENT_ROUNDS];
         loop {
             let started = Instant::now();
             state.in_flight.store(true, Ordering::Release);
@@ -304,15 +314,19 @@ impl Scraper {
             let slow_now = bound > self.settings.max_staleness;
             if slow_now && !slow {
                 tracing::warn!(url = %target.url, ?round, staleness_bound = ?bound,
-                    "a scrape round takes over half of --max-staleness; queries wait only for data older than three rounds");
+                    "a scrape round takes over half of --max-staleness; queries wait only for data older than three of its slowest recent rounds");
             } else if slow && !slow_now {
                 tracing::info!(url = %target.url, ?round, "scrape rounds fit in --max-staleness again");
             }
             slow = slow_now;
+            recent.rotate_right(1);
+            recent[0] = round;
+            let slowest_recent = recent.iter().copied().max().unwrap_or(round);
             state.rounds.send_modify(|r| {
                 r.completed += 1;
                 r.last_started = Some(started);
                 r.last_duration = round;
+                r.slowest_recent = slowest_recent;
             });
             tokio::select! {
                 _ = tokio::time::sleep_until((started + self.settings.interval).into()) => {}

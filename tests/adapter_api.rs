@@ -192,13 +192,7 @@ async fn half_stale_data_is_served_at_once_and_refreshed_behind() {
 /// are answered at once instead of each waiting for the next slow round.
 #[tokio::test]
 async fn slow_scrapes_stretch_the_staleness_bound_instead_of_holding_queries() {
-    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    controller.set_delay(Duration::from_millis(1000));
-    let adapter = Adapter::start(&args(
-        &[&controller],
-        &["--max-staleness", "300ms", "--scrape-interval", "60s", "--metrics-max-age", "120s", "--scrape-timeout", "3s"],
-    ))
-    .await;
+    let (controller, adapter) = behind_a_slow_first_round("300ms", "3s").await;
     controller.set_body(stream_exposition("test", "s", 4, 3, 0));
     // The data is past --max-staleness but within the bound of the 1 s
     // round: a query that waited for the refresh would get 4.
@@ -212,13 +206,7 @@ async fn slow_scrapes_stretch_the_staleness_bound_instead_of_holding_queries() {
 /// twice the previous round: that alone must not make queries wait.
 #[tokio::test]
 async fn a_round_slower_than_the_last_does_not_hold_queries() {
-    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    controller.set_delay(Duration::from_millis(1000));
-    let adapter = Adapter::start(&args(
-        &[&controller],
-        &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s", "--scrape-timeout", "5s"],
-    ))
-    .await;
+    let (controller, adapter) = behind_a_slow_first_round("100ms", "5s").await;
     // Ready once the first 1 s round landed: the data is 1.0-1.1 s old.
     controller.set_delay(Duration::from_millis(1300));
     controller.set_body(stream_exposition("test", "s", 4, 3, 0));
@@ -235,6 +223,44 @@ async fn a_round_slower_than_the_last_does_not_hold_queries() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
     assert_eq!(values(&body), vec![("s".to_owned(), "4".to_owned())]);
+}
+
+/// A fast round between slow ones does not bring back waiting for the next
+/// slow one: queries wait only for data older than three of the slowest
+/// recent rounds.
+#[tokio::test]
+async fn a_fast_round_does_not_make_queries_wait_for_the_next_slow_one() {
+    let (controller, adapter) = behind_a_slow_first_round("100ms", "5s").await;
+    controller.set_delay(Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // 1.7-1.8 s old, over half of three rounds: starts a 100 ms round.
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    controller.set_delay(Duration::from_millis(900));
+    controller.set_body(stream_exposition("test", "s", 4, 3, 0));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The fast round's data is ~0.45 s old: over three of its rounds, so
+    // this starts a 0.9 s round, but under three of the first round's.
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())], "the query waited for the round in flight");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(values(&body), vec![("s".to_owned(), "4".to_owned())]);
+}
+
+/// An adapter whose one controller took 1 s for the first round (and still
+/// does), with `--max-staleness` and `--scrape-timeout` as given and no
+/// background scrape for a minute.
+async fn behind_a_slow_first_round(max_staleness: &str, scrape_timeout: &str) -> (FakeController, Adapter) {
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    controller.set_delay(Duration::from_millis(1000));
+    let adapter = Adapter::start(&args(
+        &[&controller],
+        &["--max-staleness", max_staleness, "--scrape-interval", "60s", "--metrics-max-age", "120s", "--scrape-timeout", scrape_timeout],
+    ))
+    .await;
+    (controller, adapter)
 }
 
 #[tokio::test]
