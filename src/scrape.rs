@@ -4,9 +4,10 @@
 //! cap, scans it chunk by chunk into a new snapshot and publishes it to the
 //! store. A failed scrape keeps the previous snapshot until the store's max
 //! age drops it. Queries call [`Pool::refresh_stale`] so that a value is
-//! never older than `max_staleness` (three scrape rounds, for a target
-//! whose rounds are slower) when a fresh one can be had within the scrape
-//! timeout; concurrent queries share the scrape in flight.
+//! never older than `max_staleness` (three of its slowest recent scrape
+//! rounds, for a target whose rounds are slower) when a fresh one can be
+//! had within the scrape timeout; concurrent queries share the scrape in
+//! flight.
 
 use crate::parse::{ParseStats, Scanner};
 use crate::store::{SnapshotBuilder, Store, TargetSnapshot};
