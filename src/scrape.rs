@@ -59,15 +59,25 @@ pub enum ScrapeError {
     ParserStopped,
 }
 
-/// Body bytes read but not yet parsed, per scrape. The reader stays this
-/// far ahead of the parser thread at most, so a slow parser holds back the
-/// controller's TCP stream instead of piling up the body in memory (with 16
-/// chunks in flight, three 10,000-stream scrapes buffered ~9 MiB at once).
+/// Body bytes handed to the parser thread but not yet parsed, per scrape;
+/// beyond them the reader holds at most the rest of one chunk (hyper reads
+/// up to 400 KiB at once). So a slow parser holds back the controller's
+/// TCP stream instead of piling up the body in memory (with 16 chunks in
+/// flight, three 10,000-stream scrapes buffered ~9 MiB at once).
 const BYTES_IN_FLIGHT: u32 = 256 * 1024;
+
+/// The reader hands the body on in copies of at most this size. hyper
+/// cuts each chunk out of its read buffer, so while a chunk is held it
+/// reads the next into a fresh buffer of up to 400 KiB; above the 64 KiB
+/// mmap threshold (see [`crate::resources::tune_allocator`]) that is a new
+/// mapping whose every page faults, ~4,000 faults per 10,000-stream round.
+/// Copied at once into pieces the allocator recycles, a chunk is dropped
+/// before hyper reads on, and hyper reuses its buffer.
+const PIECE_BYTES: usize = 32 * 1024;
 
 /// What the reader hands the parser thread.
 enum Body {
-    /// The permit returns the chunk's share of [`BYTES_IN_FLIGHT`] once parsed.
+    /// The permit returns the piece's share of [`BYTES_IN_FLIGHT`] once parsed.
     Chunk(bytes::Bytes, tokio::sync::OwnedSemaphorePermit),
     /// The whole body arrived: the snapshot may be published.
     Complete,
@@ -365,10 +375,13 @@ impl Scraper {
                 if received > cap {
                     return Err(ScrapeError::TooLarge(cap));
                 }
-                // A chunk larger than the whole budget waits for all of it.
-                let share = u32::try_from(chunk.len()).unwrap_or(u32::MAX).min(BYTES_IN_FLIGHT);
-                let permit = budget.clone().acquire_many_owned(share).await.map_err(|_| ScrapeError::ParserStopped)?;
-                chunks.send(Body::Chunk(chunk, permit)).map_err(|_| ScrapeError::ParserStopped)?;
+                let pieces: Vec<bytes::Bytes> = chunk.chunks(PIECE_BYTES).map(bytes::Bytes::copy_from_slice).collect();
+                drop(chunk);
+                for piece in pieces {
+                    let share = piece.len() as u32; // at most PIECE_BYTES
+                    let permit = budget.clone().acquire_many_owned(share).await.map_err(|_| ScrapeError::ParserStopped)?;
+                    chunks.send(Body::Chunk(piece, permit)).map_err(|_| ScrapeError::ParserStopped)?;
+                }
             }
             chunks.send(Body::Complete).map_err(|_| ScrapeError::ParserStopped)
         }
