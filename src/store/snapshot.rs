@@ -12,6 +12,9 @@ pub const STREAM_LABEL: &str = "stream";
 
 pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A snapshot's streams by label set, to their slots.
+pub(super) type StreamIndex = FastMap<LabelSet, u32>;
+
 /// Separates names and values in a [`LabelSet`]'s encoding. Samples whose
 /// label values contain it are rejected (counted), so it is unambiguous.
 const SEPARATOR: char = '\0';
@@ -146,7 +149,7 @@ pub struct TargetSnapshot {
     pub(super) streams: Vec<LabelSet>,
     /// Position of each stream in `streams`; shared with the previous
     /// snapshot while the controller lists the same streams in the same order.
-    pub(super) index: Arc<FastMap<LabelSet, u32>>,
+    pub(super) index: Arc<StreamIndex>,
     pub(super) columns: Vec<Column>,
     /// Whether anything differs from the previous snapshot.
     pub(super) changed: bool,
@@ -189,7 +192,7 @@ pub struct SnapshotBuilder {
     /// For each of `streams`, its slot in the previous snapshot.
     previous_slots: Vec<Option<u32>>,
     /// Built on the first wrong guess; then kept up to date.
-    index: Option<FastMap<LabelSet, u32>>,
+    index: Option<StreamIndex>,
     /// Every stream so far sits where it sat in the previous snapshot.
     same_order: bool,
     columns: Vec<Column>,
@@ -292,6 +295,10 @@ impl SnapshotBuilder {
 
     /// The slot of the stream in `self.key`, added if new.
     fn find(&mut self) -> usize {
+        if let Some(slot) = self.find_in_previous_order() {
+            return slot;
+        }
+        self.same_order = false;
         let streams = &self.streams;
         let index = self.index.get_or_insert_with(|| streams.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect());
         if let Some(&slot) = index.get(self.key.as_str()) {
@@ -301,7 +308,6 @@ impl SnapshotBuilder {
         // Again, the stream after the last one added is the best guess.
         let guess = self.previous_slots.last().copied().flatten().map_or(0, |s| s as usize + 1);
         let previous = self.previous.as_ref().and_then(|p| p.locate(guess, &self.key).map(|i| (i, p.streams[i].clone())));
-        self.same_order &= previous.as_ref().is_some_and(|(p, _)| *p == slot);
         let labels = previous.as_ref().map_or_else(|| self.label_sets.get_or_insert(&self.key), |(_, l)| l.clone());
         if let Some(index) = &mut self.index {
             index.insert(labels.clone(), slot as u32);
@@ -309,6 +315,29 @@ impl SnapshotBuilder {
         self.streams.push(labels);
         self.previous_slots.push(previous.map(|(p, _)| p as u32));
         slot
+    }
+
+    /// While every stream sits where it sat in the previous snapshot, this
+    /// snapshot's streams are a prefix of the previous one's, whose index
+    /// therefore answers for them: no index of its own is built (a 10,000
+    /// entry hash map every scrape) unless the order changes. `None` once
+    /// the order differs.
+    fn find_in_previous_order(&mut self) -> Option<usize> {
+        let previous = self.previous.as_ref().filter(|_| self.same_order)?;
+        let next = self.streams.len();
+        let slot = match previous.streams.get(next) {
+            Some(s) if *s.0 == *self.key => next,
+            _ => *previous.index.get(self.key.as_str())? as usize,
+        };
+        match slot.cmp(&next) {
+            std::cmp::Ordering::Less => Some(slot),
+            std::cmp::Ordering::Equal => {
+                self.streams.push(previous.streams[slot].clone());
+                self.previous_slots.push(Some(slot as u32));
+                Some(slot)
+            }
+            std::cmp::Ordering::Greater => None,
+        }
     }
 
     /// Writes the canonical encoding of the sample's labels into `self.key`;
