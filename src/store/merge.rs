@@ -6,7 +6,7 @@
 //! summed across replicas: each replica's `segments_count` is only as fresh
 //! as the last scale *it* performed.
 
-use super::snapshot::{Cell, FamilyId, LabelSet, TargetSnapshot};
+use super::snapshot::{Cell, FamilyId, LabelSet, StreamIndex, TargetSnapshot};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,7 +39,7 @@ const _: () = assert!(std::mem::size_of::<MergedCell>() == 12);
 /// and one column of cells per family.
 #[derive(Debug, Default)]
 pub struct MergedView {
-    streams: Vec<Stream>,
+    layout: Arc<Layout>,
     columns: BTreeMap<Arc<str>, Vec<MergedCell>>,
     /// Per source target, when it was last scraped (ms since epoch); shared
     /// with the store, which updates it when a scrape changes nothing.
@@ -83,7 +83,63 @@ impl Stream {
     }
 }
 
+/// The merged streams and where each source holds them. Sorting and
+/// matching 10,000 streams across replicas is most of a merge, and
+/// replicas list the same streams scrape after scrape, so the next merge
+/// reuses the layout while every source still has the very stream list
+/// it was built from.
+#[derive(Debug, Default)]
+pub(super) struct Layout {
+    /// Each source's stream index: a snapshot shares its predecessor's
+    /// index exactly when it lists the same streams in the same order.
+    sources: Vec<Arc<StreamIndex>>,
+    streams: Vec<Stream>,
+    /// Row by row, each source's slot for the row's stream, or [`ABSENT`].
+    slots: Vec<u32>,
+}
+
+const ABSENT: u32 = u32::MAX;
+
+fn present(slot: u32) -> Option<usize> {
+    (slot != ABSENT).then_some(slot as usize)
+}
+
+impl Layout {
+    fn new(sources: &[Source<'_>]) -> Self {
+        // Every stream once, sorted by (scope, stream) for binary search.
+        let mut streams: Vec<Stream> = Vec::new();
+        for (i, source) in sources.iter().enumerate() {
+            for (slot, labels) in source.snapshot.streams.iter().enumerate() {
+                if !sources[..i].iter().any(|earlier| earlier.snapshot.locate(slot, labels_str(labels)).is_some()) {
+                    streams.push(Stream::new(labels));
+                }
+            }
+        }
+        streams.sort_unstable_by(|a, b| a.scope_and_stream().cmp(&b.scope_and_stream()).then_with(|| a.labels.cmp(&b.labels)));
+        let mut slots = Vec::with_capacity(streams.len() * sources.len());
+        let mut guesses = vec![0usize; sources.len()];
+        for stream in &streams {
+            for (source, guess) in sources.iter().zip(&mut guesses) {
+                let slot = source.snapshot.locate(*guess, labels_str(&stream.labels));
+                if let Some(slot) = slot {
+                    *guess = slot + 1;
+                }
+                slots.push(slot.map_or(ABSENT, |s| s as u32));
+            }
+        }
+        Layout { sources: sources.iter().map(|s| s.snapshot.index.clone()).collect(), streams, slots }
+    }
+
+    fn fits(&self, sources: &[Source<'_>]) -> bool {
+        self.sources.len() == sources.len() && self.sources.iter().zip(sources).all(|(index, s)| Arc::ptr_eq(index, &s.snapshot.index))
+    }
+}
+
 impl MergedView {
+    pub(super) fn layout(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
     pub fn family(&self, name: &str) -> Option<Family<'_>> {
         self.columns.get(name).map(|cells| Family { view: self, cells })
     }
@@ -97,7 +153,7 @@ impl<'a> Family<'a> {
     /// The series whose scope and/or stream equal the given values (all
     /// series for `None`), found by binary search.
     pub fn narrowed(self, scope: Option<&str>, stream: Option<&str>) -> impl Iterator<Item = Series<'a>> {
-        let streams = &self.view.streams;
+        let streams = &self.view.layout.streams;
         let range = match scope {
             None => 0..streams.len(),
             Some(scope) => {
@@ -133,19 +189,12 @@ pub(super) struct Source<'a> {
     pub(super) scraped_at: Arc<AtomicU64>,
 }
 
-pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
+/// Merges `sources`, reusing `previous` (the served view's layout) if it
+/// still fits them.
+pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>], previous: &Arc<Layout>) -> MergedView {
     let find = |name: &str| names.iter().position(|n| &**n == name).map(|i| FamilyId(i as u32));
     let (splits, merges) = (find(SPLITS_FAMILY), find(MERGES_FAMILY));
-    // Every stream once, sorted by (scope, stream) for binary search.
-    let mut streams: Vec<Stream> = Vec::new();
-    for (i, source) in sources.iter().enumerate() {
-        for (slot, labels) in source.snapshot.streams.iter().enumerate() {
-            if !sources[..i].iter().any(|earlier| earlier.snapshot.locate(slot, labels_str(labels)).is_some()) {
-                streams.push(Stream::new(labels));
-            }
-        }
-    }
-    streams.sort_unstable_by(|a, b| a.scope_and_stream().cmp(&b.scope_and_stream()).then_with(|| a.labels.cmp(&b.labels)));
+    let layout = if previous.fits(sources) { previous.clone() } else { Arc::new(Layout::new(sources)) };
 
     // Per family, each source's column (None: the source lacks the family).
     let mut families: Vec<(FamilyId, Vec<Option<&[Cell]>>)> = Vec::new();
@@ -160,22 +209,17 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
     let rank_columns: Vec<RankColumns<'_>> =
         sources.iter().map(|s| (splits.and_then(|f| s.snapshot.column(f)), merges.and_then(|f| s.snapshot.column(f)))).collect();
 
-    let mut columns: Vec<Vec<MergedCell>> = families.iter().map(|_| Vec::with_capacity(streams.len())).collect();
-    let mut slots: Vec<Option<usize>> = vec![None; sources.len()];
-    let mut guesses = vec![0usize; sources.len()];
+    let rows = layout.streams.len();
+    let mut columns: Vec<Vec<MergedCell>> = families.iter().map(|_| Vec::with_capacity(rows)).collect();
     let mut ranks: Vec<Option<f64>> = vec![None; sources.len()];
-    for stream in &streams {
-        for (i, source) in sources.iter().enumerate() {
-            slots[i] = source.snapshot.locate(guesses[i], labels_str(&stream.labels));
-            if let Some(slot) = slots[i] {
-                guesses[i] = slot + 1;
-            }
-            ranks[i] = slots[i].and_then(|slot| scale_events(rank_columns[i], slot));
+    for row_slots in layout.slots.chunks_exact(sources.len().max(1)).take(rows) {
+        for (i, &slot) in row_slots.iter().enumerate() {
+            ranks[i] = present(slot).and_then(|slot| scale_events(rank_columns[i], slot));
         }
         for ((_, family_columns), merged) in families.iter().zip(&mut columns) {
             let best = (0..sources.len())
                 .filter_map(|i| {
-                    let cell = family_columns[i]?[slots[i]?];
+                    let cell = family_columns[i]?[present(row_slots[i])?];
                     (!cell.is_empty()).then_some((i, cell, ranks[i]))
                 })
                 .max_by(|a, b| {
@@ -194,7 +238,7 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>]) -> MergedView {
         .filter(|(_, cells)| cells.iter().any(|c| !c.value.is_nan()))
         .map(|((family, _), cells)| (names[family.0 as usize].clone(), cells))
         .collect();
-    MergedView { streams, columns, scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect() }
+    MergedView { layout, columns, scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect() }
 }
 
 fn labels_str(labels: &LabelSet) -> &str {

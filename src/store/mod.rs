@@ -161,7 +161,9 @@ impl Store {
         };
         let sources: Vec<merge::Source<'_>> =
             live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
-        let view = Arc::new(merge::merge(&sources, &self.families.names()));
+        let layout = self.view().layout().clone();
+        let view = Arc::new(merge::merge(&sources, &self.families.names(), &layout));
+        drop(layout);
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
         // Freeing a view costs time in proportion to its streams, so this
         // thread frees it, not a query: now if no query holds it (no new one
@@ -427,6 +429,32 @@ mod tests {
         let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));
         assert!(store.publish("a", builder.finish(), at(41)) > generation);
+    }
+
+    #[test]
+    fn the_merge_reuses_the_layout_only_while_every_replica_lists_the_same_streams() {
+        let store = Store::new(Duration::from_secs(30));
+        let two = |first: &str, second: &str, segments: u32| replica(first, segments, 1, 0) + &replica(second, 1, 1, 0);
+        scrape(&store, "a", 0, &two("s", "t", 2));
+        scrape(&store, "b", 0, &two("s", "t", 2));
+        let layout = store.view().layout().clone();
+        scrape(&store, "a", 1, &two("s", "t", 3));
+        assert!(Arc::ptr_eq(&layout, store.view().layout()), "only a value changed");
+        assert_eq!(segments(&store, "s"), Some(3.0));
+
+        scrape(&store, "b", 2, &(replica("t", 1, 1, 0) + &replica("s", 2, 1, 0)));
+        assert!(!Arc::ptr_eq(&layout, store.view().layout()), "b lists its streams in another order");
+        assert_eq!(segments(&store, "s"), Some(3.0));
+        assert_eq!(segments(&store, "t"), Some(1.0));
+        let layout = store.view().layout().clone();
+        scrape(&store, "a", 3, &(two("s", "t", 4) + &replica("u", 5, 1, 0)));
+        assert!(!Arc::ptr_eq(&layout, store.view().layout()), "a lists a new stream");
+        assert_eq!(segments(&store, "u"), Some(5.0));
+        store.remove("b");
+        let layout = store.view().layout().clone();
+        store.remerge(at(4));
+        assert!(!Arc::ptr_eq(&layout, store.view().layout()), "one replica fewer");
+        assert_eq!(segments(&store, "s"), Some(4.0));
     }
 
     #[test]
