@@ -1,6 +1,8 @@
 //! CPU cost of one scrape round: scanning three controllers' expositions of
 //! N streams into snapshots and merging them once, as the adapter's merger
-//! does when the three scrapes land together (`cargo bench --bench scrape_round`).
+//! does when the three scrapes land together; and of the merge alone, with
+//! the replicas listing the same streams as at the previous merge, as they
+//! do scrape after scrape (`cargo bench --bench scrape_round`).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pravega_metrics_adapter::parse::Scanner;
 use pravega_metrics_adapter::store::Store;
@@ -34,5 +36,24 @@ fn scrape_round(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, scrape_round);
+fn merge(c: &mut Criterion) {
+    let mut group = c.benchmark_group("merge_3_replicas");
+    group.sample_size(10);
+    for streams in [1_000, 20_000] {
+        let store = Store::new(Duration::from_secs(30));
+        let now = SystemTime::now();
+        for replica in 0..3 {
+            let target = format!("replica-{replica}");
+            let mut builder = store.builder(&target);
+            let body = exposition(streams, replica);
+            Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), body.as_bytes(), |s| builder.push(s));
+            store.publish(&target, builder.finish(), now);
+        }
+        store.remerge(now);
+        group.bench_function(BenchmarkId::from_parameter(streams), |b| b.iter(|| store.remerge(now)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, scrape_round, merge);
 criterion_main!(benches);
