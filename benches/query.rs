@@ -4,31 +4,23 @@
 //! (`cargo bench --bench query`). The serving benchmark measures the same
 //! queries end to end; this one isolates the part the stream count changes.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use pravega_metrics_adapter::parse::Scanner;
 use pravega_metrics_adapter::serve::metrics_api::Answer;
 use pravega_metrics_adapter::serve::selector::Selector;
-use pravega_metrics_adapter::store::Store;
 use std::time::{Duration, SystemTime};
 
 #[path = "common/exposition.rs"]
 mod exposition;
-use exposition::exposition;
+#[path = "common/replicas.rs"]
+mod replicas;
+use replicas::merged_store;
 
 const SEGMENTS: &str = "pravega_controller_segments_count";
 
 fn query(c: &mut Criterion) {
     let mut group = c.benchmark_group("external_query_3_replicas");
     for streams in [1, 100, 10_000] {
-        let store = Store::new(Duration::from_secs(30));
         let now = SystemTime::now();
-        for replica in 0..3 {
-            let target = format!("replica-{replica}");
-            let mut builder = store.builder(&target);
-            let body = exposition(streams, replica);
-            Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), body.as_bytes(), |s| builder.push(s));
-            store.publish(&target, builder.finish(), now);
-        }
-        store.remerge(now);
+        let store = merged_store(streams, now);
         // The selectors an HPA per stream sends, visited in a scattered order.
         let selectors: Vec<String> =
             (0..streams).map(|i| (i * 7919) % streams).map(|i| format!("scope=scope-{},stream=stream-{i}", i % 20)).collect();

@@ -10,7 +10,10 @@ use std::time::{Duration, SystemTime};
 
 #[path = "common/exposition.rs"]
 mod exposition;
+#[path = "common/replicas.rs"]
+mod replicas;
 use exposition::exposition;
+use replicas::merged_store;
 
 fn scrape_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("scrape_round_3_replicas");
@@ -40,16 +43,8 @@ fn merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("merge_3_replicas");
     group.sample_size(10);
     for streams in [1_000, 20_000] {
-        let store = Store::new(Duration::from_secs(30));
         let now = SystemTime::now();
-        for replica in 0..3 {
-            let target = format!("replica-{replica}");
-            let mut builder = store.builder(&target);
-            let body = exposition(streams, replica);
-            Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), body.as_bytes(), |s| builder.push(s));
-            store.publish(&target, builder.finish(), now);
-        }
-        store.remerge(now);
+        let store = merged_store(streams, now);
         group.bench_function(BenchmarkId::from_parameter(streams), |b| b.iter(|| store.remerge(now)));
     }
     group.finish();
