@@ -496,15 +496,23 @@ mod tests {
                 text += &format!("pravega_controller_segments_count{{scope=\"{scope}\",stream=\"{stream}\"}} 1\n");
             }
         }
+        // A second series of b/y, told apart by another label.
+        text += "pravega_controller_segments_count{scope=\"b\",stream=\"y\",tier=\"2\"} 1\n";
         scrape(&store, "t", 0, &text);
         let view = store.view();
         let family = view.family("pravega_controller_segments_count").unwrap();
-        assert_eq!(family.narrowed(None, None).count(), 6);
-        assert_eq!(family.narrowed(Some("b"), None).count(), 2);
-        let one: Vec<_> = family.narrowed(Some("b"), Some("y")).collect();
-        assert_eq!(one.len(), 1);
-        assert_eq!(one[0].labels.get("stream"), Some("y"));
+        assert_eq!(family.narrowed(None, None).count(), 7);
+        assert_eq!(family.narrowed(None, Some("x")).count(), 7, "a stream name alone does not narrow");
+        assert_eq!(family.narrowed(Some("b"), None).count(), 3);
+        for (scope, stream) in [("a", "x"), ("a", "y"), ("b", "x"), ("c", "x"), ("c", "y")] {
+            let one: Vec<_> = family.narrowed(Some(scope), Some(stream)).collect();
+            assert_eq!(one.len(), 1, "{scope}/{stream}");
+            assert_eq!((one[0].labels.get("scope"), one[0].labels.get("stream")), (Some(scope), Some(stream)));
+        }
+        let both: Vec<_> = family.narrowed(Some("b"), Some("y")).map(|s| s.labels.get("tier")).collect();
+        assert_eq!(both, [None, Some("2")]);
         assert_eq!(family.narrowed(Some("z"), None).count(), 0);
         assert_eq!(family.narrowed(Some("a"), Some("z")).count(), 0);
+        assert_eq!(family.narrowed(Some("x"), Some("a")).count(), 0);
     }
 }
