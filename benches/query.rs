@@ -31,8 +31,8 @@ fn query(c: &mut Criterion) {
                 let view = store.view();
                 let answer = Answer { view: &view, now, max_age: store.max_age(), window: Duration::from_secs(10) };
                 let served = answer.external(SEGMENTS, &selector).unwrap();
-                assert_eq!(served.body["items"].as_array().map(Vec::len), Some(1));
-                served.body.to_string()
+                assert_eq!(served.body.matches("\"metricName\"").count(), 1, "one item");
+                served.body
             })
         });
     }

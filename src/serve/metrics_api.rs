@@ -5,8 +5,9 @@ use super::quantity;
 use super::routes::{ApiVersion, ObjectQuery, CUSTOM_GROUP, EXTERNAL_GROUP};
 use super::selector::Selector;
 use super::status::ApiError;
-use crate::store::{MergedView, Series, SCOPE_LABEL, STREAM_LABEL};
-use serde_json::{json, Map, Value};
+use crate::store::{LabelSet, MergedView, Series, SCOPE_LABEL, STREAM_LABEL};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
 
 /// Resources advertised in custom-metrics discovery for every metric. Any
@@ -14,10 +15,11 @@ use std::time::{Duration, SystemTime};
 /// deployment uses (`namespaces` for `.../namespaces/{ns}/metrics/{m}`).
 const ADVERTISED_RESOURCES: [(&str, bool); 3] = [("namespaces", false), ("deployments.apps", true), ("statefulsets.apps", true)];
 
-/// A metrics answer and the scrape time of the oldest data behind it.
+/// A metrics answer, serialized, and the scrape time of the oldest data
+/// behind it.
 #[derive(Debug)]
 pub struct Served {
-    pub body: Value,
+    pub body: String,
     pub oldest: Option<SystemTime>,
 }
 
@@ -67,52 +69,37 @@ impl Answer<'_> {
         let value =
             quantity::format(total).ok_or_else(|| ApiError::NotFound(format!("the sum of {:?} is not a finite number", query.metric)))?;
         let oldest = series.iter().map(|s| s.scraped_at).min().unwrap_or(self.now);
-        let described = described_object(query);
-        let window = self.window.as_secs();
-        let item = match query.version {
-            ApiVersion::CustomV1Beta1 => json!({
-                "describedObject": described,
-                "metricName": query.metric,
-                "timestamp": rfc3339(oldest),
-                "window": window,
-                "value": value,
-                "selector": (!metric_selector.is_empty()).then(|| metric_selector.to_label_selector()),
-            }),
-            _ => {
-                let mut metric = json!({ "name": query.metric });
-                if !metric_selector.is_empty() {
-                    metric["selector"] = metric_selector.to_label_selector();
-                }
-                json!({
-                    "describedObject": described,
-                    "metric": metric,
-                    "timestamp": rfc3339(oldest),
-                    "windowSeconds": window,
-                    "value": value,
-                })
-            }
+        let selector = (!metric_selector.is_empty()).then(|| metric_selector.to_label_selector());
+        let item = ObjectValue {
+            described_object: described_object(query),
+            metric: match query.version {
+                ApiVersion::CustomV1Beta1 => MetricIdentity::V1Beta1 { metric_name: &query.metric, selector },
+                _ => MetricIdentity::V1Beta2 { metric: MetricId { name: &query.metric, selector } },
+            },
+            timestamp: Rfc3339(oldest),
+            window: Window::of(query.version, self.window),
+            value,
         };
-        Ok(Served { body: list("MetricValueList", query.version, vec![item]), oldest: Some(oldest) })
+        Ok(Served { body: list("MetricValueList", query.version, &[item]), oldest: Some(oldest) })
     }
 
     /// External metric: one item per selected stream.
     pub fn external(&self, metric: &str, selector: &Selector) -> Result<Served, ApiError> {
         let series = self.select(metric, selector)?;
         let oldest = series.iter().map(|s| s.scraped_at).min();
-        let items = series
-            .into_iter()
+        let items: Vec<ExternalValue<'_>> = series
+            .iter()
             .filter_map(|s| {
-                let labels: Map<String, Value> = s.labels.pairs().map(|(k, v)| (k.to_owned(), Value::from(v))).collect();
-                Some(json!({
-                    "metricName": metric,
-                    "metricLabels": labels,
-                    "timestamp": rfc3339(s.scraped_at),
-                    "window": self.window.as_secs(),
-                    "value": quantity::format(s.value)?,
-                }))
+                Some(ExternalValue {
+                    metric_name: metric,
+                    metric_labels: Labels(s.labels),
+                    timestamp: Rfc3339(s.scraped_at),
+                    window: self.window.as_secs(),
+                    value: quantity::format(s.value)?,
+                })
             })
             .collect();
-        Ok(Served { body: list("ExternalMetricValueList", ApiVersion::ExternalV1Beta1, items), oldest })
+        Ok(Served { body: list("ExternalMetricValueList", ApiVersion::ExternalV1Beta1, &items), oldest })
     }
 
     /// `APIResourceList` of one group-version: every metric served now.
@@ -136,14 +123,125 @@ impl Answer<'_> {
     }
 }
 
-fn list(kind: &str, version: ApiVersion, items: Vec<Value>) -> Value {
-    json!({ "kind": kind, "apiVersion": version.group_version(), "metadata": {}, "items": items })
+// The answers are serialized from these types directly: building a
+// `serde_json::Value` first allocated every key and map node of every
+// answer, on the path of every HPA query.
+
+/// A `MetricValueList` or `ExternalMetricValueList`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct List<'a, T> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: Empty,
+    items: &'a [T],
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+fn list<T: Serialize>(kind: &'static str, version: ApiVersion, items: &[T]) -> String {
+    let list = List { kind, api_version: version.group_version(), metadata: Empty {}, items };
+    // Serializing these types cannot fail: no maps with non-string keys, no
+    // failing Serialize impls.
+    serde_json::to_string(&list).unwrap_or_default()
+}
+
+/// One item of a `MetricValueList` (`custom.metrics.k8s.io`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectValue<'a> {
+    described_object: ObjectReference<'a>,
+    #[serde(flatten)]
+    metric: MetricIdentity<'a>,
+    timestamp: Rfc3339,
+    #[serde(flatten)]
+    window: Window,
+    value: String,
+}
+
+/// How each version names the metric: v1beta1 by name, with a selector
+/// that may be null; v1beta2 by a `MetricIdentifier`.
+#[derive(Serialize)]
+#[serde(untagged, rename_all_fields = "camelCase")]
+enum MetricIdentity<'a> {
+    V1Beta1 { metric_name: &'a str, selector: Option<Value> },
+    V1Beta2 { metric: MetricId<'a> },
+}
+
+#[derive(Serialize)]
+struct MetricId<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selector: Option<Value>,
+}
+
+/// `window` in v1beta1, `windowSeconds` in v1beta2.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Window {
+    V1Beta1 { window: u64 },
+    V1Beta2 {
+        #[serde(rename = "windowSeconds")]
+        window_seconds: u64,
+    },
+}
+
+impl Window {
+    fn of(version: ApiVersion, window: Duration) -> Self {
+        match version {
+            ApiVersion::CustomV1Beta2 => Window::V1Beta2 { window_seconds: window.as_secs() },
+            _ => Window::V1Beta1 { window: window.as_secs() },
+        }
+    }
+}
+
+/// One item of an `ExternalMetricValueList`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExternalValue<'a> {
+    metric_name: &'a str,
+    metric_labels: Labels<'a>,
+    timestamp: Rfc3339,
+    window: u64,
+    value: String,
+}
+
+/// A stream's labels as a JSON object.
+struct Labels<'a>(&'a LabelSet);
+
+impl Serialize for Labels<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.pairs())
+    }
+}
+
+/// A time as RFC 3339 in whole seconds, written without an intermediate
+/// string.
+struct Rfc3339(SystemTime);
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_seconds(self.0))
+    }
 }
 
 /// `ObjectReference` of the described object. Kind and apiVersion are filled
 /// in for the built-in resources an HPA targets and left out otherwise
 /// rather than guessed; the HPA does not read them.
-fn described_object(query: &ObjectQuery) -> Value {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectReference<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    name: &'a str,
+}
+
+fn described_object(query: &ObjectQuery) -> ObjectReference<'_> {
     let (resource, group) = query.resource.split_once('.').unwrap_or((&query.resource, ""));
     let known = match (resource, group) {
         ("namespaces", "") => Some(("Namespace", "v1")),
@@ -156,20 +254,12 @@ fn described_object(query: &ObjectQuery) -> Value {
         ("jobs", "batch") => Some(("Job", "batch/v1")),
         _ => None,
     };
-    let mut object = Map::new();
-    if let Some((kind, api_version)) = known {
-        object.insert("kind".into(), kind.into());
-        object.insert("apiVersion".into(), api_version.into());
+    ObjectReference {
+        kind: known.map(|(kind, _)| kind),
+        api_version: known.map(|(_, api_version)| api_version),
+        namespace: query.namespace.as_deref(),
+        name: &query.name,
     }
-    if let Some(namespace) = &query.namespace {
-        object.insert("namespace".into(), namespace.as_str().into());
-    }
-    object.insert("name".into(), query.name.as_str().into());
-    Value::Object(object)
-}
-
-fn rfc3339(time: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// `/apis`: both groups, custom preferring v1beta2.
@@ -255,10 +345,16 @@ mod tests {
         Selector::parse(s).unwrap()
     }
 
+    impl Served {
+        fn json(&self) -> Value {
+            serde_json::from_str(&self.body).unwrap()
+        }
+    }
+
     #[test]
     fn object_metric_sums_the_selected_streams() {
         let v = view(TWO_STREAMS);
-        let body = answer(&v, 1).object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("scope=test")).unwrap().body;
+        let body = answer(&v, 1).object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("scope=test")).unwrap().json();
         assert_eq!(body["kind"], "MetricValueList");
         assert_eq!(body["apiVersion"], "custom.metrics.k8s.io/v1beta2");
         let item = &body["items"][0];
@@ -267,13 +363,35 @@ mod tests {
         assert_eq!(item["timestamp"], "2023-11-14T22:13:20Z");
         assert_eq!(item["metric"], json!({"name": "m", "selector": {"matchLabels": {"scope": "test"}}}));
         assert_eq!(item["describedObject"], json!({"kind": "Deployment", "apiVersion": "apps/v1", "namespace": "pravega", "name": "tm"}));
-        let one = answer(&v, 1).object(&query(ApiVersion::CustomV1Beta1, "tm"), &selector("scope=test,stream=a")).unwrap().body;
+        let one = answer(&v, 1).object(&query(ApiVersion::CustomV1Beta1, "tm"), &selector("scope=test,stream=a")).unwrap().json();
         let item = &one["items"][0];
         assert_eq!(item["value"], "3");
         assert_eq!(item["metricName"], "m");
         assert_eq!(item["window"], 10);
         assert_eq!(item["selector"], json!({"matchLabels": {"scope": "test", "stream": "a"}}));
         assert_eq!(one["apiVersion"], "custom.metrics.k8s.io/v1beta1");
+    }
+
+    #[test]
+    fn object_metric_items_have_exactly_the_fields_of_their_version() {
+        let v = view(TWO_STREAMS);
+        let mut root_scoped = query(ApiVersion::CustomV1Beta1, "node-1");
+        (root_scoped.namespace, root_scoped.resource) = (None, "widgets.example.com".into());
+        let v1 = answer(&v, 1).object(&root_scoped, &selector("")).unwrap().json();
+        let item = v1["items"][0].as_object().unwrap();
+        let keys: Vec<&str> = item.keys().map(String::as_str).collect();
+        // v1beta1's selector is not omitempty: an empty one is null.
+        assert_eq!(keys, ["describedObject", "metricName", "selector", "timestamp", "value", "window"]);
+        assert_eq!(item["selector"], Value::Null);
+        assert_eq!(item["value"], "12500m");
+        assert_eq!(item["describedObject"], json!({"name": "node-1"}), "unknown kinds are not guessed");
+
+        let v2 = answer(&v, 1).object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("")).unwrap().json();
+        let item = v2["items"][0].as_object().unwrap();
+        let keys: Vec<&str> = item.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["describedObject", "metric", "timestamp", "value", "windowSeconds"]);
+        assert_eq!(item["metric"], json!({"name": "m"}));
+        assert_eq!(v2["metadata"], json!({}));
     }
 
     #[test]
@@ -292,24 +410,24 @@ mod tests {
     #[test]
     fn external_metric_lists_each_stream() {
         let v = view(TWO_STREAMS);
-        let body = answer(&v, 1).external("m", &selector("stream=a")).unwrap().body;
+        let body = answer(&v, 1).external("m", &selector("stream=a")).unwrap().json();
         assert_eq!(body["kind"], "ExternalMetricValueList");
         let items = body["items"].as_array().unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0]["metricLabels"], json!({"scope": "other", "stream": "a"}));
         assert_eq!(items[0]["value"], "7");
         assert_eq!(items[1]["metricLabels"], json!({"scope": "test", "stream": "a"}));
-        let all = answer(&v, 1).external("m", &selector("")).unwrap().body;
+        let all = answer(&v, 1).external("m", &selector("")).unwrap().json();
         assert_eq!(all["items"].as_array().unwrap().len(), 3);
-        let none = answer(&v, 1).external("m", &selector("scope=zzz")).unwrap().body;
+        let none = answer(&v, 1).external("m", &selector("scope=zzz")).unwrap().json();
         assert_eq!(none["items"], json!([]));
     }
 
     #[test]
     fn data_past_max_age_is_not_served() {
         let v = view(TWO_STREAMS);
-        assert_eq!(answer(&v, 30).external("m", &selector("")).unwrap().body["items"].as_array().unwrap().len(), 3);
-        assert_eq!(answer(&v, 31).external("m", &selector("")).unwrap().body["items"], json!([]));
+        assert_eq!(answer(&v, 30).external("m", &selector("")).unwrap().json()["items"].as_array().unwrap().len(), 3);
+        assert_eq!(answer(&v, 31).external("m", &selector("")).unwrap().json()["items"], json!([]));
         assert!(answer(&v, 31).object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("")).is_err());
     }
 

@@ -83,10 +83,10 @@ async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, Ap
         Route::Livez | Route::Healthz => return Ok(text(StatusCode::OK, "ok".into())),
         Route::Readyz => return Ok(readiness(app)),
         Route::SelfMetrics => return Ok(text(StatusCode::OK, app.telemetry.render(&app.store))),
-        Route::OpenApiV2 => metrics_api::openapi_v2(),
-        Route::Apis => metrics_api::group_list(),
-        Route::Group(group) => metrics_api::group(group),
-        Route::Resources(version) => with_view(app, |a| a.resources(version)),
+        Route::OpenApiV2 => metrics_api::openapi_v2().to_string(),
+        Route::Apis => metrics_api::group_list().to_string(),
+        Route::Group(group) => metrics_api::group(group).to_string(),
+        Route::Resources(version) => with_view(app, |a| a.resources(version)).to_string(),
         Route::Object(object) => {
             let selector = selector_param(query, "metricLabelSelector")?;
             app.pool.refresh_stale().await;
@@ -98,7 +98,7 @@ async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, Ap
             served(app, |a| a.external(&metric, &selector))?
         }
     };
-    Ok(([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 fn readiness(app: &App) -> Response {
@@ -122,7 +122,7 @@ fn with_view<T>(app: &App, f: impl FnOnce(&Answer<'_>) -> T) -> T {
 }
 
 /// Answers a metrics query and records how old the data behind it was.
-fn served(app: &App, f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>) -> Result<serde_json::Value, ApiError> {
+fn served(app: &App, f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>) -> Result<String, ApiError> {
     let served = with_view(app, f)?;
     if let Some(oldest) = served.oldest {
         app.telemetry.served_age(SystemTime::now().duration_since(oldest).unwrap_or(Duration::ZERO));

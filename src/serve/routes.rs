@@ -37,8 +37,12 @@ impl ApiVersion {
         }
     }
 
-    pub fn group_version(self) -> String {
-        format!("{}/{}", self.group(), self.version())
+    pub fn group_version(self) -> &'static str {
+        match self {
+            ApiVersion::CustomV1Beta1 => "custom.metrics.k8s.io/v1beta1",
+            ApiVersion::CustomV1Beta2 => "custom.metrics.k8s.io/v1beta2",
+            ApiVersion::ExternalV1Beta1 => "external.metrics.k8s.io/v1beta1",
+        }
     }
 
     fn find(group: &str, version: &str) -> Option<Self> {
@@ -199,6 +203,9 @@ mod tests {
         assert_eq!(route("/apis/external.metrics.k8s.io/v1beta1"), Ok(Route::Resources(ApiVersion::ExternalV1Beta1)));
         assert!(route("/apis/external.metrics.k8s.io/v1beta2").is_err());
         assert!(route("/apis/custom.metrics.k8s.io/v1").is_err());
+        for version in ApiVersion::ALL {
+            assert_eq!(version.group_version(), format!("{}/{}", version.group(), version.version()));
+        }
     }
 
     #[test]
