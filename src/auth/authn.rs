@@ -2,7 +2,7 @@
 //! trusted proxy certificate, then a client certificate from the cluster CA,
 //! then a bearer token checked with a TokenReview.
 
-use super::cache::TtlCache;
+use super::cache::ReviewCache;
 use super::trust::{Trust, TrustStore};
 use super::AuthError;
 use axum::http::{header, HeaderMap};
@@ -51,14 +51,14 @@ pub struct Authenticator {
 
 struct TokenReviewer {
     client: kube::Client,
-    cache: TtlCache<[u8; 32], Option<UserInfo>>,
+    cache: ReviewCache<[u8; 32], Option<UserInfo>, AuthError>,
     ttl: Duration,
 }
 
 impl Authenticator {
     /// `token_client`: where TokenReviews go (None: tokens are not accepted).
     pub fn new(trust: Arc<TrustStore>, token_client: Option<kube::Client>, token_cache_ttl: Duration) -> Self {
-        let tokens = token_client.map(|client| TokenReviewer { client, cache: TtlCache::new(), ttl: token_cache_ttl });
+        let tokens = token_client.map(|client| TokenReviewer { client, cache: ReviewCache::new(), ttl: token_cache_ttl });
         Authenticator { trust, tokens }
     }
 
@@ -157,9 +157,10 @@ impl TokenReviewer {
         // The cache key is a digest: the token itself is never kept.
         let mut key = [0u8; 32];
         key.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
-        if let Some(cached) = self.cache.get(&key) {
-            return Ok(cached);
-        }
+        self.cache.get_or_review(&key, || self.ask(token)).await
+    }
+
+    async fn ask(&self, token: &str) -> Result<(Option<UserInfo>, Duration), AuthError> {
         let review = TokenReview { spec: TokenReviewSpec { token: Some(token.to_owned()), ..Default::default() }, ..Default::default() };
         let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
         let answer = api.create(&Default::default(), &review).await.map_err(|e| {
@@ -175,8 +176,7 @@ impl TokenReviewer {
                 extra: u.extra.unwrap_or_default().into_iter().collect(),
             })
         });
-        self.cache.insert(key, user.clone(), self.ttl);
-        Ok(user)
+        Ok((user, self.ttl))
     }
 }
 

@@ -3,7 +3,7 @@
 //! so RBAC rules written for prometheus-adapter apply unchanged.
 
 use super::authn::UserInfo;
-use super::cache::TtlCache;
+use super::cache::ReviewCache;
 use super::AuthError;
 use k8s_openapi::api::authorization::v1::{NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use std::time::Duration;
@@ -67,14 +67,14 @@ impl Attributes {
 
 pub struct Authorizer {
     client: kube::Client,
-    cache: TtlCache<String, bool>,
+    cache: ReviewCache<String, bool, AuthError>,
     allowed_ttl: Duration,
     denied_ttl: Duration,
 }
 
 impl Authorizer {
     pub fn new(client: kube::Client, allowed_ttl: Duration, denied_ttl: Duration) -> Self {
-        Authorizer { client, cache: TtlCache::new(), allowed_ttl, denied_ttl }
+        Authorizer { client, cache: ReviewCache::new(), allowed_ttl, denied_ttl }
     }
 
     /// Ok if allowed; Forbidden if denied; ReviewUnavailable if the review
@@ -82,26 +82,23 @@ impl Authorizer {
     pub async fn authorize(&self, user: &UserInfo, attributes: &Attributes) -> Result<(), AuthError> {
         let spec = review_spec(user, attributes);
         let key = serde_json::to_string(&spec).unwrap_or_default();
-        let allowed = match self.cache.get(&key) {
-            Some(allowed) => allowed,
-            None => {
-                let api: kube::Api<SubjectAccessReview> = kube::Api::all(self.client.clone());
-                let review = SubjectAccessReview { spec, ..Default::default() };
-                let answer = api.create(&Default::default(), &review).await.map_err(|e| {
-                    tracing::error!(error = %e, "SubjectAccessReview failed; refusing the request");
-                    AuthError::ReviewUnavailable("authorization review".into())
-                })?;
-                let allowed = answer.status.is_some_and(|s| s.allowed && s.denied != Some(true));
-                let ttl = if allowed { self.allowed_ttl } else { self.denied_ttl };
-                self.cache.insert(key, allowed, ttl);
-                allowed
-            }
-        };
+        let allowed = self.cache.get_or_review(&key, || self.ask(spec)).await?;
         if allowed {
             Ok(())
         } else {
             Err(AuthError::Forbidden(format!("user {:?} {}", user.name, attributes.describe())))
         }
+    }
+
+    async fn ask(&self, spec: SubjectAccessReviewSpec) -> Result<(bool, Duration), AuthError> {
+        let api: kube::Api<SubjectAccessReview> = kube::Api::all(self.client.clone());
+        let review = SubjectAccessReview { spec, ..Default::default() };
+        let answer = api.create(&Default::default(), &review).await.map_err(|e| {
+            tracing::error!(error = %e, "SubjectAccessReview failed; refusing the request");
+            AuthError::ReviewUnavailable("authorization review".into())
+        })?;
+        let allowed = answer.status.is_some_and(|s| s.allowed && s.denied != Some(true));
+        Ok((allowed, if allowed { self.allowed_ttl } else { self.denied_ttl }))
     }
 }
 

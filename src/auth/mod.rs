@@ -10,7 +10,7 @@ pub mod trust;
 use authn::{Authenticator, Peer, UserInfo};
 use authz::{Attributes, Authorizer};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("the request carries no credentials this server trusts")]
     Unauthenticated,
