@@ -6,8 +6,9 @@
 //!
 //! For each stream count it reports the adapter's RSS, the CPU of one scrape
 //! round (3 replicas, scraped every second with no queries; each scrape
-//! changes a value, so each round pays for a full merge), and the latency
-//! of an open-loop query load (latency counted from each request's scheduled
+//! changes a value, so each round pays for a full merge), the TokenReviews
+//! and SubjectAccessReviews the load caused (warm-up included), and the
+//! latency of an open-loop query load (latency counted from each request's scheduled
 //! send time, so a stall is not hidden), with the CPU the hypervisor stole
 //! from the machine meanwhile (a run with steal has the host's tail, not the
 //! server's). It then measures freshness with
@@ -52,11 +53,13 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     let extra = std::env::var("BENCH_ADAPTER_ARGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
     let adapter = bench.adapter(&controllers, &extra).await;
+    let reviews = bench.reviews();
     let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), streams, options, external_path).await;
+    let reviews = bench.reviews() - reviews;
     let (rss, hwm) = run.memory;
     let _ = writeln!(
         out,
-        "| {streams} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+        "| {streams} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {reviews} |",
         body_bytes as f64 / 1e6,
         rss as f64 / 1024.0,
         hwm as f64 / 1024.0,
@@ -148,8 +151,8 @@ fn main() {
             "Query load: {} req/s for {} s over HTTPS (HTTP/2, bearer token), open loop; 3 controller replicas.\n",
             options.rate, options.seconds
         );
-        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | p50 ms | p99 ms | p99.9 ms | max ms |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | p50 ms | p99 ms | p99.9 ms | max ms | security reviews |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!("{out}");
         for &streams in &options.streams {
             scale_row(&bench, streams, &options, &mut out).await;

@@ -9,6 +9,7 @@ use crate::load::{self, Target};
 use crate::measure::stream_labels;
 use rcgen::ExtendedKeyUsagePurpose;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub const SEGMENTS: &str = "pravega_controller_segments_count";
@@ -27,10 +28,15 @@ pub struct Bench {
     pki_dir: PathBuf,
     kubeconfig: PathBuf,
     serving_ca: Ca,
-    _api: Arc<StubApi>,
+    api: Arc<StubApi>,
 }
 
 impl Bench {
+    /// TokenReviews and SubjectAccessReviews the stub API has answered.
+    pub fn reviews(&self) -> u64 {
+        self.api.token_reviews.load(Ordering::SeqCst) + self.api.access_reviews.load(Ordering::SeqCst)
+    }
+
     pub async fn new() -> Self {
         let pki_dir = std::env::temp_dir().join(format!("adapter-bench-{}", std::process::id()));
         std::fs::create_dir_all(&pki_dir).unwrap();
@@ -48,7 +54,7 @@ impl Bench {
             .enable_all()
             .build()
             .unwrap();
-        Bench { controllers, pki_dir, kubeconfig, serving_ca, _api: api }
+        Bench { controllers, pki_dir, kubeconfig, serving_ca, api }
     }
 
     /// Starts three fake replicas whose threads only get CPU nobody else
