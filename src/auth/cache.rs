@@ -158,6 +158,10 @@ mod tests {
 
     type Cache = ReviewCache<&'static str, u32, String>;
 
+    const TTL: Duration = Duration::from_secs(10);
+    /// How long the slow reviews take.
+    const DELAY: Duration = Duration::from_millis(50);
+
     /// A review that counts its calls and answers `value` after `delay`.
     fn review<'a>(
         calls: &'a AtomicUsize,
@@ -175,12 +179,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn entries_expire_and_zero_ttl_is_not_cached() {
         let (cache, calls) = (Cache::new(), AtomicUsize::new(0));
-        let ttl = Duration::from_secs(10);
-        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(1), ttl, Duration::ZERO)).await, Ok(1));
-        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(2), ttl, Duration::ZERO)).await, Ok(1));
+        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(1), TTL, Duration::ZERO)).await, Ok(1));
+        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(2), TTL, Duration::ZERO)).await, Ok(1));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        tokio::time::advance(ttl).await;
-        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(3), ttl, Duration::ZERO)).await, Ok(3), "expired");
+        tokio::time::advance(TTL).await;
+        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(3), TTL, Duration::ZERO)).await, Ok(3), "expired");
         for value in [4, 5] {
             assert_eq!(cache.get_or_review(&"b", || review(&calls, Ok(value), Duration::ZERO, Duration::ZERO)).await, Ok(value));
         }
@@ -190,33 +193,36 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn requests_that_find_no_entry_share_one_review_and_its_error() {
         let (cache, calls) = (Cache::new(), AtomicUsize::new(0));
-        let ttl = Duration::from_secs(10);
-        let delay = Duration::from_millis(50);
-        let waiting = (0..20).map(|_| cache.get_or_review(&"a", || review(&calls, Ok(7), ttl, delay)));
+        let waiting = (0..20).map(|_| cache.get_or_review(&"a", || review(&calls, Ok(7), TTL, DELAY)));
         assert!(futures::future::join_all(waiting).await.into_iter().all(|r| r == Ok(7)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
-        let failing = (0..5).map(|_| cache.get_or_review(&"b", || review(&calls, Err("down"), ttl, delay)));
+        let failing = (0..5).map(|_| cache.get_or_review(&"b", || review(&calls, Err("down"), TTL, DELAY)));
         assert!(futures::future::join_all(failing).await.into_iter().all(|r| r == Err("down".to_owned())));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // A failure is not cached: the next request reviews again.
-        assert_eq!(cache.get_or_review(&"b", || review(&calls, Ok(8), ttl, delay)).await, Ok(8));
+        assert_eq!(cache.get_or_review(&"b", || review(&calls, Ok(8), TTL, DELAY)).await, Ok(8));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    /// A cache whose entry for "a" (1) is 8 s into its 10 s TTL.
+    async fn near_expiry(calls: &AtomicUsize) -> Cache {
+        let cache = Cache::new();
+        cache.get_or_review(&"a", || review(calls, Ok(1), TTL, Duration::ZERO)).await.unwrap();
+        tokio::time::advance(Duration::from_secs(8)).await;
+        cache
     }
 
     #[tokio::test(start_paused = true)]
     async fn one_request_renews_an_entry_near_expiry_while_the_others_use_it() {
-        let (cache, calls) = (Cache::new(), AtomicUsize::new(0));
-        let ttl = Duration::from_secs(10);
-        let delay = Duration::from_millis(50);
-        cache.get_or_review(&"a", || review(&calls, Ok(1), ttl, Duration::ZERO)).await.unwrap();
-        tokio::time::advance(Duration::from_secs(8)).await;
-        let renewing = cache.get_or_review(&"a", || review(&calls, Ok(2), ttl, delay));
+        let calls = AtomicUsize::new(0);
+        let cache = near_expiry(&calls).await;
+        let renewing = cache.get_or_review(&"a", || review(&calls, Ok(2), TTL, DELAY));
         let others = async {
             // While the renewal is in flight, nobody waits and nobody else reviews.
             tokio::task::yield_now().await;
             let now = tokio::time::Instant::now();
-            let seen: Vec<_> = futures::future::join_all((0..10).map(|_| cache.get_or_review(&"a", || review(&calls, Ok(3), ttl, delay)))).await;
+            let seen: Vec<_> = futures::future::join_all((0..10).map(|_| cache.get_or_review(&"a", || review(&calls, Ok(3), TTL, DELAY)))).await;
             assert_eq!(now.elapsed(), Duration::ZERO);
             seen
         };
@@ -224,23 +230,21 @@ mod tests {
         assert_eq!(renewed, Ok(2));
         assert!(seen.iter().all(|r| *r == Ok(1)), "{seen:?}");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
-        // Renewed for a full TTL from now: still cached 9 s later.
+        // Renewed for a full TTL from then: still cached 7 s later.
         tokio::time::advance(Duration::from_secs(7)).await;
-        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(4), ttl, Duration::ZERO)).await, Ok(2));
+        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(4), TTL, Duration::ZERO)).await, Ok(2));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_or_dropped_renewal_keeps_the_entry_and_lets_a_later_request_renew() {
-        let (cache, calls) = (Cache::new(), AtomicUsize::new(0));
-        let ttl = Duration::from_secs(10);
-        cache.get_or_review(&"a", || review(&calls, Ok(1), ttl, Duration::ZERO)).await.unwrap();
-        tokio::time::advance(Duration::from_secs(8)).await;
-        assert_eq!(cache.get_or_review(&"a", || review(&calls, Err("down"), ttl, Duration::ZERO)).await, Ok(1));
+        let calls = AtomicUsize::new(0);
+        let cache = near_expiry(&calls).await;
+        assert_eq!(cache.get_or_review(&"a", || review(&calls, Err("down"), TTL, Duration::ZERO)).await, Ok(1));
         // Dropped before its review lands, as when the client goes away.
-        let dropped = cache.get_or_review(&"a", || review(&calls, Ok(2), ttl, Duration::from_secs(1)));
+        let dropped = cache.get_or_review(&"a", || review(&calls, Ok(2), TTL, Duration::from_secs(1)));
         assert!(tokio::time::timeout(Duration::from_millis(10), dropped).await.is_err());
-        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(3), ttl, Duration::ZERO)).await, Ok(3));
+        assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(3), TTL, Duration::ZERO)).await, Ok(3));
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
