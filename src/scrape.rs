@@ -90,6 +90,10 @@ struct Landed {
     stats: ParseStats,
 }
 
+/// Bytes parsed between offers of the core to serving threads (a fraction
+/// of a millisecond of work).
+const PARSE_SLICE: usize = 64 * 1024;
+
 /// Scans the body as it arrives into the target's next snapshot and
 /// publishes it once the body is complete; publishes nothing if the reader
 /// gives up (error, size cap, timeout). Runs on a background thread, which
@@ -103,7 +107,10 @@ fn parse_and_publish(
     let mut scanner = Scanner::new(|name: &str| allow.is_match(name));
     let mut sink = |sample: &crate::parse::Sample<'_, '_>| builder.push(sample);
     while let Body::Chunk(chunk, _in_flight) = incoming.blocking_recv()? {
-        scanner.feed(&chunk, &mut sink);
+        for slice in chunk.chunks(PARSE_SLICE) {
+            scanner.feed(slice, &mut sink);
+            crate::resources::make_way();
+        }
     }
     let mut stats = scanner.finish(&mut sink);
     stats.malformed += builder.rejected();

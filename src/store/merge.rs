@@ -211,6 +211,9 @@ pub(super) struct Source<'a> {
     pub(super) scraped_at: Arc<AtomicU64>,
 }
 
+/// Rows merged between offers of the core to serving threads.
+const MERGE_SLICE: usize = 1024;
+
 /// Merges `sources`, reusing `previous` (the served view's layout) if it
 /// still fits them.
 pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>], previous: &Arc<Layout>) -> MergedView {
@@ -234,7 +237,10 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>], previous: &Arc<L
     let rows = layout.streams.len();
     let mut columns: Vec<Vec<MergedCell>> = families.iter().map(|_| Vec::with_capacity(rows)).collect();
     let mut ranks: Vec<Option<f64>> = vec![None; sources.len()];
-    for row_slots in layout.slots.chunks_exact(sources.len().max(1)).take(rows) {
+    for (row, row_slots) in layout.slots.chunks_exact(sources.len().max(1)).take(rows).enumerate() {
+        if row % MERGE_SLICE == MERGE_SLICE - 1 {
+            crate::resources::make_way();
+        }
         for (i, &slot) in row_slots.iter().enumerate() {
             ranks[i] = present(slot).and_then(|slot| scale_events(rank_columns[i], slot));
         }
