@@ -11,7 +11,8 @@
 //! latency of an open-loop query load (latency counted from each request's scheduled
 //! send time, so a stall is not hidden), with the CPU the hypervisor stole
 //! from the machine meanwhile (a run with steal has the host's tail, not the
-//! server's). It then measures freshness with
+//! server's) and how long the adapter's serving threads were runnable but
+//! waiting for a core (the scheduler's share of the tail). It then measures freshness with
 //! default flags: how long a controller's change takes to be served to a
 //! client polling every 200 ms, and the age of served data as the adapter's
 //! own `pravega_adapter_served_value_age_seconds` histogram records it.
@@ -73,13 +74,14 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
 fn load_cells(run: &LoadedRun) -> String {
     let result = &run.result;
     format!(
-        "{} / {} | {:.0} | {:.0} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.1}",
+        "{} / {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1}",
         result.errors,
         result.sent,
         result.achieved(),
         run.server_busy,
         run.generator_busy,
         run.host_steal.as_millis(),
+        run.serving_wait.as_millis(),
         result.percentile(0.50),
         result.percentile(0.99),
         result.percentile(0.999),
@@ -151,14 +153,14 @@ fn main() {
             "Query load: {} req/s for {} s over HTTPS (HTTP/2, bearer token), open loop; 3 controller replicas.\n",
             options.rate, options.seconds
         );
-        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | p50 ms | p99 ms | p99.9 ms | max ms | security reviews |");
+        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | serving threads waiting for a core ms | p50 ms | p99 ms | p99.9 ms | max ms | security reviews |");
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         println!("{out}");
         for &streams in &options.streams {
             scale_row(&bench, streams, &options, &mut out).await;
         }
         let _ = writeln!(out, "\nThe same load without the metrics query (floor of the serving stack on this machine):\n");
-        let _ = writeln!(out, "| requests | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | p50 ms | p99 ms | p99.9 ms | max ms |");
+        let _ = writeln!(out, "| requests | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | serving threads waiting for a core ms | p50 ms | p99 ms | p99.9 ms | max ms |");
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
         floor_rows(&bench, &options, &mut out).await;
         let _ = writeln!(out, "\nFreshness with default flags (100 streams, 3 replicas):\n");

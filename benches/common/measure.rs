@@ -85,6 +85,23 @@ pub fn steal_time() -> Duration {
     Duration::from_millis(steal * 10)
 }
 
+/// How long the Tokio worker threads of process `pid` (the threads that
+/// serve requests) have been runnable but waiting for a core, summed
+/// (Linux schedstat). A request arriving meanwhile waits as long; the
+/// difference over a run shows how much of its tail is the scheduler's.
+pub fn serving_threads_waiting(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Duration::ZERO };
+    let waited_ns: u64 = tasks
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.starts_with("tokio-rt-worker")))
+        .filter_map(|task| {
+            // "time on CPU, time waiting on a run queue, timeslices", in ns.
+            std::fs::read_to_string(task.path().join("schedstat")).ok()?.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum();
+    Duration::from_nanos(waited_ns)
+}
+
 /// The CPU a process spends per second over the next 10 s while nobody
 /// queries it: the cost of its background scraping. Clock ticks make its
 /// resolution 1 ms per s.
@@ -109,6 +126,9 @@ pub struct LoadedRun {
     pub generator_busy: f64,
     /// Steal time during the run (see [`steal_time`]).
     pub host_steal: Duration,
+    /// How long the server's serving threads waited for a core during the
+    /// run (see [`serving_threads_waiting`]).
+    pub serving_wait: Duration,
     /// (VmRSS, VmHWM) of the server in KiB, right after the load.
     pub memory: (u64, u64),
 }
@@ -121,13 +141,15 @@ where
     P: Fn(usize) -> String + Clone + Send + 'static,
 {
     load::run(target.clone(), streams, 200, 2, path.clone()).await;
-    let (server_cpu, own_cpu, steal) = (cpu_time(pid), cpu_time(std::process::id()), steal_time());
+    let (server_cpu, own_cpu, steal, waited) =
+        (cpu_time(pid), cpu_time(std::process::id()), steal_time(), serving_threads_waiting(pid));
     let result = load::run(target.clone(), streams, options.rate, options.seconds, path).await;
     let host_steal = steal_time() - steal;
+    let serving_wait = serving_threads_waiting(pid).saturating_sub(waited);
     let busy = |before: Duration, after: Duration| 100.0 * (after - before).as_secs_f64() / result.elapsed.as_secs_f64();
     let server_busy = busy(server_cpu, cpu_time(pid));
     let generator_busy = busy(own_cpu, cpu_time(std::process::id()));
-    LoadedRun { server_busy, generator_busy, host_steal, memory: memory(pid), result }
+    LoadedRun { server_busy, generator_busy, host_steal, serving_wait, memory: memory(pid), result }
 }
 
 /// How long each of 20 changes by a controller replica takes to be served
