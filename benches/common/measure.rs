@@ -1,6 +1,7 @@
 //! What the serving and baseline benchmarks measure, the same way for any
 //! server process: command-line options, memory and CPU from /proc, what a
 //! query load cost, and how long a controller's change takes to be served.
+#![allow(dead_code)] // each benchmark uses a different part of this module
 
 use crate::common::FakeController;
 use crate::exposition::exposition;
@@ -141,8 +142,7 @@ where
     P: Fn(usize) -> String + Clone + Send + 'static,
 {
     load::run(target.clone(), streams, 200, 2, path.clone()).await;
-    let (server_cpu, own_cpu, steal, waited) =
-        (cpu_time(pid), cpu_time(std::process::id()), steal_time(), serving_threads_waiting(pid));
+    let (server_cpu, own_cpu, steal, waited) = (cpu_time(pid), cpu_time(std::process::id()), steal_time(), serving_threads_waiting(pid));
     let result = load::run(target.clone(), streams, options.rate, options.seconds, path).await;
     let host_steal = steal_time() - steal;
     let serving_wait = serving_threads_waiting(pid).saturating_sub(waited);

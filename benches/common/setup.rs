@@ -1,6 +1,7 @@
 //! The release adapter as the benchmarks run it: HTTPS with a throw-away
 //! serving certificate, bearer-token requests reviewed by a stub Kubernetes
 //! API, in front of fake controller replicas serving synthetic expositions.
+#![allow(dead_code)] // each benchmark uses a different part of this module
 
 use crate::common::kube_stub::{client, write_kubeconfig, Ca, StubApi};
 use crate::common::{free_port, Adapter, FakeController};

@@ -25,8 +25,11 @@ pub struct ReviewCache<K, V, E> {
     entries: Mutex<HashMap<K, Entry<V>>>,
     /// Reviews in flight for keys with no entry; requests for the same key
     /// wait for the same review and share its result, error included.
-    flights: Mutex<HashMap<K, Arc<OnceCell<Result<V, E>>>>>,
+    flights: Mutex<HashMap<K, Flight<V, E>>>,
 }
+
+/// A review in flight: set once, by whichever waiting request runs it.
+type Flight<V, E> = Arc<OnceCell<Result<V, E>>>;
 
 struct Entry<V> {
     value: V,
@@ -163,17 +166,15 @@ mod tests {
     const DELAY: Duration = Duration::from_millis(50);
 
     /// A review that counts its calls and answers `value` after `delay`.
-    fn review<'a>(
-        calls: &'a AtomicUsize,
+    async fn review(
+        calls: &AtomicUsize,
         value: Result<u32, &'static str>,
         ttl: Duration,
         delay: Duration,
-    ) -> impl Future<Output = Result<(u32, Duration), String>> + 'a {
-        async move {
-            calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(delay).await;
-            value.map(|v| (v, ttl)).map_err(str::to_owned)
-        }
+    ) -> Result<(u32, Duration), String> {
+        calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        value.map(|v| (v, ttl)).map_err(str::to_owned)
     }
 
     #[tokio::test(start_paused = true)]
@@ -222,7 +223,8 @@ mod tests {
             // While the renewal is in flight, nobody waits and nobody else reviews.
             tokio::task::yield_now().await;
             let now = tokio::time::Instant::now();
-            let seen: Vec<_> = futures::future::join_all((0..10).map(|_| cache.get_or_review(&"a", || review(&calls, Ok(3), TTL, DELAY)))).await;
+            let seen: Vec<_> =
+                futures::future::join_all((0..10).map(|_| cache.get_or_review(&"a", || review(&calls, Ok(3), TTL, DELAY)))).await;
             assert_eq!(now.elapsed(), Duration::ZERO);
             seen
         };

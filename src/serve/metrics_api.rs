@@ -180,7 +180,9 @@ struct MetricId<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Window {
-    V1Beta1 { window: u64 },
+    V1Beta1 {
+        window: u64,
+    },
     V1Beta2 {
         #[serde(rename = "windowSeconds")]
         window_seconds: u64,

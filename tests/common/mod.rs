@@ -104,9 +104,10 @@ async fn serve_exposition(State(state): State<Arc<ControllerState>>) -> axum::re
         return status.into_response();
     }
     let body = state.body.lock().unwrap().clone();
-    let churn = state.churn.load(Ordering::SeqCst).then(|| {
-        Bytes::from(format!("pravega_controller_segments_count{{scope=\"churn\",stream=\"churn\",}} {hit}.0\n"))
-    });
+    let churn = state
+        .churn
+        .load(Ordering::SeqCst)
+        .then(|| Bytes::from(format!("pravega_controller_segments_count{{scope=\"churn\",stream=\"churn\",}} {hit}.0\n")));
     let body = axum::body::Body::new(Slices::new(std::iter::once(body).chain(churn)));
     ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
