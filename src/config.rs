@@ -29,6 +29,13 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_BIND_ADDRESS", default_value = "0.0.0.0", help_heading = "Serving")]
     pub bind_address: IpAddr,
 
+    /// Threads that serve requests. One keeps each request on one core, with
+    /// fewer wake-ups and less waiting for a core than two (measured on 2
+    /// cores); a query over many streams runs off it, so that one long
+    /// request does not hold up the others.
+    #[arg(long, env = "PRAVEGA_ADAPTER_SERVING_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Serving")]
+    pub serving_threads: u16,
+
     /// Also serve plain HTTP, WITHOUT authentication or authorization, on this
     /// loopback address (e.g. 127.0.0.1:8080). For local demos only.
     #[arg(long, env = "PRAVEGA_ADAPTER_INSECURE_BIND_ADDRESS", value_name = "IP:PORT", help_heading = "Serving")]
@@ -300,6 +307,7 @@ mod tests {
     fn defaults() {
         let c = config(&["--controller-url", "http://127.0.0.1:10080/prometheus"]).unwrap();
         assert_eq!(c.secure_port, 6443);
+        assert_eq!(c.serving_threads, 1);
         assert_eq!(c.scrape_interval, Duration::from_secs(10));
         assert_eq!(c.scrape_timeout, Duration::from_secs(2));
         assert_eq!(c.scrape_max_body_bytes, 64 << 20);
@@ -331,6 +339,7 @@ mod tests {
         assert!(config(&["--scrape-interval", "ten"]).unwrap_err().contains("10s"));
         assert!(config(&["--scrape-max-body-bytes", "64MB"]).is_err());
         assert!(config(&["--metrics-allow-regex", "("]).is_err());
+        assert!(config(&["--serving-threads", "0"]).unwrap_err().contains("--serving-threads"));
     }
 
     #[test]

@@ -45,6 +45,17 @@ pub fn make_way() {
     std::thread::yield_now();
 }
 
+/// Runs `work`, which may take milliseconds, on the calling serving thread
+/// after handing the thread's other requests to another one (Tokio's
+/// `block_in_place`), so that they are not held up meanwhile. On a
+/// current-thread runtime, which cannot hand over, it just runs `work`.
+pub fn run_long<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|runtime| runtime.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Starts `work` on a new low-priority thread at once; the returned future
 /// yields its result, or `None` if the thread could not be started or did
 /// not finish its work.
@@ -82,4 +93,21 @@ pub fn background_runtime(name: &str) -> std::io::Result<tokio::runtime::Handle>
         }
     })?;
     handle.recv().map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn long_work_runs_on_the_asking_thread_on_either_kind_of_runtime() {
+        let current_thread = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let multi_thread = tokio::runtime::Builder::new_multi_thread().worker_threads(1).build().unwrap();
+        for runtime in [current_thread, multi_thread] {
+            let task = runtime.spawn(async { (thread::current().id(), run_long(|| thread::current().id())) });
+            let (asked, ran) = runtime.block_on(task).unwrap();
+            assert_eq!(asked, ran);
+        }
+    }
 }

@@ -341,6 +341,7 @@ async fn a_body_larger_than_the_read_ahead_budget_is_served_whole() {
         })
         .collect();
     assert_eq!(expected.len(), 100);
+    let streams = text.lines().filter(|l| l.starts_with("pravega_controller_segments_count{")).count();
     let controller = FakeController::start(text).await;
     let adapter = Adapter::start(&args(&[&controller], &[])).await;
     let (code, body) = adapter.get(&external_path(SEGMENTS, "scope=scope-3")).await;
@@ -350,6 +351,12 @@ async fn a_body_larger_than_the_read_ahead_budget_is_served_whole() {
     let mut expected = expected;
     expected.sort();
     assert_eq!(served, expected);
+
+    // Unfiltered: all 2,000 streams, a query long enough to be answered
+    // with the serving thread's other requests handed over.
+    let (code, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(values(&body).len(), streams);
 }
 
 #[tokio::test]

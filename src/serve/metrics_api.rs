@@ -34,6 +34,13 @@ pub struct Answer<'a> {
 }
 
 impl Answer<'_> {
+    /// How many streams a query with `selector` scans: one if it names a
+    /// scope and a stream (as an HPA's does), every stream if it names no
+    /// scope.
+    pub fn streams_scanned(&self, selector: &Selector) -> usize {
+        self.view.narrowed_rows(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL))
+    }
+
     /// Fresh series of `metric` matching `selector`.
     fn select(&self, metric: &str, selector: &Selector) -> Result<Vec<Series<'_>>, ApiError> {
         let family = self.view.family(metric).ok_or_else(|| {
@@ -345,6 +352,18 @@ mod tests {
 
     fn selector(s: &str) -> Selector {
         Selector::parse(s).unwrap()
+    }
+
+    #[test]
+    fn streams_scanned_is_what_the_scope_and_stream_narrow_to() {
+        let view = view(TWO_STREAMS);
+        let scanned = |s: &str| answer(&view, 0).streams_scanned(&selector(s));
+        assert_eq!(scanned(""), 3);
+        assert_eq!(scanned("stream=a"), 3, "a stream alone does not narrow");
+        assert_eq!(scanned("scope=test"), 2);
+        assert_eq!(scanned("scope=test,stream=a"), 1);
+        assert_eq!(scanned("scope=test,stream in (a,b)"), 2);
+        assert_eq!(scanned("scope=none"), 0);
     }
 
     impl Served {

@@ -28,6 +28,11 @@ use std::time::{Duration, Instant, SystemTime};
 /// is a mistake or an attack.
 const MAX_QUERY_BYTES: usize = 8 * 1024;
 
+/// Queries scanning more streams than this (about a millisecond of work; an
+/// unfiltered list, never an HPA's query) are answered with the serving
+/// thread's other requests handed to another thread.
+const LONG_QUERY_STREAMS: usize = 1_000;
+
 /// What the handlers share.
 pub struct App {
     pub store: Arc<Store>,
@@ -90,12 +95,12 @@ async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, Ap
         Route::Object(object) => {
             let selector = selector_param(query, "metricLabelSelector")?;
             app.pool.refresh_stale().await;
-            served(app, |a| a.object(&object, &selector))?
+            served(app, &selector, |a| a.object(&object, &selector))?
         }
         Route::External { metric, .. } => {
             let selector = selector_param(query, "labelSelector")?;
             app.pool.refresh_stale().await;
-            served(app, |a| a.external(&metric, &selector))?
+            served(app, &selector, |a| a.external(&metric, &selector))?
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -122,8 +127,15 @@ fn with_view<T>(app: &App, f: impl FnOnce(&Answer<'_>) -> T) -> T {
 }
 
 /// Answers a metrics query and records how old the data behind it was.
-fn served(app: &App, f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>) -> Result<String, ApiError> {
-    let served = with_view(app, f)?;
+fn served(
+    app: &App,
+    selector: &Selector,
+    f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>,
+) -> Result<String, ApiError> {
+    let served = with_view(app, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
+        true => crate::resources::run_long(|| f(answer)),
+        false => f(answer),
+    })?;
     if let Some(oldest) = served.oldest {
         app.telemetry.served_age(SystemTime::now().duration_since(oldest).unwrap_or(Duration::ZERO));
     }

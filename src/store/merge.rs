@@ -183,6 +183,11 @@ impl MergedView {
     pub fn family_names(&self) -> impl Iterator<Item = &str> {
         self.columns.keys().map(|name| &**name)
     }
+
+    /// How many rows [`Family::narrowed`] visits for `scope` and `stream`.
+    pub fn narrowed_rows(&self, scope: Option<&str>, stream: Option<&str>) -> usize {
+        self.layout.rows(scope, stream).len()
+    }
 }
 
 impl<'a> Family<'a> {
