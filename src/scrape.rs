@@ -374,7 +374,7 @@ impl Scraper {
         let (allow, builder) = (self.settings.allow.clone(), self.store.builder(&target.id));
         let (store, id) = (self.store.clone(), target.id.clone());
         let publish = move |snapshot| store.publish(&id, snapshot, scraped_at);
-        let landed = crate::resources::run_in_background("scrape-parse", move || parse_and_publish(incoming, &allow, builder, publish));
+        let landed = crate::resources::run_in_background(c"scrape-parse", move || parse_and_publish(incoming, &allow, builder, publish));
         let mut received: u64 = 0;
         let read = async {
             while let Some(chunk) = response.chunk().await? {

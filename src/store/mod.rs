@@ -137,7 +137,7 @@ impl Store {
             self.merge_wanted.notified().await;
             let store = self.clone();
             // CPU work proportional to the number of streams.
-            crate::resources::run_in_background("merge", move || store.remerge(SystemTime::now())).await;
+            crate::resources::run_in_background(c"merge", move || store.remerge(SystemTime::now())).await;
         }
     }
 
