@@ -12,7 +12,8 @@
 //! send time, so a stall is not hidden), with the CPU the hypervisor stole
 //! from the machine meanwhile (a run with steal has the host's tail, not the
 //! server's) and how long the adapter's serving threads were runnable but
-//! waiting for a core (the scheduler's share of the tail). It then measures freshness with
+//! waiting for a core (the scheduler's share of the tail), and how late the
+//! generator itself sent its requests (p99; its share). It then measures freshness with
 //! default flags: how long a controller's change takes to be served to a
 //! client polling every 200 ms, and the age of served data as the adapter's
 //! own `pravega_adapter_served_value_age_seconds` histogram records it.
@@ -70,11 +71,17 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     println!("{}", out.lines().last().unwrap_or_default());
 }
 
+/// A Markdown table's header row and the delimiter row matching it.
+fn table_header<'a>(out: &mut String, columns: impl IntoIterator<Item = &'a &'a str>) {
+    let columns: Vec<&str> = columns.into_iter().copied().collect();
+    let _ = writeln!(out, "| {} |\n|{}", columns.join(" | "), "---|".repeat(columns.len()));
+}
+
 /// Errors, throughput, CPU and latency of a run, as table cells.
 fn load_cells(run: &LoadedRun) -> String {
     let result = &run.result;
     format!(
-        "{} / {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1}",
+        "{} / {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}",
         result.errors,
         result.sent,
         result.achieved(),
@@ -82,6 +89,7 @@ fn load_cells(run: &LoadedRun) -> String {
         run.generator_busy,
         run.host_steal.as_millis(),
         run.serving_wait.as_millis(),
+        result.sent_late(0.99),
         result.percentile(0.50),
         result.percentile(0.99),
         result.percentile(0.999),
@@ -153,19 +161,30 @@ fn main() {
             "Query load: {} req/s for {} s over HTTPS (HTTP/2, bearer token), open loop; 3 controller replicas.\n",
             options.rate, options.seconds
         );
-        let _ = writeln!(out, "| streams | exposition MB/replica | RSS MiB | peak RSS MiB | scrape round CPU ms | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | serving threads waiting for a core ms | p50 ms | p99 ms | p99.9 ms | max ms | security reviews |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        let load_columns = [
+            "errors / sent",
+            "achieved req/s",
+            "adapter CPU %",
+            "load generator CPU %",
+            "host steal ms",
+            "serving threads waiting for a core ms",
+            "sent late p99 ms",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+        ];
+        let scale_columns = ["streams", "exposition MB/replica", "RSS MiB", "peak RSS MiB", "scrape round CPU ms"];
+        table_header(&mut out, scale_columns.iter().chain(&load_columns).chain(&["security reviews"]));
         println!("{out}");
         for &streams in &options.streams {
             scale_row(&bench, streams, &options, &mut out).await;
         }
         let _ = writeln!(out, "\nThe same load without the metrics query (floor of the serving stack on this machine):\n");
-        let _ = writeln!(out, "| requests | errors / sent | achieved req/s | adapter CPU % | load generator CPU % | host steal ms | serving threads waiting for a core ms | p50 ms | p99 ms | p99.9 ms | max ms |");
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+        table_header(&mut out, ["requests"].iter().chain(&load_columns));
         floor_rows(&bench, &options, &mut out).await;
         let _ = writeln!(out, "\nFreshness with default flags (100 streams, 3 replicas):\n");
-        let _ = writeln!(out, "| measure | samples | p50 s | p99 s | max s |");
-        let _ = writeln!(out, "|---|---|---|---|---|");
+        table_header(&mut out, &["measure", "samples", "p50 s", "p99 s", "max s"]);
         freshness(&bench, &mut out).await;
         println!("\n{out}");
     });

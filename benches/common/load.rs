@@ -83,22 +83,36 @@ pub struct LoadResult {
     pub errors: u64,
     /// Sorted.
     pub latencies_us: Vec<u64>,
+    /// How late each request left the generator (from its due time to its
+    /// send), sorted: the generator's own stalls, which the latencies
+    /// include. A tail here is the generator's or the host's, not the
+    /// server's.
+    pub sent_late_us: Vec<u64>,
     pub elapsed: Duration,
 }
 
 impl LoadResult {
     /// Latency percentile in ms.
     pub fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        crate::measure::nearest_rank(&self.latencies_us, p) as f64 / 1000.0
+        percentile_ms(&self.latencies_us, p)
+    }
+
+    /// Percentile of how late requests were sent, in ms.
+    pub fn sent_late(&self, p: f64) -> f64 {
+        percentile_ms(&self.sent_late_us, p)
     }
 
     /// Successful requests per second.
     pub fn achieved(&self) -> f64 {
         self.latencies_us.len() as f64 / self.elapsed.as_secs_f64()
     }
+}
+
+fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    crate::measure::nearest_rank(sorted_us, p) as f64 / 1000.0
 }
 
 /// Open-loop load: request `i` is due at `start + i / rate`, and its
@@ -127,6 +141,7 @@ where
 struct Outcomes {
     errors: u64,
     latencies_us: Vec<u64>,
+    sent_late_us: Vec<u64>,
 }
 
 impl Outcomes {
@@ -139,7 +154,11 @@ impl Outcomes {
 async fn generate<P: Fn(usize) -> String>(target: Target, streams: usize, rate: u64, seconds: u64, path: P) -> LoadResult {
     let total = rate * seconds;
     let connections = Rc::new(Connections::open(&target).await);
-    let outcomes = Rc::new(RefCell::new(Outcomes { errors: 0, latencies_us: Vec::with_capacity(total as usize) }));
+    let outcomes = Rc::new(RefCell::new(Outcomes {
+        errors: 0,
+        latencies_us: Vec::with_capacity(total as usize),
+        sent_late_us: Vec::with_capacity(total as usize),
+    }));
     // Each finished request says so here. Tasks are not joined one by one:
     // a finished task held by its handle until the end kept ~50 MB of
     // completed futures alive per run, paid for in page faults.
@@ -153,8 +172,10 @@ async fn generate<P: Fn(usize) -> String>(target: Target, streams: usize, rate: 
             let request = connections.request(&path((i as usize * 7919) % streams), target.bearer_token.as_deref());
             let (connections, outcomes, finished) = (connections.clone(), outcomes.clone(), finished.clone());
             tokio::task::spawn_local(async move {
+                let sent_late = due.elapsed().as_micros() as u64;
                 let ok = connections.send(request).await;
                 let mut outcomes = outcomes.borrow_mut();
+                outcomes.sent_late_us.push(sent_late);
                 match ok {
                     true => outcomes.latencies_us.push(due.elapsed().as_micros() as u64),
                     false => outcomes.errors += 1,
@@ -167,9 +188,10 @@ async fn generate<P: Fn(usize) -> String>(target: Target, streams: usize, rate: 
     while outcomes.borrow().count() < total {
         finished.notified().await;
     }
-    let Outcomes { errors, mut latencies_us } = std::mem::take(&mut *outcomes.borrow_mut());
+    let Outcomes { errors, mut latencies_us, mut sent_late_us } = std::mem::take(&mut *outcomes.borrow_mut());
     latencies_us.sort_unstable();
-    LoadResult { sent: total, errors, latencies_us, elapsed: pacer.start.elapsed() }
+    sent_late_us.sort_unstable();
+    LoadResult { sent: total, errors, latencies_us, sent_late_us, elapsed: pacer.start.elapsed() }
 }
 
 /// A periodic timerfd: it expires every `1 / rate` from `start` on, and a
