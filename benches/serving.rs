@@ -19,7 +19,8 @@
 //! own `pravega_adapter_served_value_age_seconds` histogram records it.
 //! The same load against `/livez` and an API discovery path gives the floor
 //! that the HTTPS stack alone sets on the machine.
-//! Results go to stdout as Markdown tables.
+//! Results go to stdout as Markdown tables; stderr says, per loaded run,
+//! how many requests took over 1 ms in each second of it.
 //!
 //! `BENCH_ADAPTER_ARGS="--max-staleness 5s"` passes extra adapter flags to
 //! the loaded rows (memory and query latency), for trying a flag's effect.
@@ -57,6 +58,7 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     let adapter = bench.adapter(&controllers, &extra).await;
     let reviews = bench.reviews();
     let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), streams, options, external_path).await;
+    report_slow(&format!("{streams} streams"), &run);
     let reviews = bench.reviews() - reviews;
     let (rss, hwm) = run.memory;
     let _ = writeln!(
@@ -69,6 +71,13 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
         load_cells(&run)
     );
     println!("{}", out.lines().last().unwrap_or_default());
+}
+
+/// When in the run the slow requests were due, on stderr: a tail made of
+/// one stall shows as one busy second, a steady tail as every second.
+fn report_slow(label: &str, run: &LoadedRun) {
+    let per_second: Vec<String> = run.result.slow_per_second.iter().map(u32::to_string).collect();
+    eprintln!("{label}: requests over {:?}, per second of the run: {}", load::SLOW, per_second.join(" "));
 }
 
 /// A Markdown table's header row and the delimiter row matching it.
@@ -111,6 +120,7 @@ async fn floor_rows(bench: &Bench, options: &Options, out: &mut String) {
         ),
     ] {
         let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), 1, options, move |_| path.to_owned()).await;
+        report_slow(path, &run);
         let _ = writeln!(out, "| {what} | {} |", load_cells(&run));
         println!("{}", out.lines().last().unwrap_or_default());
     }
