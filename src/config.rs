@@ -156,6 +156,33 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_BEARER_TOKEN_FILE", help_heading = "Controllers")]
     pub controller_bearer_token_file: Option<PathBuf>,
 
+    /// gRPC endpoint of a controller's API, e.g. http://10.0.0.5:9090
+    /// (repeatable; comma-separated in the environment). Asked for a
+    /// stream's current segments when the metrics cannot tell (see
+    /// --controller-api-port for discovered controllers).
+    #[arg(
+        long = "controller-api-url",
+        env = "PRAVEGA_ADAPTER_CONTROLLER_API_URLS",
+        value_delimiter = ',',
+        value_name = "URL",
+        help_heading = "Controllers"
+    )]
+    pub controller_api_urls: Vec<String>,
+
+    /// gRPC port of discovered controller pods, asked when no
+    /// --controller-api-url is given (0: never ask discovered pods).
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_API_PORT", default_value_t = 9090, help_heading = "Controllers")]
+    pub controller_api_port: u16,
+
+    /// Longest wait for one controller API call, connecting included.
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_API_TIMEOUT", value_parser = parse_duration, default_value = "1s", help_heading = "Controllers")]
+    pub controller_api_timeout: Duration,
+
+    /// How often a few served segment counts are compared with the
+    /// controller API (0 disables the cross-check).
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_API_CHECK_INTERVAL", value_parser = parse_duration, default_value = "30s", help_heading = "Controllers")]
+    pub controller_api_check_interval: Duration,
+
     /// Kubeconfig for pod discovery and the default for the security reviews
     /// (default: in-cluster config, then ~/.kube/config).
     #[arg(long, env = "PRAVEGA_ADAPTER_KUBECONFIG", help_heading = "Controllers")]
@@ -212,6 +239,10 @@ impl Scheme {
     }
 }
 
+fn is_http_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|p| matches!(p.scheme(), "http" | "https"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -232,6 +263,8 @@ pub enum ConfigError {
     MaxAgeBelowInterval { max_age: Duration, interval: Duration },
     #[error("--controller-url {0:?} is not an http(s) URL")]
     BadControllerUrl(String),
+    #[error("--controller-api-url {0:?} is not an http(s) URL")]
+    BadControllerApiUrl(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
 }
@@ -241,10 +274,11 @@ impl Config {
         if self.controller_urls.is_empty() && self.controller_namespace.is_none() {
             return Err(ConfigError::NoControllers);
         }
-        if let Some(url) =
-            self.controller_urls.iter().find(|u| reqwest::Url::parse(u).map_or(true, |p| !matches!(p.scheme(), "http" | "https")))
-        {
+        if let Some(url) = self.controller_urls.iter().find(|u| !is_http_url(u)) {
             return Err(ConfigError::BadControllerUrl(url.clone()));
+        }
+        if let Some(url) = self.controller_api_urls.iter().find(|u| !is_http_url(u)) {
+            return Err(ConfigError::BadControllerApiUrl(url.clone()));
         }
         if self.secure_port == 0 && self.insecure_bind_address.is_none() {
             return Err(ConfigError::NothingToServe);
@@ -252,7 +286,11 @@ impl Config {
         if let Some(address) = self.insecure_bind_address.filter(|a| !a.ip().is_loopback()) {
             return Err(ConfigError::InsecureNotLoopback(address));
         }
-        for (name, value) in [("--scrape-interval", self.scrape_interval), ("--scrape-timeout", self.scrape_timeout)] {
+        for (name, value) in [
+            ("--scrape-interval", self.scrape_interval),
+            ("--scrape-timeout", self.scrape_timeout),
+            ("--controller-api-timeout", self.controller_api_timeout),
+        ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
             }

@@ -5,6 +5,7 @@ use super::quantity;
 use super::routes::{ApiVersion, ObjectQuery, CUSTOM_GROUP, EXTERNAL_GROUP};
 use super::selector::Selector;
 use super::status::ApiError;
+use crate::controller_api::Truths;
 use crate::store::{LabelSet, MergedView, Series, SCOPE_LABEL, STREAM_LABEL};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
@@ -31,6 +32,9 @@ pub struct Answer<'a> {
     pub max_age: Duration,
     /// Reported as the metric window: the scrape interval.
     pub window: Duration,
+    /// The controller API's segment counts, which replace the metrics'
+    /// values of their streams.
+    pub truths: &'a Truths,
 }
 
 impl Answer<'_> {
@@ -49,6 +53,11 @@ impl Answer<'_> {
         })?;
         let candidates = family.narrowed(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
         Ok(candidates
+            .filter_map(|s| match self.truths.get(s.labels) {
+                Some(truth) => Some(Series { value: f64::from(truth.segments), scraped_at: truth.at, ..s }),
+                // Undecided, and the controller API did not answer.
+                None => (!s.value.is_nan()).then_some(s),
+            })
             .filter(|s| self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age)
             .filter(|s| selector.matches(|name| s.labels.get(name)))
             .collect())
@@ -317,6 +326,7 @@ mod tests {
     use crate::store::Store;
 
     const SCRAPED: Duration = Duration::from_secs(1_700_000_000);
+    static NO_TRUTHS: std::sync::LazyLock<Truths> = std::sync::LazyLock::new(Truths::default);
 
     fn view(text: &str) -> std::sync::Arc<MergedView> {
         let store = Store::new(Duration::from_secs(30));
@@ -334,6 +344,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH + SCRAPED + Duration::from_secs(age),
             max_age: Duration::from_secs(30),
             window: Duration::from_secs(10),
+            truths: &NO_TRUTHS,
         }
     }
 

@@ -9,8 +9,9 @@ pub mod status;
 
 use crate::auth::authn::Peer;
 use crate::auth::{AuthError, Guard};
+use crate::controller_api::{ControllerApi, Truths, SEGMENTS_FAMILY};
 use crate::scrape::Pool;
-use crate::store::Store;
+use crate::store::{MergedView, Store, SCOPE_LABEL, STREAM_LABEL};
 use crate::telemetry::Telemetry;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -38,6 +39,9 @@ pub struct App {
     pub store: Arc<Store>,
     pub pool: Arc<Pool>,
     pub telemetry: Arc<Telemetry>,
+    /// Asked for segment counts the metrics cannot decide; `None` if no
+    /// endpoint is known.
+    pub controller_api: Option<Arc<ControllerApi>>,
     /// Authentication and authorization; `None` only on the loopback demo
     /// listener.
     pub guard: Option<Arc<Guard>>,
@@ -91,16 +95,20 @@ async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, Ap
         Route::OpenApiV2 => metrics_api::openapi_v2().to_string(),
         Route::Apis => metrics_api::group_list().to_string(),
         Route::Group(group) => metrics_api::group(group).to_string(),
-        Route::Resources(version) => with_view(app, |a| a.resources(version)).to_string(),
+        Route::Resources(version) => with_view(app, &app.store.view(), &Truths::default(), |a| a.resources(version)).to_string(),
         Route::Object(object) => {
             let selector = selector_param(query, "metricLabelSelector")?;
             app.pool.refresh_stale().await;
-            served(app, &selector, |a| a.object(&object, &selector))?
+            let view = app.store.view();
+            let truths = truths(app, &view, &object.metric, &selector).await;
+            served(app, &view, &selector, &truths, |a| a.object(&object, &selector))?
         }
         Route::External { metric, .. } => {
             let selector = selector_param(query, "labelSelector")?;
             app.pool.refresh_stale().await;
-            served(app, &selector, |a| a.external(&metric, &selector))?
+            let view = app.store.view();
+            let truths = truths(app, &view, &metric, &selector).await;
+            served(app, &view, &selector, &truths, |a| a.external(&metric, &selector))?
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -120,19 +128,34 @@ fn text(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-fn with_view<T>(app: &App, f: impl FnOnce(&Answer<'_>) -> T) -> T {
-    let view = app.store.view();
-    let answer = Answer { view: &view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval };
+fn with_view<T>(app: &App, view: &MergedView, truths: &Truths, f: impl FnOnce(&Answer<'_>) -> T) -> T {
+    let answer = Answer { view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval, truths };
     f(&answer)
+}
+
+/// The controller API's segment counts for the streams of `view` selected
+/// that the metrics cannot decide (none for other metrics). The answer is
+/// computed from the same view, whose verdicts these follow.
+async fn truths(app: &App, view: &MergedView, metric: &str, selector: &Selector) -> Truths {
+    match &app.controller_api {
+        Some(api) if metric == SEGMENTS_FAMILY => {
+            let (scope, stream) = (selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
+            let oldest = SystemTime::now().checked_sub(app.store.max_age()).unwrap_or(SystemTime::UNIX_EPOCH);
+            api.resolve(view, scope, stream, oldest, |s| selector.matches(|name| s.labels.get(name))).await
+        }
+        _ => Truths::default(),
+    }
 }
 
 /// Answers a metrics query and records how old the data behind it was.
 fn served(
     app: &App,
+    view: &MergedView,
     selector: &Selector,
+    truths: &Truths,
     f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>,
 ) -> Result<String, ApiError> {
-    let served = with_view(app, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
+    let served = with_view(app, view, truths, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
         true => crate::resources::run_long(|| f(answer)),
         false => f(answer),
     })?;
