@@ -41,7 +41,11 @@ impl Setup {
         std::fs::write(dir.join("tls.crt"), cert).unwrap();
         std::fs::write(dir.join("tls.key"), key).unwrap();
 
-        let api = Arc::new(StubApi { allowed: vec!["alice", "tina", "carol", "system:kube-aggregator"], ..Default::default() });
+        let api = Arc::new(StubApi {
+            allowed: vec!["alice", "tina", "carol", "system:kube-aggregator"],
+            discovery_groups: vec!["system:authenticated"],
+            ..Default::default()
+        });
         let api_address = api.serve(&front_proxy_ca, &client_ca).await;
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, api_address);
@@ -140,7 +144,7 @@ async fn client_certificates_from_the_cluster_ca_authenticate_as_cn_and_o() {
     let (code, body) = s.request(Some(s.client_ca.client("carol", &["devs"])), &[], &metric_path()).await;
     assert_eq!(code, 200, "{body}");
     let review = s.api.last_access_review.lock().unwrap().clone();
-    assert_eq!((review["user"].clone(), review["groups"].clone()), (json!("carol"), json!(["devs"])));
+    assert_eq!((review["user"].clone(), review["groups"].clone()), (json!("carol"), json!(["devs", "system:authenticated"])));
     // Headers on a client-CA connection are not front-proxy headers.
     let (code, _) = s.request(Some(s.client_ca.client("carol", &[])), &[("X-Remote-User", "mallory")], &metric_path()).await;
     assert_eq!(code, 200);
@@ -157,7 +161,8 @@ async fn bearer_tokens_are_reviewed_and_cached() {
         assert_eq!(code, 200, "{body}");
     }
     assert_eq!(s.api.token_reviews.load(Ordering::SeqCst), 1, "TokenReview results are cached");
-    assert_eq!(s.api.last_access_review.lock().unwrap()["uid"], "42");
+    let review = s.api.last_access_review.lock().unwrap().clone();
+    assert_eq!((review["uid"].clone(), review["groups"].clone()), (json!("42"), json!(["hpa", "system:authenticated"])));
     assert_refused(s.request(None, &[("Authorization", "Bearer bad-token")], &metric_path()).await, 401, "bad token");
     assert_refused(s.request(None, &[("Authorization", "Basic YTpi")], &metric_path()).await, 401, "basic auth");
 }
@@ -190,6 +195,60 @@ async fn probes_bypass_auth_but_metrics_and_discovery_do_not() {
     // What the aggregator's availability check sends.
     let aggregator = [("X-Remote-User", "system:kube-aggregator"), ("X-Remote-Group", "system:masters")];
     assert_eq!(s.request(Some(proxy), &aggregator, "/apis/custom.metrics.k8s.io/v1beta2").await.0, 200);
+}
+
+#[tokio::test]
+async fn every_authenticated_user_is_in_system_authenticated_once() {
+    let s = Setup::start(&[]).await;
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    // The aggregator fetches every backend's OpenAPI as system:aggregator,
+    // with no group header; RBAC allows it through system:authenticated.
+    let (code, body) = s.request(Some(proxy.clone()), &[("X-Remote-User", "system:aggregator")], "/openapi/v2").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.api.last_access_review.lock().unwrap()["groups"], json!(["system:authenticated"]));
+    let (code, body) = s.request(Some(proxy), ALICE, "/openapi/v2").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.api.last_access_review.lock().unwrap()["groups"], json!(["system:authenticated"]), "not added twice");
+    let (code, body) = s.request(Some(s.client_ca.client("dave", &[])), &[], "/apis").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.api.last_access_review.lock().unwrap()["groups"], json!(["system:authenticated"]));
+}
+
+#[tokio::test]
+async fn a_certificate_stops_vouching_when_it_expires_even_on_an_open_connection() {
+    let s = Setup::start(&[]).await;
+    let not_after = std::time::SystemTime::now() + Duration::from_secs(3);
+    // One client each: every request reuses its connection.
+    let proxy = client(&s.serving_ca, Some(s.front_proxy_ca.client_with(&["front-proxy-client"], Some(not_after))));
+    let carol = client(&s.serving_ca, Some(s.client_ca.client_with(&["carol"], Some(not_after))));
+    let get = |client: &reqwest::Client, headers: &'static [(&str, &str)]| {
+        let mut request = client.get(format!("{}{}", s.adapter.base, metric_path()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get(&proxy, ALICE).await.0, 200);
+    assert_eq!(get(&carol, &[]).await.0, 200);
+    tokio::time::sleep(not_after.duration_since(std::time::SystemTime::now()).unwrap_or_default() + Duration::from_millis(1500)).await;
+    assert_refused(get(&proxy, ALICE).await, 401, "expired front-proxy certificate");
+    assert_refused(get(&carol, &[]).await, 401, "expired client certificate");
+}
+
+#[tokio::test]
+async fn certificates_with_several_common_names_vouch_for_nobody() {
+    let s = Setup::start(&[]).await;
+    // The allowed name first: a server reading the first CN would believe it.
+    let proxy = s.front_proxy_ca.client_with(&["front-proxy-client", "someone-else"], None);
+    assert_refused(s.request(Some(proxy), ALICE, &metric_path()).await, 401, "front proxy with two CNs");
+    let carol = s.client_ca.client_with(&["carol", "mallory"], None);
+    assert_refused(s.request(Some(carol), &[], &metric_path()).await, 401, "client certificate with two CNs");
+    // The same certificates with one CN are believed.
+    let proxy = s.front_proxy_ca.client_with(&["front-proxy-client"], None);
+    assert_eq!(s.request(Some(proxy), ALICE, &metric_path()).await.0, 200);
 }
 
 #[tokio::test]

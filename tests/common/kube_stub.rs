@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -31,18 +32,43 @@ impl Ca {
 
     /// A leaf certificate and key, PEM, for a client (CN, O) or a server (SANs).
     pub fn leaf(&self, cn: &str, orgs: &[&str], sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        for org in orgs {
-            params.distinguished_name.push(DnType::OrganizationName, *org);
-        }
-        params.extended_key_usages = vec![usage];
-        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+        self.issue(&[cn], orgs, sans, usage, None)
     }
 
     pub fn client(&self, cn: &str, orgs: &[&str]) -> (String, String) {
         self.leaf(cn, orgs, &[], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A client certificate with these common names, in this order, valid
+    /// until `not_after` (default: far ahead).
+    pub fn client_with(&self, cns: &[&str], not_after: Option<SystemTime>) -> (String, String) {
+        self.issue(cns, &[], &[], ExtendedKeyUsagePurpose::ClientAuth, not_after)
+    }
+
+    fn issue(
+        &self,
+        cns: &[&str],
+        orgs: &[&str],
+        sans: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        not_after: Option<SystemTime>,
+    ) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        for (i, cn) in cns.iter().enumerate() {
+            // rcgen keeps one value per attribute type: further common names
+            // go in under the commonName OID as a type of their own.
+            let kind = if i == 0 { DnType::CommonName } else { DnType::CustomDnType(vec![2, 5, 4, 3]) };
+            params.distinguished_name.push(kind, *cn);
+        }
+        for org in orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *org);
+        }
+        params.extended_key_usages = vec![usage];
+        if let Some(not_after) = not_after {
+            params.not_after = not_after.into();
+        }
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
     }
 }
 
@@ -54,6 +80,9 @@ pub struct StubApi {
     pub configmap: Mutex<Value>,
     /// Users allowed everything; `*` allows everyone.
     pub allowed: Vec<&'static str>,
+    /// Groups allowed every non-resource path but `/metrics`, as RBAC's
+    /// `system:discovery` role bound to `system:authenticated` allows them.
+    pub discovery_groups: Vec<&'static str>,
     pub token_reviews: AtomicU64,
     pub access_reviews: AtomicU64,
     pub reviews_unavailable: AtomicBool,
@@ -85,7 +114,10 @@ async fn access_review(State(api): State<Arc<StubApi>>, Json(review): Json<Value
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     *api.last_access_review.lock().unwrap() = review["spec"].clone();
-    let allowed = api.allowed.iter().any(|u| *u == "*" || review["spec"]["user"] == *u);
+    let spec = &review["spec"];
+    let discovery = spec["nonResourceAttributes"]["path"].as_str().is_some_and(|p| p != "/metrics")
+        && spec["groups"].as_array().is_some_and(|groups| groups.iter().any(|g| api.discovery_groups.iter().any(|d| g == d)));
+    let allowed = discovery || api.allowed.iter().any(|u| *u == "*" || spec["user"] == *u);
     let mut answer = review.clone();
     answer["status"] = json!({"allowed": allowed});
     Json(answer).into_response()
