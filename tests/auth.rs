@@ -252,6 +252,52 @@ async fn certificates_with_several_common_names_vouch_for_nobody() {
 }
 
 #[tokio::test]
+async fn unauthenticated_requests_learn_nothing_about_paths() {
+    let s = Setup::start(&[]).await;
+    let probes = [
+        "/apis/custom.metrics.k8s.io/v1beta1/secret-path/x",
+        "/nowhere/secret-path",
+        "/apis/custom.metrics.k8s.io/v1beta1/pods/secret-path%zz/m",
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/secret-path%25",
+    ];
+    for path in probes {
+        let (code, body) = s.request(None, &[], path).await;
+        assert_refused((code, body.clone()), 401, path);
+        assert!(!body.contains("secret-path"), "{path}: {body}");
+    }
+    let post = client(&s.serving_ca, None).post(format!("{}{}", s.adapter.base, metric_path())).send().await.unwrap();
+    assert_eq!(post.status(), 401, "a POST is authenticated before its method is refused");
+    assert_eq!(s.api.access_reviews.load(Ordering::SeqCst), 0);
+    // Authenticated callers get the 404 and 400, without the list of metrics.
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    let unknown = external_path("pravega_controller_unknown", "");
+    let (code, body) = s.request(Some(proxy.clone()), ALICE, &unknown).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(!body.contains(SEGMENTS), "the metrics served are not listed: {body}");
+    assert_eq!(s.request(Some(proxy), ALICE, probes[2]).await.0, 400);
+}
+
+#[tokio::test]
+async fn what_is_reviewed_is_what_is_served() {
+    let s = Setup::start(&[]).await;
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    // Percent-encoded names are reviewed decoded, as the apiserver reads them.
+    let encoded = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/tm/%70ravega_controller_segments_count";
+    let (code, body) = s.request(Some(proxy.clone()), ALICE, encoded).await;
+    assert_eq!(code, 200, "{body}");
+    let review = s.api.last_access_review.lock().unwrap()["resourceAttributes"].clone();
+    assert_eq!(review["subresource"], SEGMENTS, "{review}");
+    assert_eq!((review["resource"].clone(), review["name"].clone()), (json!("deployments.apps"), json!("tm")));
+    // Encoded twice: refused, not served as another name.
+    let twice = encoded.replace("%70", "%2570");
+    assert_refused(s.request(Some(proxy.clone()), ALICE, &twice).await, 400, "doubly encoded name");
+    // `namespaces/{ns}/{metric}` is a list of `{metric}` to the apiserver:
+    // not served as the namespace's metric.
+    let alias = format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/default/{SEGMENTS}");
+    assert_refused(s.request(Some(proxy), ALICE, &alias).await, 404, "root-scoped namespaces alias");
+}
+
+#[tokio::test]
 async fn plain_http_on_the_secure_port_is_refused() {
     let s = Setup::start(&[]).await;
     let plain = s.adapter.base.replace("https://", "http://");

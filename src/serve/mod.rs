@@ -8,6 +8,7 @@ pub mod selector;
 pub mod status;
 
 use crate::auth::authn::Peer;
+use crate::auth::authz::{MalformedPath, RequestInfo};
 use crate::auth::{AuthError, Guard};
 use crate::scrape::Pool;
 use crate::store::Store;
@@ -47,6 +48,12 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new().fallback(handle).with_state(app)
 }
 
+impl From<MalformedPath> for ApiError {
+    fn from(error: MalformedPath) -> Self {
+        ApiError::BadRequest(error.to_string())
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(error: AuthError) -> Self {
         match error {
@@ -60,26 +67,32 @@ impl From<AuthError> for ApiError {
 async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = Instant::now();
     let (parts, _body) = request.into_parts();
-    let route = routes::route(parts.uri.path());
-    let kind = route.as_ref().map_or("unknown", Route::kind);
-    let response = match route {
-        Ok(route) => answer(&app, route, &parts).await.unwrap_or_else(IntoResponse::into_response),
-        Err(error) => error.into_response(),
-    };
+    let mut kind = "unknown";
+    let response = answer(&app, &parts, &mut kind).await.unwrap_or_else(IntoResponse::into_response);
     let elapsed = started.elapsed();
     app.telemetry.request(kind, response.status().as_u16(), elapsed);
     tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = response.status().as_u16(), ?elapsed, "request");
     response
 }
 
-async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, ApiError> {
+/// Authenticates, then parses the path once for authorization and
+/// routing, authorizes, and only then routes: an unauthenticated caller
+/// learns nothing about paths, and a denied one nothing about what exists.
+/// `kind` is set to the route's once it is known.
+async fn answer(app: &App, request: &Parts, kind: &mut &'static str) -> Result<Response, ApiError> {
+    let parsed = RequestInfo::parse(request.uri.path());
+    if let Some(guard) = &app.guard {
+        let peer = request.extensions.get::<Arc<Peer>>().map(|p| &**p);
+        if let Some(user) = guard.authenticate(peer, parsed.as_ref().ok(), &request.headers).await? {
+            guard.authorize(&user, request.method.as_str(), parsed.as_ref().map_err(Clone::clone)?).await?;
+        }
+    }
+    let path = parsed?;
     if request.method != Method::GET && request.method != Method::HEAD {
         return Err(ApiError::MethodNotAllowed(format!("{} is not supported; the metrics APIs are read-only", request.method)));
     }
-    if let Some(guard) = &app.guard {
-        let peer = request.extensions.get::<Arc<Peer>>().map(|p| &**p);
-        guard.check(peer, request.method.as_str(), request.uri.path(), &request.headers).await?;
-    }
+    let route = routes::route(&path)?;
+    *kind = route.kind();
     let query = request.uri.query().unwrap_or("");
     if query.len() > MAX_QUERY_BYTES {
         return Err(ApiError::BadRequest(format!("query string longer than {MAX_QUERY_BYTES} bytes")));
