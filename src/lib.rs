@@ -5,11 +5,13 @@
 //! [`discover`] (which controllers) -> [`scrape`] (fetch each one) ->
 //! [`parse`] (extract the wanted families) -> [`store`] (per-target
 //! snapshots, merged across replicas) -> [`serve`] (the metrics APIs).
-//! [`config`] holds the flags, [`telemetry`] the adapter's own metrics.
+//! [`config`] holds the flags, [`telemetry`] the adapter's own metrics,
+//! [`escape`] makes outside text safe for log lines.
 
 pub mod auth;
 pub mod config;
 pub mod discover;
+pub mod escape;
 pub mod parse;
 pub mod resources;
 pub mod scrape;
