@@ -36,6 +36,44 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_SERVING_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Serving")]
     pub serving_threads: u16,
 
+    /// Connections served at once on the secure port; further ones are
+    /// closed as soon as they are accepted.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Serving")]
+    pub max_connections: u32,
+
+    /// A client that has not completed its TLS handshake by then is
+    /// disconnected.
+    #[arg(long, env = "PRAVEGA_ADAPTER_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_duration, default_value = "10s", help_heading = "Serving")]
+    pub tls_handshake_timeout: Duration,
+
+    /// An HTTP/1 connection whose next request's headers have not all
+    /// arrived by then is closed; it also ends HTTP/1 connections waiting
+    /// for a request (kube-apiserver: 32s).
+    #[arg(long, env = "PRAVEGA_ADAPTER_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "32s", help_heading = "Serving")]
+    pub header_read_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2: after a GOAWAY) (kube-apiserver: 90s; 0 disables).
+    #[arg(long, env = "PRAVEGA_ADAPTER_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s", help_heading = "Serving")]
+    pub idle_timeout: Duration,
+
+    /// How often an HTTP/2 client is pinged; one that does not answer
+    /// within --http2-keepalive-timeout is disconnected (client-go's
+    /// health check: 30s and 15s; 0 disables).
+    #[arg(long, env = "PRAVEGA_ADAPTER_HTTP2_KEEPALIVE_INTERVAL", value_parser = parse_duration, default_value = "30s", help_heading = "Serving")]
+    pub http2_keepalive_interval: Duration,
+
+    /// See --http2-keepalive-interval.
+    #[arg(long, env = "PRAVEGA_ADAPTER_HTTP2_KEEPALIVE_TIMEOUT", value_parser = parse_duration, default_value = "15s", help_heading = "Serving")]
+    pub http2_keepalive_timeout: Duration,
+
+    /// A connection open this long is closed gracefully: HTTP/2 clients get
+    /// a GOAWAY, HTTP/1 ones `Connection: close`; requests in flight get a
+    /// minute to finish. Clients reconnect, so load spreads over replicas
+    /// (0 disables).
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_CONNECTION_AGE", value_parser = parse_duration, default_value = "30m", help_heading = "Serving")]
+    pub max_connection_age: Duration,
+
     /// Also serve plain HTTP, WITHOUT authentication or authorization, on this
     /// loopback address (e.g. 127.0.0.1:8080). For local demos only.
     #[arg(long, env = "PRAVEGA_ADAPTER_INSECURE_BIND_ADDRESS", value_name = "IP:PORT", help_heading = "Serving")]
@@ -308,6 +346,12 @@ mod tests {
         let c = config(&["--controller-url", "http://127.0.0.1:10080/prometheus"]).unwrap();
         assert_eq!(c.secure_port, 6443);
         assert_eq!(c.serving_threads, 1);
+        assert_eq!(c.max_connections, 1000);
+        assert_eq!(c.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(32));
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        assert_eq!((c.http2_keepalive_interval, c.http2_keepalive_timeout), (Duration::from_secs(30), Duration::from_secs(15)));
+        assert_eq!(c.max_connection_age, Duration::from_secs(30 * 60));
         assert_eq!(c.scrape_interval, Duration::from_secs(10));
         assert_eq!(c.scrape_timeout, Duration::from_secs(2));
         assert_eq!(c.scrape_max_body_bytes, 64 << 20);
@@ -340,6 +384,7 @@ mod tests {
         assert!(config(&["--scrape-max-body-bytes", "64MB"]).is_err());
         assert!(config(&["--metrics-allow-regex", "("]).is_err());
         assert!(config(&["--serving-threads", "0"]).unwrap_err().contains("--serving-threads"));
+        assert!(config(&["--max-connections", "0"]).unwrap_err().contains("--max-connections"));
     }
 
     #[test]

@@ -90,8 +90,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tokio::spawn(certificate.keep_fresh());
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::info!(%address, "serving HTTPS with authentication and authorization");
+        let limits = serve::listen::Limits {
+            max_connections: config.max_connections as usize,
+            tls_handshake_timeout: config.tls_handshake_timeout,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            http2_keepalive_interval: config.http2_keepalive_interval,
+            http2_keepalive_timeout: config.http2_keepalive_timeout,
+            max_connection_age: config.max_connection_age,
+        };
         servers.spawn(async move {
-            serve::listen::serve_tls(listener, tls, router, shutdown_signal()).await;
+            serve::listen::serve_tls(listener, tls, router, limits, shutdown_signal()).await;
             Ok(())
         });
     }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::kube_stub::{client, write_kubeconfig, Ca, StubApi};
+use common::kube_stub::{client, tls_connect, write_kubeconfig, Ca, StubApi};
 use common::*;
 use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{json, Value};
@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const SEGMENTS: &str = "pravega_controller_segments_count";
 
@@ -295,6 +296,109 @@ async fn what_is_reviewed_is_what_is_served() {
     // not served as the namespace's metric.
     let alias = format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/default/{SEGMENTS}");
     assert_refused(s.request(Some(proxy), ALICE, &alias).await, 404, "root-scoped namespaces alias");
+}
+
+impl Setup {
+    fn address(&self) -> String {
+        self.adapter.base.trim_start_matches("https://").to_owned()
+    }
+}
+
+/// Whether the server closes `stream` within `wait` (reads until then).
+async fn closed_within(stream: &mut (impl AsyncRead + Unpin), wait: Duration) -> bool {
+    let mut buffer = [0u8; 4096];
+    let read_to_end = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(wait, read_to_end).await.is_ok()
+}
+
+/// Sends one HTTP/1.1 request for `/livez` and reads its answer.
+async fn livez(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> std::io::Result<()> {
+    stream.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n").await?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !answer.ends_with(b"\r\n\r\nok") {
+        let n = stream.read(&mut buffer).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once() {
+    const CAP: usize = 50;
+    let s = Setup::start(&["--max-connections", &CAP.to_string(), "--tls-handshake-timeout", "60s"]).await;
+    // Held open without a handshake, each takes a slot; readiness polling
+    // may hold one more.
+    let mut streams = Vec::new();
+    for _ in 0..CAP + 10 {
+        streams.push(tokio::net::TcpStream::connect(s.address()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut tolerated = 0;
+    for stream in &mut streams {
+        if !closed_within(stream, Duration::from_millis(10)).await {
+            tolerated += 1;
+        }
+    }
+    assert!((CAP - 1..=CAP).contains(&tolerated), "{tolerated} of {} connections held open", streams.len());
+    assert!(s.adapter.log().contains("too many connections"), "{}", s.adapter.log());
+    // Slots come back when connections end.
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.request(None, &[], "/livez").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_header_trickle_is_cut_off() {
+    let s = Setup::start(&["--header-read-timeout", "1s"]).await;
+    let mut stream = tls_connect(&s.serving_ca, &s.address()).await;
+    livez(&mut stream).await.unwrap();
+    stream.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    // One header line every 200 ms, never the blank line that ends them.
+    let cut_off = loop {
+        if stream.write_all(b"X-Trickle: 1\r\n").await.is_err() || closed_within(&mut stream, Duration::from_millis(200)).await {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "a header trickle was served for 5 s");
+    };
+    assert!(cut_off >= Duration::from_millis(800), "cut off after {cut_off:?}");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let s = Setup::start(&["--idle-timeout", "1s"]).await;
+    let mut stream = tls_connect(&s.serving_ca, &s.address()).await;
+    livez(&mut stream).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await, "an idle connection stayed open for 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(800), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn busy_connections_are_closed_gracefully_at_their_max_age() {
+    let s = Setup::start(&["--max-connection-age", "1s"]).await;
+    let mut stream = tls_connect(&s.serving_ca, &s.address()).await;
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    // Never idle: a request every 100 ms until the server ends the connection.
+    while livez(&mut stream).await.is_ok() {
+        answered += 1;
+        assert!(started.elapsed() < Duration::from_secs(5), "a busy connection lived 5 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered >= 5, "every request before the close was answered ({answered})");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed after {:?}", started.elapsed());
 }
 
 #[tokio::test]

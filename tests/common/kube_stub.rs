@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Json;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -172,4 +173,17 @@ pub fn client(serving_ca: &Ca, identity: Option<(String, String)>) -> reqwest::C
         builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
     }
     builder.build().unwrap()
+}
+
+/// A raw TLS connection to `address` trusting `serving_ca`, offering only
+/// HTTP/1.1: for tests that control every byte.
+pub async fn tls_connect(serving_ca: &Ca, address: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let _ = super::http(); // installs the crypto provider
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(serving_ca.pem.as_bytes()).unwrap()).unwrap();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
 }
