@@ -153,6 +153,26 @@ pub struct Config {
     )]
     pub authorization_always_allow_paths: Vec<String>,
 
+    /// Which Pravega scopes metrics requests in a Kubernetes namespace see:
+    /// `all` (every scope, whatever the namespace), `same` (the scope named
+    /// like the namespace) or `listed` (only those --namespace-scope gives
+    /// it). --namespace-scope applies in every mode. Outside `all`,
+    /// root-scoped objects (nodes) see no scope.
+    #[arg(long, env = "PRAVEGA_ADAPTER_NAMESPACE_SCOPES", value_enum, default_value_t = NamespaceScopes::All, help_heading = "Security")]
+    pub namespace_scopes: NamespaceScopes,
+
+    /// The scopes requests in one namespace see, e.g. flink=stocks,trades
+    /// (repeatable; `;`-separated in the environment).
+    #[arg(
+        long = "namespace-scope",
+        env = "PRAVEGA_ADAPTER_NAMESPACE_SCOPE",
+        value_delimiter = ';',
+        value_parser = parse_namespace_scope,
+        value_name = "NAMESPACE=SCOPE,...",
+        help_heading = "Security"
+    )]
+    pub namespace_scope: Vec<NamespaceScope>,
+
     /// Static controller endpoint to scrape, e.g. http://10.0.0.5:10080/prometheus
     /// (repeatable; comma-separated in the environment).
     #[arg(
@@ -248,6 +268,30 @@ impl Scheme {
             Scheme::Https => "https",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NamespaceScopes {
+    All,
+    Same,
+    Listed,
+}
+
+/// One --namespace-scope: a namespace and the scopes it sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceScope {
+    pub namespace: String,
+    pub scopes: Vec<String>,
+}
+
+fn parse_namespace_scope(text: &str) -> Result<NamespaceScope, String> {
+    let bad = || format!("{text:?} is not NAMESPACE=SCOPE[,SCOPE...]");
+    let (namespace, scopes) = text.split_once('=').ok_or_else(bad)?;
+    let scopes: Vec<String> = scopes.split(',').map(str::trim).map(str::to_owned).collect();
+    if namespace.trim().is_empty() || scopes.iter().any(String::is_empty) {
+        return Err(bad());
+    }
+    Ok(NamespaceScope { namespace: namespace.trim().to_owned(), scopes })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -352,6 +396,7 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_secs(90));
         assert_eq!((c.http2_keepalive_interval, c.http2_keepalive_timeout), (Duration::from_secs(30), Duration::from_secs(15)));
         assert_eq!(c.max_connection_age, Duration::from_secs(30 * 60));
+        assert_eq!((c.namespace_scopes, c.namespace_scope.len()), (NamespaceScopes::All, 0));
         assert_eq!(c.scrape_interval, Duration::from_secs(10));
         assert_eq!(c.scrape_timeout, Duration::from_secs(2));
         assert_eq!(c.scrape_max_body_bytes, 64 << 20);
@@ -385,6 +430,20 @@ mod tests {
         assert!(config(&["--metrics-allow-regex", "("]).is_err());
         assert!(config(&["--serving-threads", "0"]).unwrap_err().contains("--serving-threads"));
         assert!(config(&["--max-connections", "0"]).unwrap_err().contains("--max-connections"));
+    }
+
+    #[test]
+    fn namespace_scopes() {
+        let c = config(&["--namespace-scopes", "listed", "--namespace-scope", "flink=a,b", "--namespace-scope", "ops=c"]).unwrap();
+        assert_eq!(c.namespace_scopes, NamespaceScopes::Listed);
+        let scope = |namespace: &str, scopes: &[&str]| NamespaceScope {
+            namespace: namespace.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert_eq!(c.namespace_scope, [scope("flink", &["a", "b"]), scope("ops", &["c"])]);
+        for bad in ["flink", "=a", "flink=", "flink=a,,b"] {
+            assert!(config(&["--namespace-scope", bad]).unwrap_err().contains("NAMESPACE=SCOPE"), "{bad}");
+        }
     }
 
     #[test]

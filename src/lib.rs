@@ -80,7 +80,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         }
         None => pool.set_targets(fixed),
     }
-    let app = |guard| serve::router(Arc::new(App { store: store.clone(), pool: pool.clone(), telemetry: telemetry.clone(), guard }));
+    let scopes = Arc::new(serve::scopes::ScopePolicy::new(config.namespace_scopes, &config.namespace_scope));
+    let app = |guard| {
+        serve::router(Arc::new(App {
+            store: store.clone(),
+            pool: pool.clone(),
+            telemetry: telemetry.clone(),
+            guard,
+            scopes: scopes.clone(),
+        }))
+    };
     let mut servers = tokio::task::JoinSet::new();
     if config.secure_port != 0 {
         let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);

@@ -3,6 +3,7 @@
 
 use super::quantity;
 use super::routes::{ApiVersion, ObjectQuery, CUSTOM_GROUP, EXTERNAL_GROUP};
+use super::scopes::Visible;
 use super::selector::Selector;
 use super::status::ApiError;
 use crate::store::{LabelSet, MergedView, Series, SCOPE_LABEL, STREAM_LABEL};
@@ -31,6 +32,8 @@ pub struct Answer<'a> {
     pub max_age: Duration,
     /// Reported as the metric window: the scrape interval.
     pub window: Duration,
+    /// The Pravega scopes the request sees.
+    pub visible: Visible<'a>,
 }
 
 impl Answer<'_> {
@@ -48,6 +51,7 @@ impl Answer<'_> {
         let candidates = family.narrowed(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
         Ok(candidates
             .filter(|s| self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age)
+            .filter(|s| self.visible.allows(s.labels.get(SCOPE_LABEL).unwrap_or("")))
             .filter(|s| selector.matches(|name| s.labels.get(name)))
             .collect())
     }
@@ -332,6 +336,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH + SCRAPED + Duration::from_secs(age),
             max_age: Duration::from_secs(30),
             window: Duration::from_secs(10),
+            visible: Visible::All,
         }
     }
 
@@ -441,6 +446,19 @@ mod tests {
         assert_eq!(all["items"].as_array().unwrap().len(), 3);
         let none = answer(&v, 1).external("m", &selector("scope=zzz")).unwrap().json();
         assert_eq!(none["items"], json!([]));
+    }
+
+    #[test]
+    fn streams_outside_the_visible_scopes_are_not_served() {
+        let v = view(TWO_STREAMS);
+        let only_other = ["other".to_owned()];
+        let a = Answer { visible: Visible::Only(&only_other), ..answer(&v, 1) };
+        let all = a.external("m", &selector("")).unwrap().json();
+        assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+        assert_eq!(all["items"][0]["metricLabels"]["scope"], "other");
+        assert_eq!(a.external("m", &selector("scope=test")).unwrap().json()["items"], json!([]));
+        assert!(matches!(a.object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("scope=test")), Err(ApiError::NotFound(_))));
+        assert_eq!(a.object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("")).unwrap().json()["items"][0]["value"], "7");
     }
 
     #[test]

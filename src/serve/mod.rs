@@ -4,6 +4,7 @@ pub mod listen;
 pub mod metrics_api;
 pub mod quantity;
 pub mod routes;
+pub mod scopes;
 pub mod selector;
 pub mod status;
 
@@ -19,7 +20,8 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_api::Answer;
-use routes::Route;
+use routes::{ObjectQuery, Route};
+use scopes::{ScopePolicy, Visible};
 use selector::Selector;
 use status::ApiError;
 use std::sync::Arc;
@@ -42,6 +44,7 @@ pub struct App {
     /// Authentication and authorization; `None` only on the loopback demo
     /// listener.
     pub guard: Option<Arc<Guard>>,
+    pub scopes: Arc<ScopePolicy>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -104,16 +107,21 @@ async fn answer(app: &App, request: &Parts, kind: &mut &'static str) -> Result<R
         Route::OpenApiV2 => metrics_api::openapi_v2().to_string(),
         Route::Apis => metrics_api::group_list().to_string(),
         Route::Group(group) => metrics_api::group(group).to_string(),
-        Route::Resources(version) => with_view(app, |a| a.resources(version)).to_string(),
+        Route::Resources(version) => with_view(app, Visible::All, |a| a.resources(version)).to_string(),
         Route::Object(object) => {
             let selector = selector_param(query, "metricLabelSelector")?;
             app.pool.refresh_stale().await;
-            served(app, &selector, |a| a.object(&object, &selector))?
+            // A namespace's own metrics are in that namespace.
+            let namespace = match &object {
+                ObjectQuery { namespace: None, resource, name, .. } if resource == "namespaces" => Some(name.as_str()),
+                ObjectQuery { namespace, .. } => namespace.as_deref(),
+            };
+            served(app, app.scopes.visible(namespace), &selector, |a| a.object(&object, &selector))?
         }
-        Route::External { metric, .. } => {
+        Route::External { namespace, metric } => {
             let selector = selector_param(query, "labelSelector")?;
             app.pool.refresh_stale().await;
-            served(app, &selector, |a| a.external(&metric, &selector))?
+            served(app, app.scopes.visible(Some(&namespace)), &selector, |a| a.external(&metric, &selector))?
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -133,19 +141,21 @@ fn text(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-fn with_view<T>(app: &App, f: impl FnOnce(&Answer<'_>) -> T) -> T {
+fn with_view<T>(app: &App, visible: Visible<'_>, f: impl FnOnce(&Answer<'_>) -> T) -> T {
     let view = app.store.view();
-    let answer = Answer { view: &view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval };
+    let answer =
+        Answer { view: &view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval, visible };
     f(&answer)
 }
 
 /// Answers a metrics query and records how old the data behind it was.
 fn served(
     app: &App,
+    visible: Visible<'_>,
     selector: &Selector,
     f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>,
 ) -> Result<String, ApiError> {
-    let served = with_view(app, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
+    let served = with_view(app, visible, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
         true => crate::resources::run_long(|| f(answer)),
         false => f(answer),
     })?;
