@@ -48,7 +48,7 @@ pub struct Config {
 
     /// An HTTP/1 connection whose next request's headers have not all
     /// arrived by then is closed; it also ends HTTP/1 connections waiting
-    /// for a request (kube-apiserver: 32s).
+    /// for a request (kube-apiserver: 32s; 0 disables).
     #[arg(long, env = "PRAVEGA_ADAPTER_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "32s", help_heading = "Serving")]
     pub header_read_timeout: Duration,
 
@@ -334,7 +334,11 @@ impl Config {
         if let Some(address) = self.insecure_bind_address.filter(|a| !a.ip().is_loopback()) {
             return Err(ConfigError::InsecureNotLoopback(address));
         }
-        for (name, value) in [("--scrape-interval", self.scrape_interval), ("--scrape-timeout", self.scrape_timeout)] {
+        for (name, value) in [
+            ("--scrape-interval", self.scrape_interval),
+            ("--scrape-timeout", self.scrape_timeout),
+            ("--tls-handshake-timeout", self.tls_handshake_timeout),
+        ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
@@ -421,6 +425,7 @@ mod tests {
         ));
         assert!(matches!(check(&["--controller-url", "http://x", "--scrape-timeout", "10s"]), ConfigError::TimeoutNotBelowInterval { .. }));
         assert!(matches!(check(&["--controller-url", "http://x", "--metrics-max-age", "5s"]), ConfigError::MaxAgeBelowInterval { .. }));
+        assert_eq!(check(&["--controller-url", "http://x", "--tls-handshake-timeout", "0s"]), ConfigError::Zero("--tls-handshake-timeout"));
     }
 
     #[test]
