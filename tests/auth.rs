@@ -359,6 +359,23 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
 }
 
 #[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    let s = Setup::start(&[]).await;
+    let pid = s.adapter.pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let limit = format!("--nofile={0}:{0}", open + 8);
+    assert!(std::process::Command::new("prlimit").args(["--pid", &pid.to_string(), &limit]).status().unwrap().success());
+    let streams: Vec<_> = futures::future::join_all((0..30).map(|_| tokio::net::TcpStream::connect(s.address()))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failures = s.adapter.log().matches("accept failed").count();
+    // Retrying at once would fail thousands of times in 2 s.
+    assert!((1..=40).contains(&failures), "{failures} failed accepts");
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.request(None, &[], "/livez").await.0, 200, "serving again once descriptors are free");
+}
+
+#[tokio::test]
 async fn a_header_trickle_is_cut_off() {
     let s = Setup::start(&["--header-read-timeout", "1s"]).await;
     let mut stream = tls_connect(&s.serving_ca, &s.address()).await;
