@@ -6,6 +6,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use pravega_metrics_adapter::controller_api::Truths;
 use pravega_metrics_adapter::serve::metrics_api::Answer;
+use pravega_metrics_adapter::serve::scopes::Visible;
 use pravega_metrics_adapter::serve::selector::Selector;
 use std::time::{Duration, SystemTime};
 
@@ -31,7 +32,14 @@ fn query(c: &mut Criterion) {
             b.iter(|| {
                 let selector = Selector::parse(next.next().unwrap()).unwrap();
                 let view = store.view();
-                let answer = Answer { view: &view, now, max_age: store.max_age(), window: Duration::from_secs(10), truths: &truths };
+                let answer = Answer {
+                    view: &view,
+                    now,
+                    max_age: store.max_age(),
+                    window: Duration::from_secs(10),
+                    truths: &truths,
+                    visible: Visible::All,
+                };
                 let served = answer.external(SEGMENTS, &selector).unwrap();
                 assert_eq!(served.body.matches("\"metricName\"").count(), 1, "one item");
                 served.body

@@ -7,12 +7,14 @@
 //! snapshots, merged across replicas) -> [`serve`] (the metrics APIs).
 //! [`controller_api`] asks the controllers' gRPC API when the metrics cannot
 //! tell a stream's segment count. [`config`] holds the flags, [`telemetry`]
-//! the adapter's own metrics.
+//! the adapter's own metrics, [`escape`] makes outside text safe for log
+//! lines.
 
 pub mod auth;
 pub mod config;
 pub mod controller_api;
 pub mod discover;
+pub mod escape;
 pub mod parse;
 pub mod resources;
 pub mod scrape;
@@ -86,10 +88,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if let Some(api) = &controller_api {
         tokio::spawn(api.clone().keep_checking(store.clone()));
     }
+    let scopes = Arc::new(serve::scopes::ScopePolicy::new(config.namespace_scopes, &config.namespace_scope));
     let app = |guard| {
-        let app =
-            App { store: store.clone(), pool: pool.clone(), telemetry: telemetry.clone(), controller_api: controller_api.clone(), guard };
-        serve::router(Arc::new(app))
+        serve::router(Arc::new(App {
+            store: store.clone(),
+            pool: pool.clone(),
+            telemetry: telemetry.clone(),
+            controller_api: controller_api.clone(),
+            guard,
+            scopes: scopes.clone(),
+        }))
     };
     let mut servers = tokio::task::JoinSet::new();
     if config.secure_port != 0 {
@@ -100,8 +108,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tokio::spawn(certificate.keep_fresh());
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::info!(%address, "serving HTTPS with authentication and authorization");
+        let limits = serve::listen::Limits {
+            max_connections: config.max_connections as usize,
+            tls_handshake_timeout: config.tls_handshake_timeout,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            http2_keepalive_interval: config.http2_keepalive_interval,
+            http2_keepalive_timeout: config.http2_keepalive_timeout,
+            max_connection_age: config.max_connection_age,
+        };
         servers.spawn(async move {
-            serve::listen::serve_tls(listener, tls, router, shutdown_signal()).await;
+            serve::listen::serve_tls(listener, tls, router, limits, shutdown_signal()).await;
             Ok(())
         });
     }

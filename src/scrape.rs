@@ -388,7 +388,7 @@ impl Scraper {
                         failing = false;
                     }
                     if let Some(line) = &stats.first_malformed {
-                        tracing::warn!(url = %target.url, malformed = stats.malformed, first = %line, "skipped malformed lines");
+                        tracing::warn!(url = %target.url, malformed = stats.malformed, first = %crate::escape::for_log(line.as_bytes()), "skipped malformed lines");
                     }
                     self.telemetry.scrape(&target.id, None, elapsed, stats.malformed);
                     tracing::debug!(url = %target.url, series, ?elapsed, "scraped");
