@@ -183,8 +183,12 @@ const CONTROLLER_API_CHECK_BATCH: usize = 4;
 
 /// HTTP client for the controllers: rustls, optional private CA.
 fn controller_client(config: &Config) -> Result<reqwest::Client, RunError> {
-    let mut builder =
-        reqwest::Client::builder().pool_max_idle_per_host(1).user_agent(concat!("pravega-metrics-adapter/", env!("CARGO_PKG_VERSION")));
+    // Redirects are not followed: a controller answering 3xx must not send
+    // the adapter to another host, port or scheme; the scrape fails.
+    let mut builder = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("pravega-metrics-adapter/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &config.controller_ca_file {
         let pem = std::fs::read(path).map_err(|source| RunError::ReadFile { path: path.clone(), source })?;
         let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(RunError::ControllerCa)?;

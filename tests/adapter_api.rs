@@ -494,3 +494,24 @@ fn help_documents_every_flag_and_bad_config_fails_clearly() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no controllers to scrape"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let elsewhere = FakeController::start(stream_exposition("test", "planted", 99, 50, 0)).await;
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    let adapter =
+        Adapter::start(&args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "300ms", "--scrape-timeout", "200ms"]))
+            .await;
+    controller.redirect_to(Some(elsewhere.url()));
+    for _ in 0..30 {
+        let (_, metrics) = adapter.get_text("/metrics").await;
+        if metrics.contains("result=\"status\"") {
+            let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+            assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())], "the previous data stays");
+            assert_eq!(elsewhere.hits(), 0, "the redirect was followed");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("a redirect did not fail the scrape\n{}", adapter.log());
+}

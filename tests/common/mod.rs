@@ -48,6 +48,8 @@ struct ControllerState {
     delay: Mutex<Duration>,
     /// Overrides the exposition format's content type.
     content_type: Mutex<Option<&'static str>>,
+    /// Answers every scrape with a 302 to this URL.
+    redirect: Mutex<Option<String>>,
     hits: AtomicU64,
 }
 
@@ -83,6 +85,10 @@ impl FakeController {
     pub async fn resume(&self) {
         let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
         *self.server.lock().unwrap() = Self::serve(listener, self.state.clone());
+    }
+
+    pub fn redirect_to(&self, url: Option<String>) {
+        *self.state.redirect.lock().unwrap() = url;
     }
 
     pub fn set_content_type(&self, content_type: Option<&'static str>) {
@@ -124,6 +130,9 @@ async fn serve_exposition(State(state): State<Arc<ControllerState>>) -> axum::re
     }
     if let Some(status) = *state.status.lock().unwrap() {
         return status.into_response();
+    }
+    if let Some(url) = state.redirect.lock().unwrap().clone() {
+        return (StatusCode::FOUND, [("location", url)]).into_response();
     }
     let body = state.body.lock().unwrap().clone();
     let churn = state
