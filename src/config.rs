@@ -277,6 +277,21 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_METRICS_ALLOW_REGEX", value_parser = parse_regex, default_value = "^pravega_controller_", help_heading = "Scraping")]
     pub metrics_allow_regex: Regex,
 
+    /// Labels that name the controller replica reporting a series rather
+    /// than the stream (Pravega's metrics carry Micrometer's common tag
+    /// `host`, the pod's name): dropped, so that every replica's series of
+    /// a stream are merged as one stream (repeatable; comma-separated in
+    /// the environment; empty keeps every label).
+    #[arg(
+        long = "replica-label",
+        env = "PRAVEGA_ADAPTER_REPLICA_LABELS",
+        value_delimiter = ',',
+        default_value = "host",
+        value_name = "LABEL",
+        help_heading = "Scraping"
+    )]
+    pub replica_labels: Vec<String>,
+
     /// Log line format.
     #[arg(long, env = "PRAVEGA_ADAPTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,

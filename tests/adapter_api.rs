@@ -483,6 +483,11 @@ fn help_documents_every_flag_and_bad_config_fails_clearly() {
         "--max-connection-age",
         "--namespace-scopes",
         "--namespace-scope",
+        "--controller-api-url",
+        "--controller-api-port",
+        "--controller-api-timeout",
+        "--controller-api-check-interval",
+        "--replica-label",
         "PRAVEGA_ADAPTER_SCRAPE_INTERVAL",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");

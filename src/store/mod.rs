@@ -22,6 +22,8 @@ use tokio::sync::{watch, Notify};
 /// Shared state between the scrapers (writers) and the API (readers).
 pub struct Store {
     families: Arc<Families>,
+    /// See [`Store::replica_labels`].
+    replica_labels: Arc<[String]>,
     label_sets: Arc<LabelSets>,
     max_age: Duration,
     /// Snapshots started so far, across all targets (see [`Store::builder`]).
@@ -54,6 +56,7 @@ impl Store {
     pub fn new(max_age: Duration) -> Self {
         Store {
             families: Arc::default(),
+            replica_labels: Arc::from([]),
             label_sets: Arc::default(),
             max_age,
             scrapes_started: AtomicU32::new(0),
@@ -64,6 +67,14 @@ impl Store {
             merged_generation: watch::Sender::new(0),
             merge_wanted: Notify::new(),
         }
+    }
+
+    /// Labels that name the replica reporting a series rather than the
+    /// stream (Micrometer's common tag `host`): left out of every label set,
+    /// so that the replicas' series of one stream are one stream.
+    pub fn replica_labels(mut self, labels: Vec<String>) -> Self {
+        self.replica_labels = labels.into();
+        self
     }
 
     pub fn max_age(&self) -> Duration {
@@ -77,7 +88,7 @@ impl Store {
         let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         let scrape = started.map_or(u32::MAX, |n| n + 1);
         let previous = self.lock_targets().entries.get(target).map(|e| e.snapshot.clone());
-        SnapshotBuilder::new(self.families.clone(), self.label_sets.clone(), previous, scrape)
+        SnapshotBuilder::new(self.families.clone(), self.label_sets.clone(), previous, scrape, self.replica_labels.clone())
     }
 
     /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
@@ -246,6 +257,23 @@ mod tests {
         // a now performs the next scale (a merge): it wins.
         scrape(&store, "a", 2, &replica("s", 6, 8, 5));
         assert_eq!(segments(&store, "s"), Some(6.0));
+    }
+
+    #[test]
+    fn replicas_tagging_their_series_with_their_host_report_one_stream() {
+        let store = Store::new(Duration::from_secs(30)).replica_labels(vec!["host".into()]);
+        let tagged = |host: &str, segments: u32, splits: u32| {
+            format!(
+                "pravega_controller_segments_count{{host=\"{host}\",scope=\"test\",stream=\"s\",}} {segments}.0\n\
+                 pravega_controller_segment_splits{{host=\"{host}\",scope=\"test\",stream=\"s\",}} {splits}.0\n"
+            )
+        };
+        scrape(&store, "a", 0, &tagged("controller-a", 2, 1));
+        scrape(&store, "b", 0, &tagged("controller-b", 4, 3));
+        let view = store.view();
+        let series: Vec<_> = view.family("pravega_controller_segments_count").unwrap().narrowed(None, None).collect();
+        assert_eq!(series.len(), 1, "one stream, not one per replica");
+        assert_eq!((series[0].value, series[0].labels.get("host")), (4.0, None));
     }
 
     #[test]
