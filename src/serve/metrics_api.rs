@@ -61,6 +61,7 @@ impl Answer<'_> {
             })
             .filter(|s| self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age)
             .filter(|s| self.visible.allows(s.labels.get(SCOPE_LABEL).unwrap_or("")))
+            .filter(|s| !is_internal(s.labels))
             .filter(|s| selector.matches(|name| s.labels.get(name)))
             .collect())
     }
@@ -321,6 +322,16 @@ pub fn openapi_v2() -> Value {
     })
 }
 
+/// Pravega's own streams: its `_system` scope, and the reader-group
+/// (`_RG...`) and watermark (`_MARK...`) streams it creates in users'
+/// scopes (Pravega reserves names starting with `_`). They are never
+/// served: a Kubernetes label selector cannot name them (label values
+/// start with a letter or digit), and a selector of a user's scope alone
+/// must not add its reader groups' streams into a job's value.
+fn is_internal(labels: &LabelSet) -> bool {
+    [SCOPE_LABEL, STREAM_LABEL].iter().any(|name| labels.get(name).is_some_and(|v| v.starts_with('_')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,6 +452,26 @@ mod tests {
         unknown.metric = "nope".into();
         let err = a.object(&unknown, &selector("")).unwrap_err();
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("\"nope\"") && !m.contains("\"m\"")), "no list of metrics: {err}");
+    }
+
+    #[test]
+    fn internal_streams_are_never_served() {
+        let v = view(
+            "m{scope=\"test\",stream=\"stream\"} 3\n\
+             m{scope=\"test\",stream=\"_RGreaders\"} 1\n\
+             m{scope=\"test\",stream=\"_MARKstream\"} 1\n\
+             m{scope=\"_system\",stream=\"_requeststream\"} 2\n",
+        );
+        let a = answer(&v, 1);
+        let streams = |s: &str| -> Vec<String> {
+            let body = a.external("m", &selector(s)).unwrap().json();
+            body["items"].as_array().unwrap().iter().map(|i| i["metricLabels"]["stream"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(streams(""), ["stream"]);
+        assert_eq!(streams("scope=test"), ["stream"], "a job's scope does not pull in its reader group's stream");
+        assert!(Selector::parse("scope=test,stream=_RGreaders").is_err(), "no Kubernetes selector can name them");
+        let object = a.object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("scope=test")).unwrap().json();
+        assert_eq!(object["items"][0]["value"], "3");
     }
 
     #[test]
