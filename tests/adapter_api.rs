@@ -520,3 +520,21 @@ async fn redirects_are_not_followed() {
     }
     panic!("a redirect did not fail the scrape\n{}", adapter.log());
 }
+
+#[tokio::test]
+async fn control_bytes_of_malformed_lines_reach_the_log_escaped() {
+    let body = stream_exposition("test", "s", 3, 2, 0) + "pravega_controller_segments_count{scope=\"x\x1b[31m\r\" oops\n";
+    let controller = FakeController::start(body).await;
+    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    for _ in 0..30 {
+        let log = adapter.log();
+        if log.contains("skipped malformed lines") {
+            let line = log.lines().find(|l| l.contains("skipped malformed lines")).unwrap();
+            assert!(!line.contains('\r') && !line.contains("\x1b[31m"), "raw control bytes in the log: {line:?}");
+            assert!(line.contains("\\r") || line.contains("\\u{"), "{line:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no malformed line logged\n{}", adapter.log());
+}
