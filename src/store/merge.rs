@@ -29,7 +29,7 @@ pub const MERGES_FAMILY: &str = "pravega_controller_segment_merges";
 
 /// How long a stream's high-water mark outlives the stream's last listing
 /// by a live replica.
-pub const MARK_RETENTION: Duration = Duration::from_secs(15 * 60);
+pub const MARK_RETENTION: Duration = Duration::from_secs(60 * 60);
 
 /// How far the metrics alone can be trusted for one stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
