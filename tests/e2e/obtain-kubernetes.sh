@@ -12,7 +12,6 @@
 #
 # Everything lives under $CACHE_DIR (outside the checkout): the Go module and
 # build caches, and the binaries, keyed by version and reused when present.
-# A cold build takes about 20 minutes on 2 cores.
 #
 #   E2E_KUBERNETES_VERSION  (default below) a k8s.io/kubernetes release
 #   E2E_ETCD_VERSION        (default below) a go.etcd.io/etcd/server/v3 release
@@ -77,7 +76,10 @@ module_info() {
   command -v go >/dev/null || cannot_download "Go is needed to build Kubernetes and etcd; no go on PATH"
   mkdir -p "$CACHE_DIR"
   if ! MODULE_INFO=$(cd "$CACHE_DIR" && go mod download -json "$1@$2" 2>&1); then
-    cannot_download "go mod download $1@$2 failed: $MODULE_INFO"
+    # The error is a JSON string when go got as far as asking the proxy.
+    local error
+    error=$(json_field Error <<<"$MODULE_INFO")
+    cannot_download "go mod download $1@$2 failed: $(printf '%b' "${error:-$MODULE_INFO}")"
   fi
 }
 json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\?\$/\1/p"; }
