@@ -16,7 +16,7 @@ CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployment
 .PHONY: help build run run-check test test-unit test-e2e bench bench-baseline lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 build: ## release build of the adapter, generator and flink-reader
 	$(CARGO) build --release --locked --workspace
@@ -61,7 +61,7 @@ test: ## the whole suite: unit, integration, manifests, real-control-plane e2e
 test-unit: ## cargo tests only (no root needed)
 	$(CARGO) test --workspace --locked
 
-test-e2e: ## only the end-to-end test (root)
+test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and etcd into ~/.cache/pravega-flink-autoscaler)
 	tests/e2e/run.sh
 
 bench: ## parse, scrape-round, query and serving benchmarks (figures in README)

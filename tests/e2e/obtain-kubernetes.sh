@@ -1,101 +1,157 @@
 #!/usr/bin/env bash
-# Obtains kube-apiserver, kube-controller-manager, etcd and kubectl for the
-# end-to-end test and prints the directory that holds all four.
+# Obtains kube-apiserver, kube-controller-manager, kubectl and etcd for the
+# end-to-end test, built from the Go module proxy, and prints the directory
+# that holds all four.
 #
-# Order of preference:
-#   1. $KUBEBUILDER_ASSETS, when it holds kube-apiserver and etcd
-#      (kube-controller-manager may sit next to them or be built as below);
-#   2. a previous build cached under $CACHE_DIR (outside the checkout);
-#   3. a build from Debian's `kubernetes` source package (1.20.2, vendored)
-#      with Debian's golang-go: ~5-10 min on 2 cores, done once per machine.
-# etcd comes from Debian's etcd-server, kubectl from PATH or Debian.
+# Kubernetes comes from k8s.io/kubernetes, etcd from go.etcd.io/etcd/server/v3.
+# Neither can be built with `go install module@version`: k8s.io/kubernetes
+# points its k8s.io/* staging modules at ./staging by `replace` lines, which do
+# not apply to a dependency. So each is built through a small wrapper module,
+# generated here into the cache, that requires it and, for Kubernetes, replaces
+# every staging module with the published v0.Y.Z of release v1.Y.Z.
 #
-# Progress goes to stderr; stdout carries only the directory.
+# Everything lives under $CACHE_DIR (outside the checkout): the Go module and
+# build caches, and the binaries, keyed by version and reused when present.
+#
+#   E2E_KUBERNETES_VERSION  (default below) a k8s.io/kubernetes release
+#   E2E_ETCD_VERSION        (default below) a go.etcd.io/etcd/server/v3 release
+#
+# stdout carries only the directory. Exit status 3 means a download from the
+# module proxy failed, or Go is missing or too old: stdout then carries the
+# error, for the caller's SKIPPED banner. Progress goes to stderr.
 set -euo pipefail
 
+# 1.35 or newer: per-HPA tolerance (HPAConfigurableTolerance) is on by default.
+KUBERNETES_VERSION=${E2E_KUBERNETES_VERSION:-v1.37.2}
+# The etcd minor version that this Kubernetes release's go.mod requires.
+ETCD_VERSION=${E2E_ETCD_VERSION:-v3.7.3}
 CACHE_DIR=${PRAVEGA_AUTOSCALER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/pravega-flink-autoscaler}
-BIN_DIR=$CACHE_DIR/kubernetes/bin
+K8S_DIR=$CACHE_DIR/kubernetes/$KUBERNETES_VERSION
+ETCD_DIR=$CACHE_DIR/etcd/$ETCD_VERSION
+BIN_DIR=$CACHE_DIR/bin/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSION
+
 log() { printf 'obtain-kubernetes: %s\n' "$*" >&2; }
+# Ends with status 3 and the reason on stdout: the caller skips the test.
+cannot_download() { printf '%s\n' "$*"; exit 3; }
 
-apt_install() {
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+export GOMODCACHE=$CACHE_DIR/go/mod GOCACHE=$CACHE_DIR/go/build
+# Never switch to another Go toolchain (the machine may not reach one) and
+# ignore the caller's GOFLAGS: the flags below are the whole build.
+export GOTOOLCHAIN=local GOFLAGS='' CGO_ENABLED=0
+
+# go_download DIR PACKAGE...: resolves and downloads every module the
+# packages need (go.mod and go.sum of the wrapper are completed on the way).
+go_download() {
+  local dir=$1 out
+  shift
+  if ! out=$(cd "$dir" && go list -mod=mod -deps -f '' "$@" 2>&1); then
+    cannot_download "go list -mod=mod -deps $* (in $dir) failed: $out"
+  fi
+}
+
+# go_build DIR OUT_DIR LDFLAGS PACKAGE...: builds offline from what
+# go_download fetched, lean (no symbol tables, no local paths).
+go_build() {
+  local dir=$1 out_dir=$2 ldflags=$3
+  shift 3
+  mkdir -p "$out_dir.tmp"
+  (cd "$dir" && GOPROXY=off nice -n 10 go build -mod=readonly -buildvcs=false -trimpath -tags=notest \
+    -ldflags="-s -w $ldflags" -o "$out_dir.tmp/" "$@") >&2
+  rm -rf "$out_dir"
+  mv "$out_dir.tmp" "$out_dir"
+}
+
+check_go() {
+  local need=$1 have
+  have=$(go env GOVERSION)
+  have=${have#go}
+  [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" = "$need" ] ||
+    cannot_download "Go $need or newer is needed to build Kubernetes and etcd; go on PATH is $have"
+}
+
+# module_info MODULE VERSION: downloads the module and sets MODULE_INFO to
+# what `go mod download -json` says about it (GoMod: its go.mod, Time: its
+# release time).
+module_info() {
+  command -v go >/dev/null || cannot_download "Go is needed to build Kubernetes and etcd; no go on PATH"
+  mkdir -p "$CACHE_DIR"
+  if ! MODULE_INFO=$(cd "$CACHE_DIR" && go mod download -json "$1@$2" 2>&1); then
+    # The error is a JSON string when go got as far as asking the proxy.
+    local error
+    error=$(json_field Error <<<"$MODULE_INFO")
+    cannot_download "go mod download $1@$2 failed: $(printf '%b' "${error:-$MODULE_INFO}")"
+  fi
+}
+json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\?\$/\1/p"; }
+
+# wrapper_head NAME GOMOD: the start of a wrapper's go.mod, with the go and
+# godebug lines of the module it builds (they set the runtime defaults its
+# binaries are released with).
+wrapper_head() {
+  printf 'module pravega-flink-autoscaler/%s\n\n' "$1"
+  awk '$1 == "go" || $1 == "godebug" { print } /^godebug \($/, /^\)$/ { if ($1 != "godebug") print }' "$2"
+  echo
+}
+
+build_kubernetes() {
+  local module=$K8S_DIR/module gomod minor ldflags pkg out
+  module_info k8s.io/kubernetes "$KUBERNETES_VERSION"
+  gomod=$(json_field GoMod <<<"$MODULE_INFO")
+  check_go "$(awk '$1 == "go" { print $2; exit }' "$gomod")"
+  minor=${KUBERNETES_VERSION#v1.}
+  minor=${minor%%.*}
+  # A replace line per staging module, read from k8s.io/kubernetes's go.mod.
+  mkdir -p "$module"
+  {
+    wrapper_head e2e-kubernetes "$gomod"
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    echo "replace ("
+    awk -v v="v0.$minor.${KUBERNETES_VERSION##*.}" \
+      '$2 == "=>" && $3 ~ /^\.\/staging\/src\// { printf "\t%s => %s %s\n", $1, $1, v }' "$gomod"
+    echo ")"
+  } >"$module/go.mod"
+  local pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
+  log "downloading the modules of k8s.io/kubernetes $KUBERNETES_VERSION"
+  go_download "$module" "${pkgs[@]}"
+  # What hack/lib/version.sh stamps into a release build.
+  ldflags=
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(json_field Time <<<"$MODULE_INFO")"
   done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  log "installing Debian packages: ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-}
-
-ensure_deb_src() {
-  if ! apt-cache showsrc kubernetes >/dev/null 2>&1 || [ -z "$(apt-cache showsrc kubernetes 2>/dev/null)" ]; then
-    log "adding a deb-src entry for bookworm"
-    cat > /etc/apt/sources.list.d/pravega-autoscaler-deb-src.sources <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-    apt-get update -qq >&2
-  fi
-}
-
-build_from_debian_source() {
-  local want=("$@")
-  apt_install golang-go rsync jq dpkg-dev make
-  ensure_deb_src
-  local src_root=$CACHE_DIR/kubernetes/src
-  mkdir -p "$src_root"
-  local tree
-  tree=$(find "$src_root" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -n1)
-  if [ -z "$tree" ]; then
-    log "fetching Debian's kubernetes source package"
-    (cd "$src_root" && apt-get source -qq kubernetes >&2)
-    tree=$(find "$src_root" -maxdepth 1 -mindepth 1 -type d -name 'kubernetes-*' | head -n1)
-  fi
-  # The Kubernetes 1.20 build wants the tree at $GOPATH/src/k8s.io/kubernetes.
-  local gopath=$CACHE_DIR/kubernetes/gopath
-  mkdir -p "$gopath/src/k8s.io"
-  ln -sfn "$tree" "$gopath/src/k8s.io/kubernetes"
-  local what=""
-  for w in "${want[@]}"; do what+="cmd/$w "; done
-  log "building ${want[*]} (once per machine; cached in $CACHE_DIR)"
+  log "building kube-apiserver, kube-controller-manager and kubectl $KUBERNETES_VERSION (once per version; cached in $CACHE_DIR)"
   local started=$SECONDS
-  (
-    cd "$gopath/src/k8s.io/kubernetes"
-    export GOPATH=$gopath GO111MODULE=off GOFLAGS=-mod=vendor GOCACHE=$CACHE_DIR/kubernetes/gocache
-    export KUBE_GIT_VERSION=v1.20.2 KUBE_GIT_TREE_STATE=clean
-    make WHAT="${what% }" >&2
-  )
-  mkdir -p "$BIN_DIR"
-  for w in "${want[@]}"; do
-    install -m 0755 "$gopath/src/k8s.io/kubernetes/_output/local/bin/linux/$(go env GOARCH)/$w" "$BIN_DIR/$w"
-  done
-  log "built in $((SECONDS - started)) s"
+  go_build "$module" "$K8S_DIR/bin" "$ldflags" "${pkgs[@]}"
+  log "built Kubernetes in $((SECONDS - started)) s"
+  out=$("$K8S_DIR/bin/kube-apiserver" --version)
+  [ "$out" = "Kubernetes $KUBERNETES_VERSION" ] || { log "kube-apiserver --version says '$out'"; exit 1; }
+}
+
+build_etcd() {
+  local module=$ETCD_DIR/module gomod
+  module_info go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+  gomod=$(json_field GoMod <<<"$MODULE_INFO")
+  check_go "$(awk '$1 == "go" { print $2; exit }' "$gomod")"
+  mkdir -p "$module"
+  { wrapper_head e2e-etcd "$gomod"; echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION"; } >"$module/go.mod"
+  log "downloading the modules of go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+  go_download "$module" go.etcd.io/etcd/server/v3
+  log "building etcd $ETCD_VERSION (once per version; cached in $CACHE_DIR)"
+  local started=$SECONDS
+  go_build "$module" "$ETCD_DIR/bin" "" go.etcd.io/etcd/server/v3
+  mv "$ETCD_DIR/bin/server" "$ETCD_DIR/bin/etcd" # go names it after the path
+  "$ETCD_DIR/bin/etcd" --version >&2
+  log "built etcd in $((SECONDS - started)) s"
 }
 
 main() {
+  [ -x "$K8S_DIR/bin/kube-apiserver" ] || build_kubernetes
+  [ -x "$ETCD_DIR/bin/etcd" ] || build_etcd
   mkdir -p "$BIN_DIR"
-  local assets=${KUBEBUILDER_ASSETS:-}
-  for b in kube-apiserver kube-controller-manager etcd kubectl; do
-    if [ -n "$assets" ] && [ -x "$assets/$b" ] && [ ! -x "$BIN_DIR/$b" ]; then
-      ln -sfn "$assets/$b" "$BIN_DIR/$b"
-    fi
-  done
-  local to_build=()
-  for b in kube-apiserver kube-controller-manager; do
-    [ -x "$BIN_DIR/$b" ] || to_build+=("$b")
-  done
-  [ ${#to_build[@]} -eq 0 ] || build_from_debian_source "${to_build[@]}"
-  if [ ! -x "$BIN_DIR/etcd" ]; then
-    apt_install etcd-server
-    ln -sfn "$(command -v etcd || echo /usr/bin/etcd)" "$BIN_DIR/etcd"
-  fi
-  if [ ! -x "$BIN_DIR/kubectl" ]; then
-    command -v kubectl >/dev/null || apt_install kubernetes-client
-    ln -sfn "$(command -v kubectl)" "$BIN_DIR/kubectl"
-  fi
+  local b
+  for b in kube-apiserver kube-controller-manager kubectl; do ln -sfn "$K8S_DIR/bin/$b" "$BIN_DIR/$b"; done
+  ln -sfn "$ETCD_DIR/bin/etcd" "$BIN_DIR/etcd"
   echo "$BIN_DIR"
 }
 

@@ -3,19 +3,23 @@
 # aggregation layer) + kube-controller-manager (HPA, Deployment, ServiceAccount
 # controllers), the adapter, and two fake Pravega controller replicas, all in
 # a network namespace of their own. It applies the project's own manifests/,
-# apiservice/ and hpa/ files and watches the stock HPA scale
-# flink-taskmanager with the segment count.
+# apiservice/ and hpa/ files as shipped (server-side dry run, then server-side
+# apply) and watches the stock HPA scale flink-taskmanager with the segment
+# count, past 10 replicas with hpa/tolerance-zero.patch.yaml.
 #
 #   tests/e2e/run.sh            (as root; `make test` runs it)
 #
-# Adjusted from the files, and only because this cluster cannot do otherwise:
-# policy/v1 -> v1beta1 and autoscaling/v2 -> v2beta2 (Kubernetes 1.20); the
-# adapter runs as a process in the namespace, not as its Deployment (there is
-# no kubelet), so its Service gets a hand-made Endpoints object; controller
-# pods are Pod objects whose status the test sets (IPs served by the fakes).
+# Kubernetes and etcd are built from the Go module proxy by
+# obtain-kubernetes.sh (once; cached outside the checkout).
+# Done by hand, and only because there is no kubelet: the adapter runs as a
+# process in the namespace with its ServiceAccount's token, not as its
+# Deployment, and a hand-made EndpointSlice points its Service there;
+# controller pods are Pod objects whose status the test sets (IPs served by
+# the fakes).
 #
-# Without root or network namespaces it prints SKIPPED and exits 0; any failed
-# assertion exits non-zero. Timings are printed as "TIMING ..." lines.
+# Without root or network namespaces, or when the module proxy refuses a
+# download, it prints SKIPPED and exits 0; any failed assertion exits
+# non-zero. Timings are printed as "TIMING ..." lines.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -39,7 +43,10 @@ if [ -z "${E2E_INSIDE_NETNS:-}" ]; then
   [ "$(id -u)" -eq 0 ] || skip "needs root for network namespaces (run: sudo make test)"
   command -v ip >/dev/null || skip "iproute2 (ip) is not installed"
   started=$SECONDS
-  bin=$("$here/obtain-kubernetes.sh")
+  obtained=0
+  bin=$("$here/obtain-kubernetes.sh") || obtained=$?
+  [ $obtained -ne 3 ] || skip "cannot build Kubernetes from the Go module proxy: $bin"
+  [ $obtained -eq 0 ] || fail "tests/e2e/obtain-kubernetes.sh failed (exit status $obtained)"
   log "kubernetes binaries ready in $bin ($((SECONDS - started)) s)"
   for pkg in openssl python3; do
     command -v "$pkg" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
@@ -66,8 +73,10 @@ cleanup() {
   # Command substitutions run this trap too when they exit: only the main
   # shell may tear the cluster down.
   [ "$BASHPID" = "$main_shell" ] || return 0
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Newest first: the kube-apiserver shuts down in seconds while etcd is up,
+  # and stalls for minutes once it is gone.
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop "${pids[i]}"; done
   if [ $status -ne 0 ]; then
     for f in "$work"/logs/*.log; do
       printf '\n----- last lines of %s -----\n' "$(basename "$f")"
@@ -79,6 +88,14 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+stop() { # stop PID: SIGTERM, SIGKILL if it still runs 20 s later
+  local timer
+  kill "$1" 2>/dev/null || return 0
+  (sleep 20 && kill -9 "$1" 2>/dev/null) &
+  timer=$!
+  wait "$1" 2>/dev/null || true
+  kill "$timer" 2>/dev/null || true
+}
 mkdir -p "$work/logs" "$work/pki"
 background() { local name=$1; shift; "$@" >"$work/logs/$name.log" 2>&1 & pids+=($!); }
 kc() { "$bin/kubectl" --kubeconfig "$work/admin.kubeconfig" "$@"; }
@@ -131,7 +148,7 @@ background etcd "$bin/etcd" --data-dir "$work/etcd" --listen-client-urls http://
   --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380
 background kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers=http://127.0.0.1:2379 --bind-address="$ns_ip" --advertise-address="$ns_ip" --secure-port=6444 \
-  --insecure-port=0 --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+  --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
   --client-ca-file="$pki/cluster-ca.crt" --authorization-mode=Node,RBAC \
   --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$pki/sa.pub" \
   --service-account-signing-key-file="$pki/sa.key" --service-cluster-ip-range=10.96.0.0/24 \
@@ -145,47 +162,51 @@ background kube-controller-manager "$bin/kube-controller-manager" \
   --kubeconfig="$work/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$work/controller-manager.kubeconfig" \
   --authorization-kubeconfig="$work/controller-manager.kubeconfig" \
-  --bind-address=127.0.0.1 --port=0 --leader-elect=false --use-service-account-credentials=true \
+  --bind-address=127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/cluster-ca.crt" \
   --controllers='*' --horizontal-pod-autoscaler-sync-period=$hpa_sync \
   --horizontal-pod-autoscaler-downscale-stabilization=1s
 wait_for 60 "extension-apiserver-authentication configmap" kc -n kube-system get configmap extension-apiserver-authentication
 log "TIMING control plane ready in $(elapsed "$started") s"
 
-# --- the project's files ----------------------------------------------------------
-for dir in manifests apiservice; do
-  "$bin/kubectl" kustomize "$root/$dir" | sed 's#^apiVersion: policy/v1$#apiVersion: policy/v1beta1#' >"$work/$dir.yaml"
-done
-for form in external object; do
-  sed 's#^apiVersion: autoscaling/v2$#apiVersion: autoscaling/v2beta2#' \
-    "$root/hpa/flink-taskmanager-$form.yaml" >"$work/hpa-$form.yaml"
-done
+# --- the project's files, as shipped ------------------------------------------------
+# apply_files NAME KUBECTL-ARGS...: a server-side dry run, then the server-side apply.
+apply_files() {
+  local name=$1
+  shift
+  kc apply --server-side --dry-run=server "$@" >"$work/logs/dry-run-$name.log" 2>&1 ||
+    fail "server-side dry run of $name: $(cat "$work/logs/dry-run-$name.log")"
+  kc apply --server-side "$@" >"$work/logs/apply-$name.log" 2>&1 ||
+    fail "server-side apply of $name: $(cat "$work/logs/apply-$name.log")"
+}
 "$root/apiservice/gen-serving-cert.sh" --out "$work/serving" >"$work/logs/gen-serving-cert.log" 2>&1
-"$bin/kubectl" kustomize "$work/serving" >"$work/serving.yaml"
 # Namespaces first, so the dry run of namespaced objects can resolve them.
 kc create namespace pravega-metrics >/dev/null
 kc create namespace pravega >/dev/null
-for file in manifests apiservice serving hpa-external hpa-object; do
-  kc apply --dry-run=server -f "$work/$file.yaml" >"$work/logs/dry-run-$file.log" 2>&1 ||
-    fail "server-side dry run of $file: $(cat "$work/logs/dry-run-$file.log")"
+apply_files manifests -k "$root/manifests"
+apply_files apiservice -k "$root/apiservice"
+for form in external object; do
+  kc apply --server-side --dry-run=server -f "$root/hpa/flink-taskmanager-$form.yaml" >"$work/logs/dry-run-hpa-$form.log" 2>&1 ||
+    fail "server-side dry run of hpa/flink-taskmanager-$form.yaml: $(cat "$work/logs/dry-run-hpa-$form.log")"
 done
-log "server-side dry run of manifests/, apiservice/, the serving Secret and both HPAs: ok"
-kc apply -f "$work/manifests.yaml" >/dev/null
-# No kubelet: the adapter runs as a process, reached through hand-made Endpoints.
-kc -n pravega-metrics patch service pravega-metrics-adapter --type json \
-  -p '[{"op":"remove","path":"/spec/selector"}]' >/dev/null
-kc apply -f - >/dev/null <<EOF
-apiVersion: v1
-kind: Endpoints
-metadata: {name: pravega-metrics-adapter, namespace: pravega-metrics}
-subsets: [{addresses: [{ip: "$ns_ip"}], ports: [{name: https, port: 6443}]}]
+log "PASS server-side dry run and apply of manifests/ and apiservice/, dry run of both HPAs"
+# No kubelet: the adapter runs as a process on $ns_ip; a slice that is not the
+# EndpointSlice controller's (managed-by) points the Service there.
+kc apply --server-side -f - >/dev/null <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: pravega-metrics-adapter-e2e
+  namespace: pravega-metrics
+  labels: {kubernetes.io/service-name: pravega-metrics-adapter, endpointslice.kubernetes.io/managed-by: e2e}
+addressType: IPv4
+ports: [{name: https, port: 6443, protocol: TCP}]
+endpoints: [{addresses: ["$ns_ip"], conditions: {ready: true}}]
 EOF
-
-token_of() { # token_of NAMESPACE SERVICEACCOUNT
-  local secret
-  wait_for 60 "a token for $1/$2" sh -c "'$bin/kubectl' --kubeconfig '$work/admin.kubeconfig' -n $1 get serviceaccount $2 -o jsonpath='{.secrets[0].name}' | grep -q ."
-  secret=$(kc -n "$1" get serviceaccount "$2" -o jsonpath='{.secrets[0].name}')
-  kc -n "$1" get secret "$secret" -o jsonpath='{.data.token}' | base64 -d
+# token_of NAMESPACE SERVICEACCOUNT: a bound token from the TokenRequest API.
+token_of() {
+  wait_for 60 "serviceaccount $1/$2" kc -n "$1" get serviceaccount "$2"
+  kc -n "$1" create token "$2"
 }
 
 # --- fake Pravega controllers: two replicas, discovered as pods -------------------------
@@ -204,13 +225,23 @@ exposition() { # exposition DIR [SEGMENTS SPLITS MERGES]  (no numbers: the repli
   } >"$1/prometheus.tmp"
   mv "$1/prometheus.tmp" "$1/prometheus"
 }
+# Serves DIR/prometheus at ADDRESS:10080/prometheus with the content type of
+# the text format, as the controller does.
+fake_controller='
+import functools, http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {"": "text/plain; version=0.0.4; charset=utf-8"}
+handler = functools.partial(Handler, directory=sys.argv[2])
+http.server.ThreadingHTTPServer((sys.argv[1], 10080), handler).serve_forever()
+'
 replica_dir=("$work/controller-0" "$work/controller-1")
 for i in 0 1; do
   mkdir -p "${replica_dir[$i]}"
   exposition "${replica_dir[$i]}"
-  background "controller-$i" python3 -m http.server 10080 --bind "${controller_ips[$i]}" --directory "${replica_dir[$i]}"
+  background "controller-$i" python3 -c "$fake_controller" "${controller_ips[$i]}" "${replica_dir[$i]}"
 done
-token_of pravega default >/dev/null # pods are admitted once it has its token
+# Pods are admitted once their ServiceAccount exists.
+wait_for 60 "serviceaccount pravega/default" kc -n pravega get serviceaccount default
 for i in 0 1; do
   kc apply -f - >/dev/null <<EOF
 apiVersion: v1
@@ -240,12 +271,19 @@ background adapter env RUST_LOG=info "$root/target/debug/pravega-metrics-adapter
   --tls-cert-file="$work/serving/tls.crt" --tls-private-key-file="$work/serving/tls.key" \
   --controller-namespace=pravega --log-format=json --kubeconfig="$work/adapter.kubeconfig"
 started=$(now)
-kc apply -f "$work/serving.yaml" >/dev/null
+# gen-serving-cert.sh --out: the serving Secret and apiservice/ with caBundle set.
+apply_files serving -k "$work/serving"
 for apiservice in v1beta1.custom.metrics.k8s.io v1beta2.custom.metrics.k8s.io v1beta1.external.metrics.k8s.io; do
   wait_for 90 "APIService $apiservice Available" sh -c \
     "'$bin/kubectl' --kubeconfig '$work/admin.kubeconfig' get apiservice $apiservice -o jsonpath='{.status.conditions[?(@.type==\"Available\")].status}' | grep -qx True"
 done
 log "PASS the three APIServices are Available ($(elapsed "$started") s after registration)"
+# Where the kube-apiserver log stands once they are, and the aggregator's own
+# proxies know it (its informers follow the status within milliseconds): see
+# the OpenAPI check at the end.
+sleep 2
+available_at=$SECONDS
+apiserver_log_mark=$(wc -l <"$work/logs/kube-apiserver.log")
 
 # --- reading the metrics through the aggregator ----------------------------------------------
 exposition "${replica_dir[0]}" 3 2 0
@@ -280,7 +318,6 @@ log "PASS an unauthorized ServiceAccount gets 403 through the aggregator"
 
 # --- the stock HPA follows the segment count -----------------------------------------------------
 replicas() { kc -n pravega get deployment flink-taskmanager -o jsonpath='{.spec.replicas}'; }
-max_seen=0
 # phase NAME EXPECTED FORBIDDEN: waits for .spec.replicas == EXPECTED, failing if
 # it ever equals FORBIDDEN (what summing the replicas would give).
 phase() {
@@ -297,7 +334,7 @@ phase() {
   log "PASS $name: flink-taskmanager at $expected replicas"
   log "TIMING $name: HPA reacted in $(elapsed "$start") s (sync period $hpa_sync)"
 }
-kc apply -f "$work/hpa-external.yaml" >/dev/null
+apply_files hpa-external -f "$root/hpa/flink-taskmanager-external.yaml"
 phase "External HPA, 3 segments" 3 none
 sleep 16 # let the 15 s scale-up rate window pass
 # Replica 1 scales the stream to 6; replica 0 still holds its stale 3.
@@ -307,9 +344,58 @@ sleep 16
 # Replica 0 merges down to 2 (9 scale events, more than replica 1's 5).
 exposition "${replica_dir[0]}" 2 5 4
 phase "External HPA, merged down to 2 segments" 2 8
-kc delete -f "$work/hpa-external.yaml" >/dev/null
-kc apply -f "$work/hpa-object.yaml" >/dev/null
+kc delete -f "$root/hpa/flink-taskmanager-external.yaml" >/dev/null
+apply_files hpa-object -f "$root/hpa/flink-taskmanager-object.yaml"
 exposition "${replica_dir[0]}" 4 7 4
 phase "Object HPA, 4 segments" 4 none
-kill "${pids[@]}" 2>/dev/null || true
+
+# --- past 10 replicas: the 10 % tolerance, then hpa/tolerance-zero.patch.yaml ---------------------
+# From here on replica 1 holds a stale 6: summing would give segments + 6.
+sleep 16
+exposition "${replica_dir[0]}" 11 14 4
+phase "Object HPA, 11 segments" 11 17
+# The HPA's view of the metric: the Object value over the current replicas
+# (11 segments at 11 replicas read 1).
+reads_more_than_one() { local a; a=$(kc -n pravega get hpa flink-taskmanager -o jsonpath='{.status.currentMetrics[0].object.current.averageValue}'); [ -n "$a" ] && [ "$a" != 1 ]; }
+exposition "${replica_dir[0]}" 12 15 4
+wait_for 30 "the HPA to read 12 segments at 11 replicas" reads_more_than_one
+# hold SECONDS NAME EXPECTED: .spec.replicas stays EXPECTED for that long.
+hold() {
+  local deadline=$((SECONDS + $1)) name=$2 r
+  while [ $SECONDS -lt $deadline ]; do
+    r=$(replicas)
+    [ "$r" = "$3" ] || fail "$name: replicas went to $r, expected them to stay $3"
+    sleep 0.2
+  done
+  log "PASS $name: flink-taskmanager stayed at $3 replicas for $1 s"
+}
+# 12/11 = 1.09 is inside the default 10 % band: five HPA syncs change nothing.
+hold 10 "Object HPA, 12 segments, default tolerance" 11
+patch=$root/hpa/tolerance-zero.patch.yaml
+kc -n pravega patch hpa flink-taskmanager --type merge --patch-file "$patch" --dry-run=server >/dev/null ||
+  fail "server-side dry run of the patch $patch"
+kc -n pravega patch hpa flink-taskmanager --type merge --patch-file "$patch" >/dev/null
+tolerances=$(kc -n pravega get hpa flink-taskmanager -o jsonpath='{.spec.behavior.scaleUp.tolerance} {.spec.behavior.scaleDown.tolerance}')
+[ "$tolerances" = "0 0" ] ||
+  fail "the kube-apiserver did not keep behavior.scaleUp/scaleDown.tolerance (HPAConfigurableTolerance): got '$tolerances'"
+phase "Object HPA with tolerance 0, 12 segments" 12 18
+exposition "${replica_dir[0]}" 11 15 5
+phase "Object HPA with tolerance 0, merged down to 11 segments" 11 17
+
+# --- OpenAPI aggregation of the three metrics APIServices ------------------------------------------
+# The aggregator downloads /openapi/v2 (and /openapi/v3) from the adapter as
+# user system:aggregator, with no groups, soon after an APIService turns
+# Available and then every minute; kube-aggregator logs a failure as
+#   loading OpenAPI spec for "<APIService>" failed with: ...
+# and when merging as "failed to download <APIService>: ...". Failures while an
+# APIService is not yet Available are expected (the aggregator answers 503
+# itself); from the moment all three are Available, none may appear.
+openapi_errors='(loading OpenAPI spec for|failed to download) [\"]*v1beta[12][.](custom|external)[.]metrics[.]k8s[.]io'
+[ $((SECONDS - available_at)) -ge 65 ] || sleep $((65 - (SECONDS - available_at))) # one periodic download at least
+if errors=$(tail -n "+$((apiserver_log_mark + 1))" "$work/logs/kube-apiserver.log" | grep -E "$openapi_errors"); then
+  fail "the aggregator failed to download the adapter's OpenAPI spec after the APIServices were Available:
+$(head -n 5 <<<"$errors")"
+fi
+log "PASS the aggregator downloads the OpenAPI spec of the three APIServices without error"
+
 log "ALL PASSED"
