@@ -128,7 +128,15 @@ pub enum ControllerApiError {
     },
     #[error("no answer from {endpoint} within {timeout:?}")]
     Timeout { endpoint: String, timeout: Duration },
+    #[error("{endpoint} failed recently and is not asked again yet")]
+    BackingOff { endpoint: String },
 }
+
+/// How long an endpoint that failed is skipped.
+const BACKOFF: Duration = Duration::from_secs(10);
+
+/// Endpoints in backoff remembered at most (discovered pods come and go).
+const MAX_BACKOFF_ENDPOINTS: usize = 1_024;
 
 /// What the API said of one stream, and when.
 #[derive(Debug, Clone, Copy)]
@@ -157,6 +165,8 @@ pub struct ControllerApi {
     /// The endpoints of the scraped controllers, for when none are fixed.
     discovered: Box<dyn Fn() -> Vec<String> + Send + Sync>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Endpoints that failed recently, and until when they are skipped.
+    backoff: Mutex<HashMap<String, Instant>>,
     answers: Mutex<HashMap<(String, String), Answer>>,
     checked: Mutex<HashMap<LabelSet, Checked, foldhash::fast::RandomState>>,
     in_flight: tokio::sync::Semaphore,
@@ -178,6 +188,7 @@ impl ControllerApi {
             settings,
             discovered: Box::new(discovered),
             channels: Mutex::default(),
+            backoff: Mutex::default(),
             answers: Mutex::default(),
             checked: Mutex::default(),
             telemetry,
@@ -210,8 +221,16 @@ impl ControllerApi {
         let endpoints = self.endpoints();
         let mut last_error = ControllerApiError::NoEndpoint;
         for endpoint in endpoints {
+            let skipped = lock(&self.backoff).get(&endpoint).is_some_and(|until| Instant::now() < *until);
+            if skipped {
+                last_error = ControllerApiError::BackingOff { endpoint };
+                continue;
+            }
             match self.ask(&endpoint, scope, stream).await {
                 Ok(segments) => {
+                    if lock(&self.backoff).remove(&endpoint).is_some() {
+                        tracing::info!(%endpoint, "controller API answers again");
+                    }
                     let at = SystemTime::now();
                     let mut answers = lock(&self.answers);
                     answers.retain(|_, (_, asked, _)| asked.elapsed() <= self.settings.cache_for);
@@ -221,7 +240,13 @@ impl ControllerApi {
                 }
                 Err(error) => {
                     self.telemetry.controller_api_call(Some(&error));
-                    tracing::warn!(%endpoint, scope, stream, error = %error, "controller API call failed");
+                    let mut backoff = lock(&self.backoff);
+                    if backoff.len() > MAX_BACKOFF_ENDPOINTS {
+                        backoff.clear();
+                    }
+                    if backoff.insert(endpoint.clone(), Instant::now() + BACKOFF).is_none() {
+                        tracing::warn!(%endpoint, scope, stream, %error, backoff = ?BACKOFF, "controller API call failed; skipping this endpoint for a while");
+                    }
                     last_error = error;
                 }
             }
@@ -394,4 +419,47 @@ fn join_host_port(host: &str, port: u16) -> String {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(endpoints: Vec<String>) -> ControllerApiSettings {
+        ControllerApiSettings {
+            endpoints,
+            port: 0,
+            tls: false,
+            ca_pem: None,
+            bearer_token_file: None,
+            timeout: Duration::from_millis(500),
+            cache_for: Duration::from_secs(1),
+            concurrency: 2,
+            per_query: 4,
+            check_interval: Duration::ZERO,
+            check_batch: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_endpoint_is_skipped_for_a_while() {
+        // A port nothing listens on: connection refused.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let api = ControllerApi::new(settings(vec![format!("http://{closed}")]), Vec::new, Arc::default());
+        let first = api.current_segments("test", "s").await;
+        assert!(matches!(first, Err(ControllerApiError::Call { .. } | ControllerApiError::Timeout { .. })), "{first:?}");
+        let second = api.current_segments("test", "s").await;
+        assert!(matches!(second, Err(ControllerApiError::BackingOff { .. })), "{second:?}");
+    }
+
+    #[test]
+    fn discovered_hosts_become_endpoints_at_the_api_port() {
+        let mut settings = settings(Vec::new());
+        settings.port = 9090;
+        let api = ControllerApi::new(settings, || vec!["10.0.0.5".to_owned(), "fd00::5".to_owned()], Arc::default());
+        assert!(api.enabled());
+        assert_eq!(api.endpoints(), ["http://10.0.0.5:9090", "http://[fd00::5]:9090"]);
+        let api = ControllerApi::new(self::settings(Vec::new()), Vec::new, Arc::default());
+        assert!(!api.enabled(), "no fixed endpoint and no port");
+    }
 }
