@@ -123,7 +123,7 @@ start_segmentstore() {
         -DautoScale.controller.connect.uri="tcp://$controllers" \
         -DautoScale.cooldown.time.seconds=${AUTOSCALE_COOLDOWN_SECONDS:-10} \
         -DautoScale.mute.time.seconds=${AUTOSCALE_MUTE_SECONDS:-10} \
-        -DautoScale.cache.expiry.seconds=${AUTOSCALE_CACHE_EXPIRY_SECONDS:-150} \
+        -DautoScale.cache.expiry.seconds=${AUTOSCALE_CACHE_EXPIRY_SECONDS:-135} \
         -DautoScale.cache.cleanUp.interval.seconds=${AUTOSCALE_CACHE_CLEANUP_SECONDS:-5} \
         -Dpravega.configurationFile="$run/segmentstore.properties" \
         io.pravega.segmentstore.server.host.ServiceStarter

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# The workload and the adapter against a real Pravega 0.13 (two controller
+# replicas), bounded in time:
+#   1. Pravega's jars (obtain.sh; a registry refusal prints SKIPPED, exit 0)
+#   2. ZooKeeper, a segment store and two controllers (start.sh), in a
+#      network namespace of their own whose only interface is lo
+#   3. the generator (via controller A) writes a rising sinusoid into
+#      test/stream, whose event-rate policy splits it
+#   4. readers (via controller B) 1 -> 3 -> 1, stopped with SIGTERM
+#   5. controller A restarts; the generator stops; the idle segments merge
+#   6. every event is checked (sequence logs), the truth (getCurrentSegments
+#      over gRPC) against each replica's gauges and the adapter's answer
+# Any failed check exits non-zero. A timeline is printed as it runs.
+#
+#   tests/pravega/run.sh                    the test
+#   CAPTURE_FIXTURES=1 tests/pravega/run.sh also writes both replicas'
+#                                           expositions to tests/fixtures/
+# Root is needed (unshare --net). RUN_DIR keeps logs (default: a temp dir,
+# kept on failure).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+banner() { # title, lines...
+    local title=$1; shift
+    printf '\n%s\n=== %s\n' "==========================================================" "$title"
+    printf '    %s\n' "$@"
+    printf '%s\n\n' "=========================================================="
+}
+
+if [ "${1:-}" != --inside ]; then
+    started=$SECONDS
+    if [ "$(id -u)" != 0 ]; then
+        banner "tests/pravega SKIPPED" "needs root: the servers run in a network namespace of their own (unshare --net)"
+        exit 0
+    fi
+    set +e
+    lib=$("$here/obtain.sh")
+    rc=$?
+    set -e
+    if [ $rc = 3 ]; then
+        cache=${PRAVEGA_AUTOSCALER_CACHE:-$HOME/.cache/pravega-flink-autoscaler}
+        mapfile -t error <"$cache/pravega-0.13.0.error"
+        banner "tests/pravega SKIPPED: Maven could not get Pravega's jars" "${error[@]}"
+        exit 0
+    fi
+    [ $rc = 0 ] || exit $rc
+    echo "tests/pravega: jars ready after $((SECONDS - started)) s; building the workload and the adapter"
+    (cd "$repo" && cargo build --locked -q -p generator -p flink-reader -p pravega-metrics-adapter)
+    echo "tests/pravega: built after $((SECONDS - started)) s"
+    export PRAVEGA_LIB=$lib/lib RUN_STARTED_EPOCH=$(($(date +%s) - (SECONDS - started)))
+    exec unshare --net -- "$0" --inside
+fi
+
+# ---------------------------------------------------------------- inside
+ip link set lo up
+# Plain logs (no ANSI colours): check.py reads the binaries' log lines.
+export NO_COLOR=1
+bin=${CARGO_TARGET_DIR:-$repo/target}/debug
+run=${RUN_DIR:-$(mktemp -d /tmp/pravega-test.XXXXXX)}
+mkdir -p "$run"
+echo "tests/pravega: logs in $run"
+
+# What the test asks of Pravega: a policy of SCALING_RATE events/s per
+# segment, split in up to SCALE_FACTOR. The segment store asks for a split
+# when a segment's 2-minute rate exceeds 5x the target rate, at its first
+# report, 2 minutes after the segment was created (hard-coded in 0.13), so
+# the load is well above 5x the target by then.
+SCOPE=test STREAM=stream
+SCALING_RATE=${SCALING_RATE:-20}
+SCALE_FACTOR=${SCALE_FACTOR:-3}
+MIN_RATE=${MIN_RATE:-60} MAX_RATE=${MAX_RATE:-260} PERIOD=${PERIOD:-300s}
+A_GRPC=9090 A_REST=10080 B_GRPC=9091 B_REST=10081
+GEN=127.0.0.1:18090 ADAPTER=127.0.0.1:18080
+SAMPLE_EVERY=5
+
+pids=()
+cleanup() {
+    local rc=$?
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    "$here/start.sh" "$run" stop >/dev/null 2>&1 || true
+    if [ $rc != 0 ]; then echo "tests/pravega: FAILED (exit $rc); logs kept in $run" >&2; fi
+    exit $rc
+}
+trap cleanup EXIT
+fail() { echo "tests/pravega: FAIL: $*" >&2; exit 1; }
+now_ms() { date +%s%3N; }
+t0=$(date +%s)
+elapsed() { echo $(($(date +%s) - t0)); }
+
+"$here/start.sh" "$run"
+echo "tests/pravega: Pravega up after $(elapsed) s (two controllers: gRPC $A_GRPC/$B_GRPC, REST $A_REST/$B_REST)"
+
+# One value from an exposition: the first sample of FAMILY for test/stream.
+stream_value() { # body-file family
+    grep -E "^$2\{" "$1" 2>/dev/null | grep -F "scope=\"$SCOPE\"" | grep -F "stream=\"$STREAM\"" \
+        | head -1 | awk '{printf "%g", $NF}'
+}
+metric() { # url family: an unlabelled sample of our own binaries' /metrics
+    curl -fsS --max-time 2 "$1" 2>/dev/null | awk -v f="$2" '$1 == f {printf "%g", $2}'
+}
+truth() { # current segments per getCurrentSegments, via controller B
+    "$bin/pravega-segments" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream $STREAM --timeout 4s 2>>"$run/truth.err" \
+        | awk '{print $1}'
+}
+adapter_value() {
+    curl -fsS --max-time 2 "http://$ADAPTER/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3D$SCOPE,stream%3D$STREAM" 2>/dev/null \
+        | python3 -c 'import json,sys; i=json.load(sys.stdin)["items"]; print(i[0]["value"] if i else "none")' 2>/dev/null || echo "-"
+}
+
+sample() { # one timeline row, to stdout and timeline.tsv
+    local a b row
+    curl -fsS --max-time 2 "http://127.0.0.1:$A_REST/prometheus" -o "$run/a.prom" 2>/dev/null || : >"$run/a.prom"
+    curl -fsS --max-time 2 "http://127.0.0.1:$B_REST/prometheus" -o "$run/b.prom" 2>/dev/null || : >"$run/b.prom"
+    a="$(stream_value "$run/a.prom" pravega_controller_segments_count)/$(stream_value "$run/a.prom" pravega_controller_segment_splits)/$(stream_value "$run/a.prom" pravega_controller_segment_merges)"
+    b="$(stream_value "$run/b.prom" pravega_controller_segments_count)/$(stream_value "$run/b.prom" pravega_controller_segment_splits)/$(stream_value "$run/b.prom" pravega_controller_segment_merges)"
+    row=$(printf '%5s  %6s  %6s  %5s  %-9s  %-9s  %7s  %s' "$(elapsed)" "$(metric "http://$GEN/metrics" generator_target_rate | cut -d. -f1)" \
+        "$(metric "http://$GEN/metrics" generator_actual_rate | cut -d. -f1)" "$(truth)" "${a//\/\//\/-\/}" "${b//\/\//\/-\/}" "$(adapter_value)" "$*")
+    echo "$row" | tee -a "$run/timeline.tsv"
+}
+sampler() {
+    while true; do sample >/dev/null; sleep $SAMPLE_EVERY; done
+}
+last_truth() { tail -1 "$run/timeline.tsv" | awk '{print $4}'; }
+wait_truth() { # op value seconds: until the true segment count satisfies op value
+    local op=$1 want=$2 seconds=$3 deadline=$(($(date +%s) + $3)) n
+    while [ "$(date +%s)" -lt $deadline ]; do
+        n=$(truth)
+        if [ -n "$n" ] && [ "$n" "$op" "$want" ]; then return 0; fi
+        sleep 2
+    done
+    return 1
+}
+
+start_reader() { # name
+    FLINK_READER_CONTROLLER_URI=tcp://127.0.0.1:$B_GRPC RUST_LOG=info \
+        "$bin/flink-reader" --scope $SCOPE --stream $STREAM --reader-group rg --reader-id "$1" \
+        --iterations 100 --listen "127.0.0.1:$2" --sequence-log "$run/$1.seq" >>"$run/$1.log" 2>&1 &
+    pids+=($!)
+    eval "pid_$1=$!"
+}
+stop_reader() { # name: SIGTERM, then how long until the process exits
+    local pid sent exited
+    pid=$(eval echo "\$pid_$1")
+    sent=$(now_ms)
+    kill -TERM "$pid"
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && fail "$1 still running 30 s after SIGTERM"
+    wait "$pid" || fail "$1 exited with status $? after SIGTERM (log: $run/$1.log)"
+    exited=$(now_ms)
+    echo "$1 $sent $exited" >>"$run/stops"
+    echo "tests/pravega: $1 left the group $((exited - sent)) ms after SIGTERM"
+}
+
+# The adapter, scraping both replicas, plain HTTP on loopback.
+"$bin/pravega-metrics-adapter" --secure-port 0 --insecure-bind-address $ADAPTER \
+    --controller-url http://127.0.0.1:$A_REST/prometheus --controller-url http://127.0.0.1:$B_REST/prometheus \
+    --scrape-interval 2s --scrape-timeout 1s >>"$run/adapter.log" 2>&1 &
+pids+=($!)
+
+# The generator talks to controller A (created the stream, so A has the
+# gauge first); readers and the truth go through controller B.
+RUST_LOG=info "$bin/generator" --controller-uri tcp://127.0.0.1:$A_GRPC --scope $SCOPE --stream $STREAM \
+    --scaling-rate $SCALING_RATE --scale-factor $SCALE_FACTOR --min-segments 1 \
+    --min-rate $MIN_RATE --max-rate $MAX_RATE --period $PERIOD --listen $GEN >>"$run/generator.log" 2>&1 &
+gen=$!
+pids+=($gen)
+start_reader r1 18091
+
+printf '%5s  %6s  %6s  %5s  %-9s  %-9s  %7s  %s\n' t/s target actual truth A:n/s/m B:n/s/m adapter event | tee "$run/timeline.tsv"
+sampler &
+pids+=($!)
+event() { sample "<- $*" >/dev/null; tail -1 "$run/timeline.tsv"; }
+tail_timeline() { tail -n +2 -f "$run/timeline.tsv" & pids+=($!); }
+tail_timeline
+
+wait_truth -ge 2 330 || fail "no split within 330 s of the generator's start (see $run/segmentstore.log: 'sending request for scale up')"
+event "split"
+
+start_reader r2 18092
+start_reader r3 18093
+event "readers r2, r3 started"
+sleep 45
+stop_reader r3
+event "r3 stopped"
+sleep 20
+stop_reader r2
+event "r2 stopped"
+
+# Both replicas' expositions as they are after the split.
+cp "$run/a.prom" "$run/replica-a.prom"; cp "$run/b.prom" "$run/replica-b.prom"
+curl -fsS "http://127.0.0.1:$A_REST/prometheus" -o "$run/replica-a.prom"
+curl -fsS "http://127.0.0.1:$B_REST/prometheus" -o "$run/replica-b.prom"
+truth >"$run/replica-truth"
+event "expositions captured (truth $(cat "$run/replica-truth"))"
+
+restart_started=$(date +%s)
+"$here/start.sh" "$run" controller-a
+event "controller A restarted ($(($(date +%s) - restart_started)) s)"
+sleep 15
+
+kill -TERM $gen
+wait $gen || fail "the generator exited with status $? (log: $run/generator.log)"
+written=$(grep -oE 'flushing before exit.*events=[0-9]+' "$run/generator.log" | grep -oE '[0-9]+$' | tail -1)
+event "generator stopped after writing ${written:-?} events"
+
+wait_truth -le 1 480 || fail "the idle stream did not merge back to 1 segment within 480 s"
+event "merged back"
+sleep 12
+
+# r1 has read everything once its sequence log stops growing.
+for _ in $(seq 30); do
+    before=$(wc -l <"$run/r1.seq"); sleep 2; after=$(wc -l <"$run/r1.seq")
+    [ "$before" = "$after" ] && break
+done
+r1_metric=$(metric http://127.0.0.1:18091/metrics flink_reader_events_total)
+stop_reader r1
+event "r1 stopped"
+kill %sampler 2>/dev/null || true
+
+echo
+echo "tests/pravega: timeline (t/s since Pravega started; target/actual events/s; truth = getCurrentSegments;"
+echo "  A, B = each replica's segments_count/segment_splits/segment_merges for $SCOPE/$STREAM, - = no series;"
+echo "  adapter = what the adapter serves for it)"
+cat "$run/timeline.tsv"
+
+if [ "${CAPTURE_FIXTURES:-}" = 1 ]; then
+    fixtures=$repo/tests/fixtures/pravega-controller
+    cp "$run/replica-a.prom" "$fixtures/real-0.13.0-replica-a.prom"
+    cp "$run/replica-b.prom" "$fixtures/real-0.13.0-replica-b.prom"
+    cp "$run/replica-truth" "$fixtures/real-0.13.0.truth"
+    echo "tests/pravega: fixtures written to $fixtures"
+fi
+
+python3 "$here/check.py" "$run"
+[ "$r1_metric" = "$(wc -l <"$run/r1.seq")" ] || fail "r1 /metrics says $r1_metric events, its log has $(wc -l <"$run/r1.seq")"
+echo "tests/pravega: passed in $(($(date +%s) - RUN_STARTED_EPOCH)) s"
