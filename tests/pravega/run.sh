@@ -34,6 +34,9 @@ if [ "${1:-}" != --inside ]; then
         banner "tests/pravega SKIPPED" "needs root: the servers run in a network namespace of their own (unshare --net)"
         exit 0
     fi
+    for tool in java mvn curl unshare python3; do
+        command -v $tool >/dev/null || { banner "tests/pravega SKIPPED" "$tool is not installed (needs a JDK 11+, Maven, curl, util-linux, python3)"; exit 0; }
+    done
     set +e
     lib=$("$here/obtain.sh")
     rc=$?
@@ -46,7 +49,9 @@ if [ "${1:-}" != --inside ]; then
     fi
     [ $rc = 0 ] || exit $rc
     echo "tests/pravega: jars ready after $((SECONDS - started)) s; building the workload and the adapter"
-    (cd "$repo" && cargo build --locked -q -p generator -p flink-reader -p pravega-metrics-adapter)
+    # The workspace's binaries, as `make build` selects them (other package
+    # selections unify dependency features differently and rebuild them).
+    (cd "$repo" && cargo build --locked -q --workspace --bins)
     echo "tests/pravega: built after $((SECONDS - started)) s"
     export PRAVEGA_LIB=$lib/lib RUN_STARTED_EPOCH=$(($(date +%s) - (SECONDS - started)))
     exec unshare --net -- "$0" --inside
@@ -105,21 +110,22 @@ truth() { # current segments per getCurrentSegments, via controller B
 }
 adapter_value() {
     curl -fsS --max-time 2 "http://$ADAPTER/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3D$SCOPE,stream%3D$STREAM" 2>/dev/null \
-        | python3 -c 'import json,sys; i=json.load(sys.stdin)["items"]; print(i[0]["value"] if i else "none")' 2>/dev/null || echo "-"
+        | python3 -c 'import json,sys; i=json.load(sys.stdin)["items"]; print("+".join(x["value"] for x in i) if i else "none")' 2>/dev/null || echo "-"
 }
 
 sample() { # one timeline row, to stdout and timeline.tsv
-    local a b row
-    curl -fsS --max-time 2 "http://127.0.0.1:$A_REST/prometheus" -o "$run/a.prom" 2>/dev/null || : >"$run/a.prom"
-    curl -fsS --max-time 2 "http://127.0.0.1:$B_REST/prometheus" -o "$run/b.prom" 2>/dev/null || : >"$run/b.prom"
-    a="$(stream_value "$run/a.prom" pravega_controller_segments_count)/$(stream_value "$run/a.prom" pravega_controller_segment_splits)/$(stream_value "$run/a.prom" pravega_controller_segment_merges)"
-    b="$(stream_value "$run/b.prom" pravega_controller_segments_count)/$(stream_value "$run/b.prom" pravega_controller_segment_splits)/$(stream_value "$run/b.prom" pravega_controller_segment_merges)"
+    local a b row pa="$run/a.$BASHPID.prom" pb="$run/b.$BASHPID.prom"
+    curl -fsS --max-time 2 "http://127.0.0.1:$A_REST/prometheus" -o "$pa" 2>/dev/null || : >"$pa"
+    curl -fsS --max-time 2 "http://127.0.0.1:$B_REST/prometheus" -o "$pb" 2>/dev/null || : >"$pb"
+    a="$(stream_value "$pa" pravega_controller_segments_count)/$(stream_value "$pa" pravega_controller_segment_splits)/$(stream_value "$pa" pravega_controller_segment_merges)"
+    b="$(stream_value "$pb" pravega_controller_segments_count)/$(stream_value "$pb" pravega_controller_segment_splits)/$(stream_value "$pb" pravega_controller_segment_merges)"
+    rm -f "$pa" "$pb"
     row=$(printf '%5s  %6s  %6s  %5s  %-9s  %-9s  %7s  %s' "$(elapsed)" "$(metric "http://$GEN/metrics" generator_target_rate | cut -d. -f1)" \
         "$(metric "http://$GEN/metrics" generator_actual_rate | cut -d. -f1)" "$(truth)" "${a//\/\//\/-\/}" "${b//\/\//\/-\/}" "$(adapter_value)" "$*")
-    echo "$row" | tee -a "$run/timeline.tsv"
+    echo "$row" >>"$run/timeline.tsv"
 }
 sampler() {
-    while true; do sample >/dev/null; sleep $SAMPLE_EVERY; done
+    while true; do sample; sleep $SAMPLE_EVERY; done
 }
 last_truth() { tail -1 "$run/timeline.tsv" | awk '{print $4}'; }
 wait_truth() { # op value seconds: until the true segment count satisfies op value
@@ -133,7 +139,8 @@ wait_truth() { # op value seconds: until the true segment count satisfies op val
 }
 
 start_reader() { # name
-    FLINK_READER_CONTROLLER_URI=tcp://127.0.0.1:$B_GRPC RUST_LOG=info \
+    # The client logs every event at INFO.
+    FLINK_READER_CONTROLLER_URI=tcp://127.0.0.1:$B_GRPC RUST_LOG=info,pravega_client=warn \
         "$bin/flink-reader" --scope $SCOPE --stream $STREAM --reader-group rg --reader-id "$1" \
         --iterations 100 --listen "127.0.0.1:$2" --sequence-log "$run/$1.seq" >>"$run/$1.log" 2>&1 &
     pids+=($!)
@@ -169,8 +176,9 @@ start_reader r1 18091
 
 printf '%5s  %6s  %6s  %5s  %-9s  %-9s  %7s  %s\n' t/s target actual truth A:n/s/m B:n/s/m adapter event | tee "$run/timeline.tsv"
 sampler &
-pids+=($!)
-event() { sample "<- $*" >/dev/null; tail -1 "$run/timeline.tsv"; }
+sampler_pid=$!
+pids+=($sampler_pid)
+event() { sample "<- $*"; }
 tail_timeline() { tail -n +2 -f "$run/timeline.tsv" & pids+=($!); }
 tail_timeline
 
@@ -188,7 +196,6 @@ stop_reader r2
 event "r2 stopped"
 
 # Both replicas' expositions as they are after the split.
-cp "$run/a.prom" "$run/replica-a.prom"; cp "$run/b.prom" "$run/replica-b.prom"
 curl -fsS "http://127.0.0.1:$A_REST/prometheus" -o "$run/replica-a.prom"
 curl -fsS "http://127.0.0.1:$B_REST/prometheus" -o "$run/replica-b.prom"
 truth >"$run/replica-truth"
@@ -216,7 +223,7 @@ done
 r1_metric=$(metric http://127.0.0.1:18091/metrics flink_reader_events_total)
 stop_reader r1
 event "r1 stopped"
-kill %sampler 2>/dev/null || true
+kill $sampler_pid 2>/dev/null || true
 
 echo
 echo "tests/pravega: timeline (t/s since Pravega started; target/actual events/s; truth = getCurrentSegments;"

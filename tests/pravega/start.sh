@@ -134,7 +134,12 @@ start_controller() { # name grpc-port rest-port
     local name=$1 grpc=$2 rest=$3
     # Properties: controller Config ("controller."), MetricsConfig under
     # "controller.metrics."; see docs/pravega-test-setup.md.
-    launch "$name" -Xmx512m \
+    # HOSTNAME: Micrometer's common tag `host` on every series
+    # (MetricsTags.createHostTag reads this property, else the HOSTNAME
+    # variable, else the machine's name). On Kubernetes it is the pod's
+    # name, so each replica's series carry a host of their own: the same
+    # here, rather than the machine's one name for both.
+    launch "$name" -Xmx512m -DHOSTNAME="$name" \
         -Dcontroller.zk.connect.uri=127.0.0.1:$ZK_PORT \
         -Dcontroller.cluster.name=pravega-cluster \
         -Dcontroller.container.count=$CONTAINERS \
