@@ -97,31 +97,35 @@ elapsed() { echo $(($(date +%s) - t0)); }
 echo "tests/pravega: Pravega up after $(elapsed) s (two controllers: gRPC $A_GRPC/$B_GRPC, REST $A_REST/$B_REST)"
 
 # One value from an exposition: the first sample of FAMILY for test/stream.
+# Timeline helpers print nothing when there is no value, and never fail.
 stream_value() { # body-file family
-    grep -E "^$2\{" "$1" 2>/dev/null | grep -F "scope=\"$SCOPE\"" | grep -F "stream=\"$STREAM\"" \
-        | head -1 | awk '{printf "%g", $NF}'
+    { grep -E "^$2\{" "$1" | grep -F "scope=\"$SCOPE\"" | grep -F "stream=\"$STREAM\"" \
+        | head -1 | awk '{printf "%g", $NF}'; } 2>/dev/null || true
 }
 metric() { # url family: an unlabelled sample of our own binaries' /metrics
-    curl -fsS --max-time 2 "$1" 2>/dev/null | awk -v f="$2" '$1 == f {printf "%g", $2}'
+    { curl -fsS --max-time 2 "$1" | awk -v f="$2" '$1 == f {printf "%g", $2}'; } 2>/dev/null || true
 }
 truth() { # current segments per getCurrentSegments, via controller B
     "$bin/pravega-segments" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream $STREAM --timeout 4s 2>>"$run/truth.err" \
-        | awk '{print $1}'
+        | awk '/^[0-9]+ / {print $1}' || true
 }
 adapter_value() {
     curl -fsS --max-time 2 "http://$ADAPTER/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3D$SCOPE,stream%3D$STREAM" 2>/dev/null \
         | python3 -c 'import json,sys; i=json.load(sys.stdin)["items"]; print("+".join(x["value"] for x in i) if i else "none")' 2>/dev/null || echo "-"
 }
 
-sample() { # one timeline row, to stdout and timeline.tsv
+cell() { echo "${1:--}"; }
+gauges() { # exposition file: segments_count/segment_splits/segment_merges of the stream, - where absent
+    echo "$(cell "$(stream_value "$1" pravega_controller_segments_count)")/$(cell "$(stream_value "$1" pravega_controller_segment_splits)")/$(cell "$(stream_value "$1" pravega_controller_segment_merges)")"
+}
+sample() { # one timeline row, to timeline.tsv (tail -f prints it)
     local a b row pa="$run/a.$BASHPID.prom" pb="$run/b.$BASHPID.prom"
     curl -fsS --max-time 2 "http://127.0.0.1:$A_REST/prometheus" -o "$pa" 2>/dev/null || : >"$pa"
     curl -fsS --max-time 2 "http://127.0.0.1:$B_REST/prometheus" -o "$pb" 2>/dev/null || : >"$pb"
-    a="$(stream_value "$pa" pravega_controller_segments_count)/$(stream_value "$pa" pravega_controller_segment_splits)/$(stream_value "$pa" pravega_controller_segment_merges)"
-    b="$(stream_value "$pb" pravega_controller_segments_count)/$(stream_value "$pb" pravega_controller_segment_splits)/$(stream_value "$pb" pravega_controller_segment_merges)"
+    a="$(gauges "$pa")" b="$(gauges "$pb")"
     rm -f "$pa" "$pb"
-    row=$(printf '%5s  %6s  %6s  %5s  %-9s  %-9s  %7s  %s' "$(elapsed)" "$(metric "http://$GEN/metrics" generator_target_rate | cut -d. -f1)" \
-        "$(metric "http://$GEN/metrics" generator_actual_rate | cut -d. -f1)" "$(truth)" "${a//\/\//\/-\/}" "${b//\/\//\/-\/}" "$(adapter_value)" "$*")
+    row=$(printf '%5s  %6s  %6s  %5s  %-9s  %-9s  %7s  %s' "$(elapsed)" "$(cell "$(metric "http://$GEN/metrics" generator_target_rate | cut -d. -f1)")" \
+        "$(cell "$(metric "http://$GEN/metrics" generator_actual_rate | cut -d. -f1)")" "$(cell "$(truth)")" "$a" "$b" "$(adapter_value)" "$*")
     echo "$row" >>"$run/timeline.tsv"
 }
 sampler() {
@@ -140,7 +144,7 @@ wait_truth() { # op value seconds: until the true segment count satisfies op val
 
 start_reader() { # name
     # The client logs every event at INFO.
-    FLINK_READER_CONTROLLER_URI=tcp://127.0.0.1:$B_GRPC RUST_LOG=info,pravega_client=warn \
+    FLINK_READER_CONTROLLER_URI=tcp://127.0.0.1:$A_GRPC RUST_LOG=info,pravega_client=warn \
         "$bin/flink-reader" --scope $SCOPE --stream $STREAM --reader-group rg --reader-id "$1" \
         --iterations 100 --listen "127.0.0.1:$2" --sequence-log "$run/$1.seq" >>"$run/$1.log" 2>&1 &
     pids+=($!)
@@ -165,9 +169,12 @@ stop_reader() { # name: SIGTERM, then how long until the process exits
     --scrape-interval 2s --scrape-timeout 1s >>"$run/adapter.log" 2>&1 &
 pids+=($!)
 
-# The generator talks to controller A (created the stream, so A has the
-# gauge first); readers and the truth go through controller B.
-RUST_LOG=info "$bin/generator" --controller-uri tcp://127.0.0.1:$A_GRPC --scope $SCOPE --stream $STREAM \
+# The generator and the truth go through controller B, which thus creates
+# the stream and has its gauge first; the readers through controller A,
+# which is restarted under them. Which replica scales the stream is
+# Pravega's choice (the one whose scale reader holds the request's
+# _system/_requeststream segment).
+RUST_LOG=info "$bin/generator" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream $STREAM \
     --scaling-rate $SCALING_RATE --scale-factor $SCALE_FACTOR --min-segments 1 \
     --min-rate $MIN_RATE --max-rate $MAX_RATE --period $PERIOD --listen $GEN >>"$run/generator.log" 2>&1 &
 gen=$!
@@ -195,11 +202,13 @@ sleep 20
 stop_reader r2
 event "r2 stopped"
 
-# Both replicas' expositions as they are after the split.
-curl -fsS "http://127.0.0.1:$A_REST/prometheus" -o "$run/replica-a.prom"
-curl -fsS "http://127.0.0.1:$B_REST/prometheus" -o "$run/replica-b.prom"
-truth >"$run/replica-truth"
-event "expositions captured (truth $(cat "$run/replica-truth"))"
+capture() { # name: both replicas' expositions and the truth, now
+    curl -fsS "http://127.0.0.1:$A_REST/prometheus" -o "$run/$1-replica-a.prom"
+    curl -fsS "http://127.0.0.1:$B_REST/prometheus" -o "$run/$1-replica-b.prom"
+    truth >"$run/$1.truth"
+    event "expositions captured ($1, truth $(cat "$run/$1.truth"))"
+}
+capture after-split
 
 restart_started=$(date +%s)
 "$here/start.sh" "$run" controller-a
@@ -214,6 +223,30 @@ event "generator stopped after writing ${written:-?} events"
 wait_truth -le 1 480 || fail "the idle stream did not merge back to 1 segment within 480 s"
 event "merged back"
 sleep 12
+capture after-merge
+# The replica that merged serves the true count, so must the adapter.
+served=$(adapter_value)
+[ "$served" = "$(cat "$run/after-merge.truth" | awk '{print $1}')" ] || fail "after the merge the adapter serves $served, the stream has $(cat "$run/after-merge.truth")"
+
+# A per-stream gauge lives in the controller's dynamic-metrics cache, which
+# unregisters an entry not updated for dynamicCache.eviction.duration.minutes
+# (1 here, 3 by default) the next time any gauge is reported. Creating a
+# stream through B reports one: B's gauges for test/stream, untouched since
+# the merge, disappear though nothing about the stream changed.
+sleep 60
+RUST_LOG=warn "$bin/generator" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream probe \
+    --scaling-rate 0 --min-segments 1 --min-rate 1 --max-rate 1 --listen 127.0.0.1:18099 >>"$run/probe.log" 2>&1 &
+probe=$!
+pids+=($probe)
+for _ in $(seq 60); do curl -fs -o /dev/null http://127.0.0.1:18099/readyz && break; sleep 0.5; done
+kill -TERM $probe; wait $probe || fail "the probe generator failed (log: $run/probe.log)"
+sleep 3
+event "stream $SCOPE/probe created through B, 60 s after the merge"
+curl -fsS "http://127.0.0.1:$B_REST/prometheus" -o "$run/after-eviction-replica-b.prom"
+grep -q "stream=\"probe\"" "$run/after-eviction-replica-b.prom" || fail "B reports no gauge for the probe stream it created"
+if stream_value "$run/after-eviction-replica-b.prom" pravega_controller_segments_count | grep -q .; then
+    fail "B still has test/stream's segments_count over a minute after its last scale"
+fi
 
 # r1 has read everything once its sequence log stops growing.
 for _ in $(seq 30); do
@@ -233,9 +266,12 @@ cat "$run/timeline.tsv"
 
 if [ "${CAPTURE_FIXTURES:-}" = 1 ]; then
     fixtures=$repo/tests/fixtures/pravega-controller
-    cp "$run/replica-a.prom" "$fixtures/real-0.13.0-replica-a.prom"
-    cp "$run/replica-b.prom" "$fixtures/real-0.13.0-replica-b.prom"
-    cp "$run/replica-truth" "$fixtures/real-0.13.0.truth"
+    for moment in after-split after-merge; do
+        for replica in a b; do
+            cp "$run/$moment-replica-$replica.prom" "$fixtures/real-0.13.0-$moment-replica-$replica.prom"
+        done
+        cp "$run/$moment.truth" "$fixtures/real-0.13.0-$moment.truth"
+    done
     echo "tests/pravega: fixtures written to $fixtures"
 fi
 

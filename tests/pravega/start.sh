@@ -153,6 +153,7 @@ start_controller() { # name grpc-port rest-port
         -Dcontroller.service.asyncTaskPool.size=16 \
         -Dcontroller.metrics.statistics.enable=true \
         -Dcontroller.metrics.prometheus.enable=true \
+        -Dcontroller.metrics.dynamicCache.eviction.duration.minutes=${METRICS_EVICTION_MINUTES:-1} \
         io.pravega.controller.server.Main
 }
 
