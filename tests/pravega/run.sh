@@ -205,8 +205,9 @@ event "r2 stopped"
 capture() { # name: both replicas' expositions and the truth, now
     curl -fsS "http://127.0.0.1:$A_REST/prometheus" -o "$run/$1-replica-a.prom"
     curl -fsS "http://127.0.0.1:$B_REST/prometheus" -o "$run/$1-replica-b.prom"
-    truth >"$run/$1.truth"
-    event "expositions captured ($1, truth $(cat "$run/$1.truth"))"
+    "$bin/pravega-segments" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream $STREAM >"$run/$1.truth" 2>>"$run/truth.err" \
+        || fail "getCurrentSegments failed (see $run/truth.err)"
+    event "expositions captured ($1, truth $(awk '{print $1}' "$run/$1.truth"))"
 }
 capture after-split
 
