@@ -109,6 +109,11 @@ print(f"timeline: {n} samples; replica A's gauge differs from the truth (or is a
       f"B's in {stale_b}, the adapter's answer in {len(wrong_adapter)}")
 for r in wrong_adapter:
     print("    adapter != truth at t=%s s: truth %s, A %s, B %s, adapter %s" % (r[0], r[3], r[4], r[5], r[6]))
+# The generator's /metrics: the acknowledged rate follows the sinusoid.
+paced = [(float(r[1]), float(r[2])) for r in rows if r[1].isdigit() and r[2].isdigit() and float(r[1]) > 0]
+off = [abs(actual - target) / target for target, actual in paced]
+check(len(paced) >= 10 and sum(off) / len(off) < 0.1,
+      f"the generator's acknowledged rate follows its target (mean deviation {100 * sum(off) / max(1, len(off)):.1f} % over {len(paced)} samples)")
 splits = [r for r in rows if r[3].isdigit() and int(r[3]) >= 2]
 check(bool(splits), "the stream split")
 

@@ -24,8 +24,11 @@ echo "obtain.sh: downloading Pravega $version server jars into $dir (about 200 M
 # load at run time, not test or provided jars.
 if ! mvn -B -q -f "$here/pom.xml" dependency:copy-dependencies \
         -DoutputDirectory="$dir.partial/lib" -DincludeScope=runtime >"$cache/obtain-$version.log" 2>&1; then
-    # Maven -q prints only errors: these lines are what the registry said.
-    grep -E '^\[ERROR\]' "$cache/obtain-$version.log" | head -20 >"$dir.error" || true
+    # Maven -q prints only errors: these lines are what the registry said
+    # (without Maven's generic advice).
+    grep -E '^\[ERROR\]' "$cache/obtain-$version.log" \
+        | grep -vE '^\[ERROR\] *$|re-run Maven|Re-run Maven|For more information|\[Help [0-9]+\] http' \
+        | head -20 >"$dir.error" || true
     [ -s "$dir.error" ] || tail -20 "$cache/obtain-$version.log" >"$dir.error"
     cat "$dir.error" >&2
     exit 3

@@ -4,10 +4,11 @@
 #   1. Pravega's jars (obtain.sh; a registry refusal prints SKIPPED, exit 0)
 #   2. ZooKeeper, a segment store and two controllers (start.sh), in a
 #      network namespace of their own whose only interface is lo
-#   3. the generator (via controller A) writes a rising sinusoid into
+#   3. the generator (via controller B) writes a rising sinusoid into
 #      test/stream, whose event-rate policy splits it
-#   4. readers (via controller B) 1 -> 3 -> 1, stopped with SIGTERM
-#   5. controller A restarts; the generator stops; the idle segments merge
+#   4. readers (via controller A) 1 -> 3 -> 1, stopped with SIGTERM
+#   5. the controller that split the stream restarts; the generator stops;
+#      the idle segments merge
 #   6. every event is checked (sequence logs), the truth (getCurrentSegments
 #      over gRPC) against each replica's gauges and the adapter's answer
 # Any failed check exits non-zero. A timeline is printed as it runs.
@@ -105,13 +106,21 @@ stream_value() { # body-file family
 metric() { # url family: an unlabelled sample of our own binaries' /metrics
     { curl -fsS --max-time 2 "$1" | awk -v f="$2" '$1 == f {printf "%g", $2}'; } 2>/dev/null || true
 }
-truth() { # current segments per getCurrentSegments, via controller B
-    "$bin/pravega-segments" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream $STREAM --timeout 4s 2>>"$run/truth.err" \
+truth() { # current segments per getCurrentSegments, via controller B, else A (one may be restarting)
+    { "$bin/pravega-segments" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream $STREAM --timeout 4s 2>>"$run/truth.err" \
+        || "$bin/pravega-segments" --controller-uri tcp://127.0.0.1:$A_GRPC --scope $SCOPE --stream $STREAM --timeout 4s 2>>"$run/truth.err"; } \
         | awk '/^[0-9]+ / {print $1}' || true
 }
-adapter_value() {
-    curl -fsS --max-time 2 "http://$ADAPTER/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3D$SCOPE,stream%3D$STREAM" 2>/dev/null \
-        | python3 -c 'import json,sys; i=json.load(sys.stdin)["items"]; print("+".join(x["value"] for x in i) if i else "none")' 2>/dev/null || echo "-"
+adapter_value() { # the items' values joined by +, "none" for no item, httpNNN for an error status
+    curl -sS --max-time 2 -w '\n%{http_code}' "http://$ADAPTER/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3D$SCOPE,stream%3D$STREAM" 2>/dev/null \
+        | python3 -c '
+import json, sys
+*body, code = sys.stdin.read().split("\n")
+if code != "200":
+    print("http" + code)
+else:
+    items = json.loads("\n".join(body))["items"]
+    print("+".join(x["value"] for x in items) if items else "none")' 2>/dev/null || echo "-"
 }
 
 cell() { echo "${1:--}"; }
@@ -205,15 +214,25 @@ event "r2 stopped"
 capture() { # name: both replicas' expositions and the truth, now
     curl -fsS "http://127.0.0.1:$A_REST/prometheus" -o "$run/$1-replica-a.prom"
     curl -fsS "http://127.0.0.1:$B_REST/prometheus" -o "$run/$1-replica-b.prom"
-    "$bin/pravega-segments" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream $STREAM >"$run/$1.truth" 2>>"$run/truth.err" \
+    "$bin/pravega-segments" --controller-uri tcp://127.0.0.1:$A_GRPC --scope $SCOPE --stream $STREAM >"$run/$1.truth" 2>>"$run/truth.err" \
         || fail "getCurrentSegments failed (see $run/truth.err)"
     event "expositions captured ($1, truth $(awk '{print $1}' "$run/$1.truth"))"
 }
 capture after-split
 
+# Restart the replica that split the stream (Pravega picks it: the one
+# whose scale reader holds the request's _system/_requeststream segment),
+# so its fresh gauge goes; the other replica then does the merge.
+if stream_value "$run/after-split-replica-a.prom" pravega_controller_segment_splits | grep -q .; then
+    scaler=a
+elif stream_value "$run/after-split-replica-b.prom" pravega_controller_segment_splits | grep -q .; then
+    scaler=b
+else
+    fail "neither replica reports segment_splits for $SCOPE/$STREAM after the split"
+fi
 restart_started=$(date +%s)
-"$here/start.sh" "$run" controller-a
-event "controller A restarted ($(($(date +%s) - restart_started)) s)"
+"$here/start.sh" "$run" controller-$scaler
+event "controller ${scaler^^} (it split the stream) restarted ($(($(date +%s) - restart_started)) s)"
 sleep 15
 
 kill -TERM $gen
@@ -232,21 +251,29 @@ served=$(adapter_value)
 # A per-stream gauge lives in the controller's dynamic-metrics cache, which
 # unregisters an entry not updated for dynamicCache.eviction.duration.minutes
 # (1 here, 3 by default) the next time any gauge is reported. Creating a
-# stream through B reports one: B's gauges for test/stream, untouched since
-# the merge, disappear though nothing about the stream changed.
+# stream through the replica that merged reports one: its gauges for
+# test/stream, untouched since the merge, disappear though nothing about the
+# stream changed.
+if stream_value "$run/after-merge-replica-a.prom" pravega_controller_segment_merges | grep -q .; then
+    merger=a merger_grpc=$A_GRPC merger_rest=$A_REST
+elif stream_value "$run/after-merge-replica-b.prom" pravega_controller_segment_merges | grep -q .; then
+    merger=b merger_grpc=$B_GRPC merger_rest=$B_REST
+else
+    fail "neither replica reports segment_merges for $SCOPE/$STREAM after the merge"
+fi
 sleep 60
-RUST_LOG=warn "$bin/generator" --controller-uri tcp://127.0.0.1:$B_GRPC --scope $SCOPE --stream probe \
+RUST_LOG=warn "$bin/generator" --controller-uri tcp://127.0.0.1:$merger_grpc --scope $SCOPE --stream probe \
     --scaling-rate 0 --min-segments 1 --min-rate 1 --max-rate 1 --listen 127.0.0.1:18099 >>"$run/probe.log" 2>&1 &
 probe=$!
 pids+=($probe)
 for _ in $(seq 60); do curl -fs -o /dev/null http://127.0.0.1:18099/readyz && break; sleep 0.5; done
 kill -TERM $probe; wait $probe || fail "the probe generator failed (log: $run/probe.log)"
 sleep 3
-event "stream $SCOPE/probe created through B, 60 s after the merge"
-curl -fsS "http://127.0.0.1:$B_REST/prometheus" -o "$run/after-eviction-replica-b.prom"
-grep -q "stream=\"probe\"" "$run/after-eviction-replica-b.prom" || fail "B reports no gauge for the probe stream it created"
-if stream_value "$run/after-eviction-replica-b.prom" pravega_controller_segments_count | grep -q .; then
-    fail "B still has test/stream's segments_count over a minute after its last scale"
+event "stream $SCOPE/probe created through ${merger^^} (it merged), 60 s after the merge"
+curl -fsS "http://127.0.0.1:$merger_rest/prometheus" -o "$run/after-eviction-replica-$merger.prom"
+grep -q "stream=\"probe\"" "$run/after-eviction-replica-$merger.prom" || fail "${merger^^} reports no gauge for the probe stream it created"
+if stream_value "$run/after-eviction-replica-$merger.prom" pravega_controller_segments_count | grep -q .; then
+    fail "${merger^^} still has $SCOPE/$STREAM's segments_count over a minute after its last scale"
 fi
 
 # r1 has read everything once its sequence log stops growing.
