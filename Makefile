@@ -65,7 +65,7 @@ test-unit: ## cargo tests only (no root needed)
 test-e2e: ## only the end-to-end test (root)
 	tests/e2e/run.sh
 
-test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, Maven, ~9 min)
+test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
 	tests/pravega/run.sh
 
 bench: ## parse, scrape-round, query and serving benchmarks (figures in README)

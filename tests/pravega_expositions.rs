@@ -26,9 +26,12 @@ fn truth(moment: &str) -> u32 {
     fixture(&name).split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no count in {name}"))
 }
 
-/// (family, scope, stream) -> value, for the per-stream families, as the
-/// adapter's scanner reads them; every sample's labels, too.
-fn scan(text: &str) -> (BTreeMap<(String, String, String), f64>, Vec<Vec<String>>) {
+/// (family, scope, stream) -> value.
+type PerStream = BTreeMap<(String, String, String), f64>;
+
+/// The per-stream families' values as the adapter's scanner reads them;
+/// every sample's label names, too.
+fn scan(text: &str) -> (PerStream, Vec<Vec<String>>) {
     let (mut values, mut label_names) = (BTreeMap::new(), Vec::new());
     let stats = Scanner::scan_all(
         |name: &str| name.starts_with("pravega_controller_"),
@@ -48,7 +51,7 @@ fn scan(text: &str) -> (BTreeMap<(String, String, String), f64>, Vec<Vec<String>
 /// The same exposition read by prometheus-parse, as an oracle: every
 /// gauge or counter sample of a `pravega_controller_` family with scope and
 /// stream labels.
-fn oracle(text: &str) -> BTreeMap<(String, String, String), f64> {
+fn oracle(text: &str) -> PerStream {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     scrape
         .samples
@@ -93,7 +96,7 @@ fn the_replica_that_scaled_last_knows_the_count() {
         // Whichever replica has the most scale events (splits + merges)
         // holds the true count; a replica without them never scaled the
         // stream (or restarted since).
-        let events = |v: &BTreeMap<_, f64>| v.get(&key(SPLITS)).copied().unwrap_or(-1.0) + v.get(&key(MERGES)).copied().unwrap_or(-1.0);
+        let events = |v: &PerStream| v.get(&key(SPLITS)).copied().unwrap_or(-1.0) + v.get(&key(MERGES)).copied().unwrap_or(-1.0);
         let latest = scanned.iter().max_by(|a, b| events(a).total_cmp(&events(b))).unwrap();
         assert_eq!(latest.get(&key(SEGMENTS)).copied(), Some(f64::from(truth(moment))), "{moment}");
         assert!(events(latest) >= 1.0, "{moment}: the capture follows a scale");
