@@ -13,7 +13,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-e2e bench bench-baseline lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+.PHONY: help build run run-check test test-unit test-e2e test-pravega bench bench-baseline lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -52,10 +52,11 @@ run: ## adapter + simulated Pravega controller on localhost, no cluster needed
 run-check: ## make run's printed queries, against debug binaries (part of make test)
 	$(MAKE) --no-print-directory run PROFILE=dev RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
-test: ## the whole suite: unit, integration, manifests, real-control-plane e2e
+test: ## the whole suite: unit, integration, manifests, real Pravega, real-control-plane e2e
 	tests/prerequisites.sh
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
+	tests/pravega/run.sh
 	tests/e2e/run.sh
 
 test-unit: ## cargo tests only (no root needed)
@@ -63,6 +64,9 @@ test-unit: ## cargo tests only (no root needed)
 
 test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and etcd into ~/.cache/pravega-flink-autoscaler)
 	tests/e2e/run.sh
+
+test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
+	tests/pravega/run.sh
 
 bench: ## parse, scrape-round, query and serving benchmarks (figures in README)
 	$(CARGO) bench --bench parse --bench scrape_round --bench query

@@ -30,6 +30,10 @@ struct Args {
     /// CPU cost per event: rounds of hashing (as the original busy reader).
     #[arg(long, env = "FLINK_READER_ITERATIONS", default_value_t = 1000)]
     iterations: u32,
+    /// Record every event read (`sequence created_ms read_ms` per line) in
+    /// this file, appending; for tests that check a whole group's reads.
+    #[arg(long, env = "FLINK_READER_SEQUENCE_LOG")]
+    sequence_log: Option<std::path::PathBuf>,
     /// Address for /metrics, /livez, /readyz.
     #[arg(long, env = "FLINK_READER_LISTEN", default_value = "0.0.0.0:8080")]
     listen: SocketAddr,
@@ -43,6 +47,12 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> generator::process::Outcome {
     // Checked before anything starts: the client panics on a malformed URI.
     let client_config = generator::controller::client_config(&args.controller_uri)?;
+    let log = match &args.sequence_log {
+        Some(path) => Some(read_loop::SequenceLog::new(
+            std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        )),
+        None => None,
+    };
     let metrics = Arc::new(ReaderMetrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     let render = {
@@ -72,7 +82,7 @@ async fn run(args: Args) -> generator::process::Outcome {
     };
     ready.store(true, Ordering::Relaxed);
     tracing::info!(%reader_id, group = %args.reader_group, "reading");
-    let read = read_loop::run(source, args.iterations, &metrics, stopped).await;
+    let read = read_loop::run(source, args.iterations, &metrics, log, stopped).await;
     // A failed read ends the process too, so the pod restarts and rejoins.
     let _ = stop.send(true);
     server.await??;

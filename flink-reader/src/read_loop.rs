@@ -5,8 +5,35 @@ use crate::source::{EventSource, SourceError};
 use crate::work;
 use generator::event::Event;
 use generator::metrics::{Counter, Exposition, Gauge, Timer};
-use std::time::Duration;
+use std::io::Write;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
+
+/// Where the reader records each event it processed, one line per event:
+/// `sequence created_ms read_ms` (milliseconds since the Unix epoch), so a
+/// test can check over all readers of a group that no event was lost and
+/// count the duplicates, and see when each was read. Written per batch.
+pub struct SequenceLog {
+    out: Box<dyn Write + Send>,
+}
+
+impl SequenceLog {
+    pub fn new(out: impl Write + Send + 'static) -> Self {
+        SequenceLog { out: Box::new(std::io::BufWriter::new(out)) }
+    }
+
+    fn record(&mut self, event: &Event, read_ms: u64) -> std::io::Result<()> {
+        writeln!(self.out, "{} {} {}", event.sequence, event.created_ms, read_ms)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
 
 #[derive(Default)]
 pub struct ReaderMetrics {
@@ -36,8 +63,10 @@ pub async fn run<S: EventSource>(
     mut source: S,
     iterations: u32,
     metrics: &ReaderMetrics,
+    mut log: Option<SequenceLog>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
+    let log_failed = |e: std::io::Error| SourceError(format!("writing the sequence log failed: {e}"));
     let mut meter = generator::metrics::RateMeter::new(0);
     let mut last_report = std::time::Instant::now();
     while !*stop.borrow() {
@@ -48,13 +77,22 @@ pub async fn run<S: EventSource>(
         if batch.is_empty() {
             tokio::time::sleep(IDLE).await;
         }
+        let read_ms = now_ms();
         for event in &batch {
             work::process(event, iterations);
             match Event::decode(event) {
-                Ok(header) => metrics.end_to_end.observe(header.age()),
+                Ok(header) => {
+                    metrics.end_to_end.observe(header.age());
+                    if let Some(log) = log.as_mut() {
+                        log.record(&header, read_ms).map_err(log_failed)?;
+                    }
+                }
                 Err(_) => metrics.malformed.add(1),
             }
             metrics.events.add(1);
+        }
+        if let (Some(log), false) = (log.as_mut(), batch.is_empty()) {
+            log.flush().map_err(log_failed)?;
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             metrics.events_per_second.set(meter.tick(metrics.events.get()));
@@ -77,7 +115,8 @@ mod tests {
         let metrics = ReaderMetrics::default();
         let (stop, stopped) = watch::channel(false);
         let probe = source.clone();
-        let reader = run(source, 10, &metrics, stopped);
+        let lines = SharedBuffer::default();
+        let reader = run(source, 10, &metrics, Some(SequenceLog::new(lines.clone())), stopped);
         let stopper = async {
             while probe.remaining() > 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -92,6 +131,24 @@ mod tests {
         assert!(probe.left(), "the reader must leave the group on stop");
         let text = metrics.render();
         assert!(text.contains("flink_reader_events_total 501"), "{text}");
+        let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let sequences: Vec<u64> = logged.lines().map(|l| l.split(' ').next().unwrap().parse().unwrap()).collect();
+        assert_eq!(sequences, (0..500).collect::<Vec<_>>(), "every well-formed event logged once, in order");
+        assert!(logged.lines().all(|l| l.split(' ').count() == 3), "{logged}");
+    }
+
+    /// A `Write` whose bytes the test can read back.
+    #[derive(Clone, Default)]
+    struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for SharedBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     #[tokio::test]
@@ -99,7 +156,7 @@ mod tests {
         let source = MemorySource::new([], 1);
         source.clone().leave().await.unwrap(); // reading now fails
         let (_stop, stopped) = watch::channel(false);
-        let error = run(source, 1, &ReaderMetrics::default(), stopped).await.unwrap_err();
+        let error = run(source, 1, &ReaderMetrics::default(), None, stopped).await.unwrap_err();
         assert!(error.to_string().contains("after leaving"));
     }
 }

@@ -140,10 +140,11 @@ async fn run(args: Args) -> generator::process::Outcome {
             )));
             let started = Instant::now();
             let (scope, stream, model) = (args.scope.clone(), args.stream.clone(), simulation.clone());
+            let host = generator::simulate::host_tag();
             router = router.route(
                 "/prometheus",
                 axum::routing::get(move || {
-                    let body = model.lock().map(|m| m.exposition(&scope, &stream, started.elapsed())).unwrap_or_default();
+                    let body = model.lock().map(|m| m.exposition(&scope, &stream, &host, started.elapsed())).unwrap_or_default();
                     generator::http::text(body)
                 }),
             );

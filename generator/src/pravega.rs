@@ -84,6 +84,12 @@ pub async fn write(
     let flushed = writer.flush().await.map_err(|e| WriteError::Flush(e.to_string()));
     drop(acks);
     let _ = acknowledger.await;
+    tracing::info!(
+        events = sequence,
+        acknowledged = metrics.events_written.get(),
+        failed = metrics.write_errors.get(),
+        "all acknowledgements in"
+    );
     flushed
 }
 

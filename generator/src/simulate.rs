@@ -94,9 +94,16 @@ impl StreamModel {
         None
     }
 
-    /// The controller's exposition for this stream, `uptime` into the run.
-    pub fn exposition(&self, scope: &str, stream: &str, uptime: Duration) -> String {
-        let labels = format!("{{scope=\"{}\",stream=\"{}\",}}", escape(scope), escape(stream));
+    /// The controller's exposition for this stream, `uptime` into the run,
+    /// as a replica whose host tag is `host` writes it. As in Pravega 0.13,
+    /// every series carries the `host` tag (Micrometer's common tag), and
+    /// the stream's `segment_splits` and `segment_merges` appear only once
+    /// it has scaled (the controller reports them when it scales a stream,
+    /// `segments_count` already when it creates it).
+    pub fn exposition(&self, scope: &str, stream: &str, host: &str, uptime: Duration) -> String {
+        let host = escape(host);
+        let labels = format!("{{host=\"{host}\",scope=\"{}\",stream=\"{}\",}}", escape(scope), escape(stream));
+        let host_only = format!("{{host=\"{host}\",}}");
         let mut out = String::with_capacity(4096);
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -105,33 +112,44 @@ impl StreamModel {
             }
         };
         let t = uptime.as_secs_f64();
-        family(
-            "jvm_memory_used_bytes",
-            "gauge",
-            "The amount of used memory",
-            &[("{area=\"heap\",id=\"G1 Eden Space\",}", 5.24288e7), ("{area=\"nonheap\",id=\"Metaspace\",}", 7.1234568e7)],
+        let (heap, nonheap) = (
+            format!("{{area=\"heap\",host=\"{host}\",id=\"G1 Eden Space\",}}"),
+            format!("{{area=\"nonheap\",host=\"{host}\",id=\"Metaspace\",}}"),
         );
-        family("process_cpu_usage", "gauge", "The \"recent cpu usage\" for the Java Virtual Machine process", &[("", 0.05)]);
+        family("jvm_memory_used_bytes", "gauge", "The amount of used memory", &[(&heap, 5.24288e7), (&nonheap, 7.1234568e7)]);
+        family("process_cpu_usage", "gauge", "The \"recent cpu usage\" for the Java Virtual Machine process", &[(&host_only, 0.05)]);
         family(
             "jvm_threads_live_threads",
             "gauge",
             "The current number of live threads including both daemon and non-daemon threads",
-            &[("", 87.0)],
+            &[(&host_only, 87.0)],
         );
-        family("pravega_controller_hosts_count", "gauge", " ", &[("", 1.0)]);
-        family("pravega_controller_container_failovers_total", "counter", " ", &[("", 0.0)]);
-        family("pravega_controller_stream_created_total", "counter", " ", &[("", 1.0)]);
+        family("pravega_controller_hosts_count", "gauge", " ", &[(&host_only, 1.0)]);
+        family("pravega_controller_container_failovers_total", "counter", " ", &[(&host_only, 0.0)]);
+        family("pravega_controller_stream_created_total", "counter", " ", &[(&host_only, 1.0)]);
         family("pravega_controller_segments_count", "gauge", " ", &[(&labels, f64::from(self.segments))]);
-        family("pravega_controller_segment_splits", "gauge", " ", &[(&labels, self.splits as f64)]);
-        family("pravega_controller_segment_merges", "gauge", " ", &[(&labels, self.merges as f64)]);
-        family("pravega_controller_segment_splits_global", "gauge", " ", &[("", self.splits as f64)]);
-        family("pravega_controller_segment_merges_global", "gauge", " ", &[("", self.merges as f64)]);
+        if self.splits + self.merges > 0 {
+            family("pravega_controller_segment_splits", "gauge", " ", &[(&labels, self.splits as f64)]);
+            family("pravega_controller_segment_merges", "gauge", " ", &[(&labels, self.merges as f64)]);
+        }
+        family("pravega_controller_segment_splits_global", "gauge", " ", &[(&host_only, self.splits as f64)]);
+        family("pravega_controller_segment_merges_global", "gauge", " ", &[(&host_only, self.merges as f64)]);
         family("pravega_controller_transactions_opened", "gauge", " ", &[(&labels, 0.0)]);
         family("pravega_controller_retention_frequency_total", "counter", " ", &[(&labels, (t / 60.0).floor())]);
         family("pravega_controller_retention_truncated_size", "gauge", " ", &[(&labels, (self.events * 100.0).floor())]);
         family("pravega_controller_stream_updated_total", "counter", " ", &[(&labels, (self.splits + self.merges) as f64)]);
         out
     }
+}
+
+/// The host tag a Pravega controller would put on its series here: the
+/// `HOSTNAME` variable (a Kubernetes pod's name), else the machine's name.
+pub fn host_tag() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn escape(value: &str) -> String {
@@ -239,13 +257,30 @@ mod tests {
     }
 
     #[test]
+    fn splits_and_merges_appear_with_the_first_scale() {
+        let mut m = model();
+        m.observe(secs(0), 10.0);
+        let text = m.exposition("test", "stream", "controller-0", secs(0));
+        assert!(
+            text.contains("pravega_controller_segments_count{host=\"controller-0\",scope=\"test\",stream=\"stream\",} 1.0\n"),
+            "{text}"
+        );
+        assert!(!text.contains("pravega_controller_segment_splits{"), "{text}");
+        assert!(!text.contains("pravega_controller_segment_merges{"), "{text}");
+    }
+
+    #[test]
     fn exposition_has_the_controller_shape() {
         let mut m = model();
         m.observe(secs(0), 500.0);
         m.observe(secs(10), 500.0);
-        let text = m.exposition("test", "stream", secs(10));
-        assert!(text.contains("pravega_controller_segments_count{scope=\"test\",stream=\"stream\",} 2.0\n"), "{text}");
-        assert!(text.contains("pravega_controller_segment_splits{scope=\"test\",stream=\"stream\",} 1.0\n"));
+        let text = m.exposition("test", "stream", "controller-0", secs(10));
+        assert!(
+            text.contains("pravega_controller_segments_count{host=\"controller-0\",scope=\"test\",stream=\"stream\",} 2.0\n"),
+            "{text}"
+        );
+        assert!(text.contains("pravega_controller_segment_splits{host=\"controller-0\",scope=\"test\",stream=\"stream\",} 1.0\n"));
+        assert!(text.contains("process_cpu_usage{host=\"controller-0\",} "), "every series has the host tag");
         assert!(text.contains("# TYPE pravega_controller_retention_frequency_total counter\n"));
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         assert!(parsed.samples.iter().any(|s| s.metric == "pravega_controller_segment_merges"));

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Checks of tests/pravega/run.sh over what its run left in RUN_DIR.
+
+Usage: check.py RUN_DIR
+
+Reads the readers' sequence logs (`sequence created_ms read_ms` per event),
+the generator's and readers' logs, the stop times of readers (`stops`) and
+the timeline; prints the figures and exits non-zero if a check fails:
+every acknowledged event read (none lost), nothing written failed, each
+reader's own count equal to its log, the stream split, and the adapter
+never serving a count other than the truth (getCurrentSegments) but while
+the truth itself changes.
+"""
+import glob
+import os
+import re
+import sys
+
+run = sys.argv[1]
+failures = []
+
+
+def check(ok, what):
+    print(("  ok    " if ok else "  FAIL  ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def last_match(path, pattern):
+    found = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = re.search(pattern, line)
+            if m:
+                found = m
+    return found
+
+
+# --- events: written, read, lost, duplicated
+gen = last_match(os.path.join(run, "generator.log"), r"events=(\d+) acknowledged=(\d+) failed=(\d+)")
+if gen is None:
+    print("generator.log has no final 'all acknowledgements in' line")
+    sys.exit(1)
+written, acknowledged, failed = map(int, gen.groups())
+reads = {}  # reader -> list of (seq, created, read)
+for path in sorted(glob.glob(os.path.join(run, "*.seq"))):
+    name = os.path.basename(path)[:-4]
+    rows = []
+    with open(path) as f:
+        for line in f:
+            seq, created, read = map(int, line.split())
+            rows.append((seq, created, read))
+    reads[name] = rows
+all_seqs = [r[0] for rows in reads.values() for r in rows]
+distinct = set(all_seqs)
+lost = sorted(set(range(written)) - distinct)
+unknown = sorted(distinct - set(range(written)))
+dups = len(all_seqs) - len(distinct)
+print(f"events: written {written}, acknowledged {acknowledged}, failed {failed}; "
+      f"read {len(all_seqs)} ({', '.join(f'{k} {len(v)}' for k, v in reads.items())}); "
+      f"distinct {len(distinct)}, lost {len(lost)}, duplicated {dups}")
+check(failed == 0 and acknowledged == written, "every event written was acknowledged")
+check(not lost, f"no event lost{'' if not lost else ': first lost ' + str(lost[:10])}")
+check(not unknown, "no event read that was not written")
+
+# --- each reader's own count (logged when it leaves) equals its log
+for name, rows in reads.items():
+    m = last_match(os.path.join(run, f"{name}.log"), r"leaving the reader group.*events=(\d+)")
+    m = m or last_match(os.path.join(run, f"{name}.log"), r"events=(\d+).*leaving the reader group")
+    counted = int(m.group(1)) if m else None
+    check(counted == len(rows), f"{name}: its count at exit ({counted}) equals the events it logged ({len(rows)})")
+
+# --- hand-off: end-to-end latency of events created right after a SIGTERM
+def latency_ms(rows, lo, hi):
+    lat = sorted(r[2] - r[1] for r in rows if lo <= r[1] < hi)
+    return lat
+
+
+every = [r for rows in reads.values() for r in rows]
+if os.path.exists(os.path.join(run, "stops")):
+    with open(os.path.join(run, "stops")) as f:
+        for line in f:
+            name, sent, exited = line.split()
+            sent, exited = int(sent), int(exited)
+            before = latency_ms(every, sent - 20000, sent)
+            after = latency_ms(every, sent, sent + 10000)
+            if not after:
+                print(f"hand-off {name}: exited {exited - sent} ms after SIGTERM (no events written after)")
+                continue
+            p = lambda l, q: l[min(len(l) - 1, int(q * len(l)))] if l else None
+            print(f"hand-off {name}: exited {exited - sent} ms after SIGTERM; end-to-end latency of events "
+                  f"created in the 10 s after SIGTERM: max {after[-1] if after else None} ms, p50 {p(after, .5)} ms "
+                  f"(20 s before: max {before[-1] if before else None} ms, p50 {p(before, .5)} ms)")
+
+# --- timeline: truth vs gauges vs adapter
+rows = []
+with open(os.path.join(run, "timeline.tsv")) as f:
+    next(f)
+    for line in f:
+        parts = line.split()
+        if len(parts) >= 7:
+            rows.append(parts)
+def count(cell):
+    return cell.split("/")[0]
+n = len(rows)
+stale_a = sum(1 for r in rows if r[3].isdigit() and count(r[4]) != r[3])
+stale_b = sum(1 for r in rows if r[3].isdigit() and count(r[5]) != r[3])
+wrong_adapter = [r for r in rows if r[3].isdigit() and r[6] != r[3]]
+print(f"timeline: {n} samples; replica A's gauge differs from the truth (or is absent) in {stale_a}, "
+      f"B's in {stale_b}, the adapter's answer in {len(wrong_adapter)}")
+for r in wrong_adapter:
+    print("    adapter != truth at t=%s s: truth %s, A %s, B %s, adapter %s" % (r[0], r[3], r[4], r[5], r[6]))
+# The truth and the adapter are read one after the other: a sample taken as
+# the stream scales may see the count before and after. Any other sample
+# must agree, whatever the replicas' gauges say (stale, absent, evicted,
+# the replica that scaled restarting): the adapter asks the controllers'
+# API where the gauges cannot tell.
+def truth_moves(i):
+    near = [rows[j][3] for j in (i - 1, i, i + 1) if 0 <= j < n and rows[j][3].isdigit()]
+    return len(set(near)) > 1
+unexplained = [r for i, r in enumerate(rows) if r[3].isdigit() and r[6] != r[3] and not truth_moves(i)]
+check(not unexplained, f"the adapter serves the true count in every sample taken while the stream does not scale "
+      f"({len(unexplained)} samples differ)")
+# The generator's /metrics: the acknowledged rate follows the sinusoid.
+paced = [(float(r[1]), float(r[2])) for r in rows if r[1].isdigit() and r[2].isdigit() and float(r[1]) > 0]
+off = [abs(actual - target) / target for target, actual in paced]
+check(len(paced) >= 10 and sum(off) / len(off) < 0.1,
+      f"the generator's acknowledged rate follows its target (mean deviation {100 * sum(off) / max(1, len(off)):.1f} % over {len(paced)} samples)")
+splits = [r for r in rows if r[3].isdigit() and int(r[3]) >= 2]
+check(bool(splits), "the stream split")
+
+# --- which streams the controllers report
+for moment, replica in [(m, r) for m in ("after-split", "after-merge") for r in ("a", "b")]:
+    path = os.path.join(run, f"{moment}-replica-{replica}.prom")
+    if not os.path.exists(path):
+        continue
+    streams = []
+    with open(path) as f:
+        for line in f:
+            if line.startswith("pravega_controller_segments_count{"):
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                streams.append(f'{labels.get("scope")}/{labels.get("stream")}={line.split()[-1]}')
+    print(f"{moment}, replica {replica.upper()}: segments_count series {' '.join(streams) or 'none'}")
+
+if failures:
+    print(f"tests/pravega: {len(failures)} check(s) failed")
+    sys.exit(1)
