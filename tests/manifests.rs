@@ -850,3 +850,22 @@ async fn the_adapter_serves_both_hpa_forms_with_the_shipped_cert_flags_and_rbac(
     let first = log.lines().next().unwrap_or_else(|| panic!("no log lines"));
     assert!(serde_json::from_str::<Value>(first).is_ok_and(|v| v.is_object()), "not JSON: {first}");
 }
+
+/// The README's sizing rule names the adapter Deployment's resources; the
+/// two must not drift apart.
+#[test]
+fn the_readme_sizing_rule_names_the_deployed_resources() {
+    let docs = load_repo_docs();
+    let resources = &containers(adapter_deployment(&docs))[0]["resources"];
+    let quantity = |path: [&str; 2]| resources[path[0]][path[1]].as_str().unwrap_or_else(|| panic!("{path:?} not set")).to_owned();
+    let sentence = format!(
+        "requests `cpu: {}` and `memory: {}` and\nlimits `memory: {}`",
+        quantity(["requests", "cpu"]),
+        quantity(["requests", "memory"]),
+        quantity(["limits", "memory"])
+    );
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    assert!(readme.contains(&sentence), "README's sizing rule must say: {sentence:?}");
+    let deployment = std::fs::read_to_string(repo().join("manifests/adapter/deployment.yaml")).unwrap();
+    assert!(!deployment.contains("MiB"), "memory figures live in the README's sizing rule, not in the manifest's comments");
+}
