@@ -30,8 +30,8 @@ pub struct Config {
     pub bind_address: IpAddr,
 
     /// Threads that serve requests. One keeps each request on one core, with
-    /// fewer wake-ups and less waiting for a core than two (measured on 2
-    /// cores); a query over many streams runs off it, so that one long
+    /// fewer wake-ups and less waiting for a core than two on a small
+    /// machine; a query over many streams runs off it, so that one long
     /// request does not hold up the others.
     #[arg(long, env = "PRAVEGA_ADAPTER_SERVING_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Serving")]
     pub serving_threads: u16,

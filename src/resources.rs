@@ -43,8 +43,8 @@ pub fn lower_thread_priority() {
 /// Offers the core to any thread waiting for it. Long background work calls
 /// this between slices of about a millisecond or less: the kernel does not
 /// always preempt a SCHED_IDLE thread when a serving thread wakes on its
-/// core (measured here: woken serving threads waited up to a 4 ms tick
-/// behind a merge), but it does switch on a yield.
+/// core (a woken serving thread can wait a whole scheduler tick behind a
+/// merge), but it does switch on a yield.
 pub fn make_way() {
     std::thread::yield_now();
 }
@@ -81,7 +81,7 @@ pub fn run_in_background<T: Send + 'static>(
 const BACKGROUND_THREAD_KEEP_ALIVE: Duration = Duration::from_secs(60);
 
 /// The low-priority threads that parse and merge, reused: starting one per
-/// scrape and per merge (18 a second under load at 10,000 streams) cost a
+/// scrape and per merge (many a second under load) cost a
 /// stack mapping, its page faults and its unmapping each time. A Tokio
 /// runtime's blocking pool, as nothing else is run on that runtime.
 fn background_threads() -> Option<&'static tokio::runtime::Runtime> {

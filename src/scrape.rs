@@ -116,15 +116,14 @@ fn check_content_type(headers: &reqwest::header::HeaderMap) -> Result<(), Scrape
 /// Body bytes handed to the parser thread but not yet parsed, per scrape;
 /// beyond them the reader holds at most the rest of one chunk (hyper reads
 /// up to 400 KiB at once). So a slow parser holds back the controller's
-/// TCP stream instead of piling up the body in memory (with 16 chunks in
-/// flight, three 10,000-stream scrapes buffered ~9 MiB at once).
+/// TCP stream instead of piling up the body in memory.
 const BYTES_IN_FLIGHT: u32 = 256 * 1024;
 
 /// The reader hands the body on in copies of at most this size. hyper
 /// cuts each chunk out of its read buffer, so while a chunk is held it
 /// reads the next into a fresh buffer of up to 400 KiB; above the 64 KiB
 /// mmap threshold (see [`crate::resources::tune_allocator`]) that is a new
-/// mapping whose every page faults, ~4,000 faults per 10,000-stream round.
+/// mapping whose every page faults.
 /// Copied at once into pieces the allocator recycles, a chunk is dropped
 /// before hyper reads on, and hyper reuses its buffer.
 const PIECE_BYTES: usize = 32 * 1024;
@@ -356,12 +355,12 @@ impl Pool {
 ///
 /// A round that takes longer than half the bound cannot land before the
 /// bound is reached, so with a fixed bound every query would wait for the
-/// next round and throughput would collapse (it did at 100,000 streams).
-/// Under steady queries the next round starts when the data is half the
-/// bound old and lands one round later: with a bound of two rounds every
-/// round slower than the last made queries wait, with three rounds every
-/// round 1.5 times slower (at 100,000 streams on two busy cores rounds vary
-/// 0.5-2.5 s; p99 260-640 ms). So a query waits only for data older than
+/// next round and throughput would collapse. Under steady queries the next
+/// round starts when the data is half the bound old and lands one round
+/// later: with a bound of two rounds every round slower than the last would
+/// make queries wait, with three rounds only a round 1.5 times slower does
+/// (rounds of very large expositions vary that much on busy cores). So a
+/// query waits only for data older than
 /// the bound of the slowest recent round, while it starts a refresh at half
 /// the bound of the last round, which keeps data as fresh as that allows.
 fn staleness_bound(max_staleness: Duration, round: Duration) -> Duration {
