@@ -34,20 +34,36 @@ use telemetry::Telemetry;
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("cannot read {path}: {source}")]
-    ReadFile { path: std::path::PathBuf, source: std::io::Error },
-    #[error("invalid controller CA bundle: {0}")]
-    ControllerCa(reqwest::Error),
-    #[error("cannot build the HTTP client: {0}")]
-    HttpClient(reqwest::Error),
-    #[error("cannot start the scraping thread: {0}")]
-    ScrapeRuntime(std::io::Error),
-    #[error("cannot load Kubernetes client configuration: {0}")]
-    KubeConfig(String),
-    #[error("cannot listen on {address}: {source}")]
-    Listen { address: std::net::SocketAddr, source: std::io::Error },
-    #[error("serving failed: {0}")]
-    Serve(std::io::Error),
+    #[error("cannot read {path}")]
+    ReadFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid controller CA bundle")]
+    ControllerCa(#[source] reqwest::Error),
+    #[error("cannot build the HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("cannot start the scraping thread")]
+    ScrapeRuntime(#[source] std::io::Error),
+    #[error("cannot read the kubeconfig {path}")]
+    KubeConfigFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes client configuration: neither in-cluster nor a kubeconfig")]
+    KubeConfigInfer(#[source] kube::config::InferConfigError),
+    #[error("cannot build the Kubernetes client")]
+    KubeClient(#[source] kube::Error),
+    #[error("cannot listen on {address}")]
+    Listen {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving failed")]
+    Serve(#[source] std::io::Error),
     #[error(transparent)]
     Tls(#[from] auth::tls::TlsError),
 }
@@ -238,15 +254,16 @@ fn certificate_source(config: &Config) -> auth::tls::CertificateSource {
 async fn kube_config(kubeconfig: Option<&std::path::PathBuf>) -> Result<kube::Config, RunError> {
     match kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| RunError::KubeConfig(e.to_string()))?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| RunError::KubeConfig(e.to_string()))
+            let file_error = |source| RunError::KubeConfigFile { path: path.clone(), source };
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(file_error)?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(file_error)
         }
-        None => kube::Config::infer().await.map_err(|e| RunError::KubeConfig(e.to_string())),
+        None => kube::Config::infer().await.map_err(RunError::KubeConfigInfer),
     }
 }
 
 fn kube_client(kube_config: kube::Config) -> Result<kube::Client, RunError> {
-    kube::Client::try_from(kube_config).map_err(|e| RunError::KubeConfig(e.to_string()))
+    kube::Client::try_from(kube_config).map_err(RunError::KubeClient)
 }
 
 /// A client for TokenReviews and SubjectAccessReviews: a request waits on

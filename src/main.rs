@@ -28,7 +28,15 @@ fn main() -> ExitCode {
     match runtime.block_on(pravega_metrics_adapter::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "exiting");
+            // The error and each of its causes, outermost first.
+            let mut message = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                message.push_str(": ");
+                message.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            tracing::error!(error = %message, "exiting");
             ExitCode::FAILURE
         }
     }
