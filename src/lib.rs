@@ -55,7 +55,7 @@ pub enum RunError {
 /// Runs the adapter until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), RunError> {
     config.validate()?;
-    let store = Arc::new(Store::new(config.metrics_max_age));
+    let store = Arc::new(Store::new(config.metrics_max_age).with_limits(config.scrape_limits()));
     tokio::spawn(store.clone().keep_merged());
     let telemetry = Arc::new(Telemetry::default());
     let settings = ScrapeSettings {
