@@ -1,6 +1,7 @@
 //! Command-line flags (each with a `PRAVEGA_ADAPTER_*` environment override)
 //! and their validation.
 
+use crate::store::Limits;
 use clap::{Parser, ValueEnum};
 use regex::Regex;
 use std::net::{IpAddr, SocketAddr};
@@ -260,6 +261,22 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_BODY_BYTES", value_parser = parse_bytes, default_value = "64Mi", help_heading = "Scraping")]
     pub scrape_max_body_bytes: u64,
 
+    /// Most per-stream series (stream x family) one scrape of one controller
+    /// may hold; a scrape with more fails and the controller's previous data
+    /// is kept. The store costs at most ~50 bytes per series (see README).
+    #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_SERIES", default_value_t = Limits::DEFAULT.max_series as u32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Scraping")]
+    pub scrape_max_series: u32,
+
+    /// Most families with per-stream series one scrape may hold; a scrape
+    /// with more fails and the controller's previous data is kept.
+    #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_FAMILIES", default_value_t = Limits::DEFAULT.max_families as u32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Scraping")]
+    pub scrape_max_families: u32,
+
+    /// Most streams (label sets of per-stream series) one scrape may hold;
+    /// a scrape with more fails and the controller's previous data is kept.
+    #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_STREAMS", default_value_t = Limits::DEFAULT.max_streams as u32, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Scraping")]
+    pub scrape_max_streams: u32,
+
     /// A query waits for a fresh scrape when the data is older than this
     /// (or than three times the slowest of the target's last 8 scrape
     /// rounds, if rounds take longer, so that slow scrapes do not hold every
@@ -367,6 +384,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// What one scrape of one controller may store.
+    pub fn scrape_limits(&self) -> Limits {
+        Limits {
+            max_series: self.scrape_max_series as usize,
+            max_families: self.scrape_max_families as usize,
+            max_streams: self.scrape_max_streams as usize,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.controller_urls.is_empty() && self.controller_namespace.is_none() {
             return Err(ConfigError::NoControllers);
@@ -454,6 +480,7 @@ mod tests {
         assert_eq!(c.scrape_interval, Duration::from_secs(10));
         assert_eq!(c.scrape_timeout, Duration::from_secs(2));
         assert_eq!(c.scrape_max_body_bytes, 64 << 20);
+        assert_eq!(c.scrape_limits(), Limits { max_series: 2_000_000, max_families: 1_000, max_streams: 200_000 });
         assert_eq!(c.max_staleness, Duration::from_secs(1));
         assert_eq!(c.metrics_max_age, Duration::from_secs(30));
         assert_eq!(c.controller_selector, "component=pravega-controller");
@@ -485,6 +512,7 @@ mod tests {
         assert!(config(&["--metrics-allow-regex", "("]).is_err());
         assert!(config(&["--serving-threads", "0"]).unwrap_err().contains("--serving-threads"));
         assert!(config(&["--max-connections", "0"]).unwrap_err().contains("--max-connections"));
+        assert!(config(&["--scrape-max-series", "0"]).unwrap_err().contains("--scrape-max-series"));
     }
 
     #[test]

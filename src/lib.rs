@@ -71,7 +71,8 @@ pub enum RunError {
 /// Runs the adapter until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), RunError> {
     config.validate()?;
-    let store = Arc::new(Store::new(config.metrics_max_age).replica_labels(config.replica_labels.clone()));
+    let store =
+        Arc::new(Store::new(config.metrics_max_age).with_limits(config.scrape_limits()).replica_labels(config.replica_labels.clone()));
     tokio::spawn(store.clone().keep_merged());
     let telemetry = Arc::new(Telemetry::default());
     let settings = ScrapeSettings {

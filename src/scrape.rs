@@ -14,7 +14,7 @@
 //! flight.
 
 use crate::parse::{ParseStats, Scanner};
-use crate::store::{SnapshotBuilder, Store, TargetSnapshot};
+use crate::store::{LimitExceeded, SnapshotBuilder, Store, TargetSnapshot};
 use crate::telemetry::Telemetry;
 use regex::Regex;
 use std::collections::BTreeMap;
@@ -76,6 +76,8 @@ pub enum ScrapeError {
     Truncated,
     #[error("the body holds no well-formed sample of a wanted family ({malformed} malformed lines)")]
     NothingWanted { malformed: u64 },
+    #[error(transparent)]
+    OverLimit(#[from] LimitExceeded),
 }
 
 impl ScrapeError {
@@ -92,6 +94,7 @@ impl ScrapeError {
             ScrapeError::NotText => "not_text",
             ScrapeError::Truncated => "truncated",
             ScrapeError::NothingWanted { .. } => "nothing_wanted",
+            ScrapeError::OverLimit(limit) => limit.reason(),
         }
     }
 }
@@ -149,9 +152,10 @@ const PARSE_SLICE: usize = 64 * 1024;
 
 /// Scans the body as it arrives into the target's next snapshot and
 /// publishes it once the body is complete and whole; publishes nothing if
-/// the reader gives up (error, size cap, timeout: `None`) or the body is
-/// not a whole exposition. Runs on a background thread, which therefore
-/// also pays for freeing the replaced snapshot.
+/// the reader gives up (error, size cap, timeout: `None`), the body is
+/// not a whole exposition, or it goes over a limit of the store (then at
+/// once, which stops the reader too). Runs on a background thread, which
+/// therefore also pays for freeing the replaced snapshot.
 fn parse_and_publish(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Body>,
     allow: &Regex,
@@ -159,17 +163,22 @@ fn parse_and_publish(
     publish: impl FnOnce(TargetSnapshot) -> u64,
 ) -> Option<Result<Landed, ScrapeError>> {
     let mut scanner = Scanner::new(|name: &str| allow.is_match(name));
-    let mut sink = |sample: &crate::parse::Sample<'_, '_>| builder.push(sample);
     let (mut last_byte, mut text) = (None, true);
     while let Body::Chunk(chunk, _in_flight) = incoming.blocking_recv()? {
         text &= memchr::memchr(0, &chunk).is_none();
         last_byte = chunk.last().copied().or(last_byte);
         for slice in chunk.chunks(PARSE_SLICE) {
-            scanner.feed(slice, &mut sink);
+            scanner.feed(slice, &mut |sample| builder.push(sample));
+            if let Some(limit) = builder.exceeded() {
+                return Some(Err(limit.into()));
+            }
             crate::resources::make_way();
         }
     }
-    let mut stats = scanner.finish(&mut sink);
+    let mut stats = scanner.finish(&mut |sample| builder.push(sample));
+    if let Some(limit) = builder.exceeded() {
+        return Some(Err(limit.into()));
+    }
     stats.malformed += builder.rejected();
     if !text {
         return Some(Err(ScrapeError::NotText));
@@ -472,6 +481,11 @@ impl Scraper {
         .await;
         drop(chunks);
         let landed = landed.await.flatten();
+        // A parser that stopped early says why; the reader then only saw
+        // its channel close.
+        if let Some(Err(error)) = landed {
+            return Err(error);
+        }
         read?;
         landed.unwrap_or(Err(ScrapeError::ParserStopped))
     }

@@ -236,6 +236,13 @@ impl Telemetry {
         for (target, count) in store.series_counts() {
             let _ = writeln!(out, "pravega_adapter_series{{target=\"{}\"}} {count}", escape(&target));
         }
+        let (family_names, label_sets) = store.names_held();
+        out.push_str("# HELP pravega_adapter_family_names Family names held by snapshots and served views.\n");
+        out.push_str("# TYPE pravega_adapter_family_names gauge\n");
+        let _ = writeln!(out, "pravega_adapter_family_names {family_names}");
+        out.push_str("# HELP pravega_adapter_label_sets Label sets (streams) held by snapshots and served views.\n");
+        out.push_str("# TYPE pravega_adapter_label_sets gauge\n");
+        let _ = writeln!(out, "pravega_adapter_label_sets {label_sets}");
         self.requests.render(&mut out);
         self.request_duration.render(&mut out);
         self.served_value_age.render(&mut out);

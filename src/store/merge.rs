@@ -15,7 +15,8 @@
 //! [`MARK_RETENTION`], since a restarted controller lists a stream again
 //! only at its next scale.
 
-use super::snapshot::{Cell, FamilyId, LabelSet, StreamIndex, TargetSnapshot};
+use super::column::{Column, Slot};
+use super::snapshot::{Cell, LabelSet, StreamIndex, TargetSnapshot};
 use hashbrown::HashTable;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher as _;
@@ -73,12 +74,20 @@ struct MergedCell {
 
 const _: () = assert!(std::mem::size_of::<MergedCell>() == 12);
 
+impl Slot for MergedCell {
+    const EMPTY: MergedCell = MergedCell { value: f64::NAN, target: 0 };
+
+    fn is_empty(&self) -> bool {
+        self.value.is_nan()
+    }
+}
+
 /// Every live target's snapshot, merged: streams sorted by (scope, stream)
-/// and one column of cells per family.
+/// and one column of cells per family, indexed by row.
 #[derive(Debug, Default)]
 pub struct MergedView {
     layout: Arc<Layout>,
-    columns: BTreeMap<Arc<str>, Vec<MergedCell>>,
+    columns: BTreeMap<Arc<str>, Column<MergedCell>>,
     /// Per source target, when it was last scraped (ms since epoch); shared
     /// with the store, which updates it when a scrape changes nothing.
     scraped_at: Vec<Arc<AtomicU64>>,
@@ -93,7 +102,7 @@ pub struct MergedView {
 #[derive(Clone, Copy)]
 pub struct Family<'a> {
     view: &'a MergedView,
-    cells: &'a [MergedCell],
+    cells: &'a Column<MergedCell>,
 }
 
 /// A served stream: its labels, and where its scope and stream values sit
@@ -144,6 +153,9 @@ pub(super) struct Layout {
     oldest_unlisted: Option<u64>,
     /// Row by row, each source's slot for the row's stream, or [`ABSENT`].
     slots: Vec<u32>,
+    /// Per source, slot by slot, the row of the slot's stream: the merge
+    /// walks each source's cells rather than every row.
+    rows_of: Vec<Vec<u32>>,
     /// The first row of each (scope, stream). A query naming both, as an
     /// HPA's does, probes this once; a binary search over 10,000 streams
     /// would load 14 scattered label sets, most of them cache misses.
@@ -175,12 +187,14 @@ impl Layout {
         let (streams, unlisted_since): (Vec<Stream>, Vec<u64>) = streams.into_iter().unzip();
         let oldest_unlisted = unlisted_since.iter().copied().filter(|&since| since != 0).min();
         let mut slots = Vec::with_capacity(streams.len() * sources.len());
+        let mut rows_of: Vec<Vec<u32>> = sources.iter().map(|s| vec![ABSENT; s.snapshot.streams.len()]).collect();
         let mut guesses = vec![0usize; sources.len()];
-        for (stream, &since) in streams.iter().zip(&unlisted_since) {
-            for (source, guess) in sources.iter().zip(&mut guesses) {
+        for (row, (stream, &since)) in streams.iter().zip(&unlisted_since).enumerate() {
+            for ((source, guess), rows) in sources.iter().zip(&mut guesses).zip(&mut rows_of) {
                 let slot = if since == 0 { source.snapshot.locate(*guess, labels_str(&stream.labels)) } else { None };
                 if let Some(slot) = slot {
                     *guess = slot + 1;
+                    rows[slot] = row as u32;
                 }
                 slots.push(slot.map_or(ABSENT, |s| s as u32));
             }
@@ -199,6 +213,7 @@ impl Layout {
             unlisted_since,
             oldest_unlisted,
             slots,
+            rows_of,
             first_rows,
             hasher,
         }
@@ -246,6 +261,12 @@ impl MergedView {
         &self.layout
     }
 
+    /// Cells stored for all families (see [`Column::stored`]).
+    #[cfg(test)]
+    pub(super) fn stored_cells(&self) -> usize {
+        self.columns.values().map(Column::stored).sum()
+    }
+
     pub fn family(&self, name: &str) -> Option<Family<'_>> {
         self.columns.get(name).map(|cells| Family { view: self, cells })
     }
@@ -268,8 +289,10 @@ impl<'a> Family<'a> {
     pub fn narrowed(self, scope: Option<&str>, stream: Option<&str>) -> impl Iterator<Item = Series<'a>> {
         let view = self.view;
         let streams = &view.layout.streams;
-        view.layout.rows(scope, stream).filter_map(move |i| {
-            let cell = self.cells[i];
+        let rows = view.layout.rows(scope, stream);
+        let mut cells = self.cells.cursor(rows.start);
+        rows.filter_map(move |i| {
+            let cell = cells.at(i);
             let verdict = view.verdicts[i];
             if cell.value.is_nan() && verdict != Verdict::Undecided {
                 return None;
@@ -295,8 +318,25 @@ pub(super) struct Source<'a> {
     pub(super) scraped_at: Arc<AtomicU64>,
 }
 
-/// Rows merged between offers of the core to serving threads.
-const MERGE_SLICE: usize = 1024;
+/// Cells (or rows, counted as a cell per source) merged between offers of
+/// the core to serving threads.
+const MERGE_SLICE: usize = 16 * 1024;
+
+/// Counts merge work and offers the core every [`MERGE_SLICE`] of it.
+#[derive(Default)]
+struct Slices {
+    work: usize,
+}
+
+impl Slices {
+    fn done(&mut self, work: usize) {
+        self.work += work;
+        if self.work >= MERGE_SLICE {
+            self.work = 0;
+            crate::resources::make_way();
+        }
+    }
+}
 
 fn expired(unlisted_since: u64, now: u64) -> bool {
     now.saturating_sub(unlisted_since) > MARK_RETENTION.as_millis() as u64
@@ -305,9 +345,7 @@ fn expired(unlisted_since: u64, now: u64) -> bool {
 /// Merges `sources` at `now` (ms since epoch), carrying the marks of
 /// `previous` (the served view) over and reusing its layout if it still
 /// fits the sources.
-pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>], previous: &MergedView, now: u64) -> MergedView {
-    let find = |name: &str| names.iter().position(|n| &**n == name).map(|i| FamilyId(i as u32));
-    let (splits, merges) = (find(SPLITS_FAMILY), find(MERGES_FAMILY));
+pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64) -> MergedView {
     let reused = previous.layout.fits(sources, now);
     let layout = if reused { previous.layout.clone() } else { Arc::new(Layout::new(sources, unlisted(sources, previous, now))) };
     // Each row's mark and verdict in the previous view (None: a new stream).
@@ -315,58 +353,115 @@ pub(super) fn merge(sources: &[Source<'_>], names: &[Arc<str>], previous: &Merge
         let old = if reused { row } else { previous.layout.row(&layout.streams[row].labels)? };
         Some((previous.marks[old], previous.verdicts[old]))
     };
-
-    // Per family, each source's column (None: the source lacks the family).
-    let mut families: Vec<(FamilyId, Vec<Option<&[Cell]>>)> = Vec::new();
-    for source in sources {
-        for column in &source.snapshot.columns {
-            if !families.iter().any(|(f, _)| *f == column.family) {
-                let columns = sources.iter().map(|s| s.snapshot.column(column.family)).collect();
-                families.push((column.family, columns));
-            }
-        }
-    }
     let rank_columns: Vec<RankColumns<'_>> =
-        sources.iter().map(|s| (splits.and_then(|f| s.snapshot.column(f)), merges.and_then(|f| s.snapshot.column(f)))).collect();
+        sources.iter().map(|s| (s.snapshot.column(SPLITS_FAMILY), s.snapshot.column(MERGES_FAMILY))).collect();
 
+    // Row by row: the mark, the verdict, and which sources compete for the
+    // row's values (row-major, like the layout's slots).
     let rows = layout.streams.len();
-    let mut columns: Vec<Vec<MergedCell>> = families.iter().map(|_| Vec::with_capacity(rows)).collect();
+    let width = sources.len();
     let mut marks = Vec::with_capacity(rows);
     let mut verdicts = Vec::with_capacity(rows);
-    let mut ranks: Vec<Option<f64>> = vec![None; sources.len()];
-    let width = sources.len();
+    let mut competing = Vec::with_capacity(rows * width);
+    let mut ranks: Vec<Option<f64>> = vec![None; width];
+    let mut slices = Slices::default();
     for row in 0..rows {
         let row_slots = &layout.slots[row * width..(row + 1) * width];
-        if row % MERGE_SLICE == MERGE_SLICE - 1 {
-            crate::resources::make_way();
-        }
+        slices.done(width);
         for (i, &slot) in row_slots.iter().enumerate() {
             ranks[i] = present(slot).and_then(|slot| scale_events(rank_columns[i], slot));
         }
-        let before = previous_row(row);
-        let (mark, verdict) = judge(&ranks, row_slots, before);
+        let (mark, verdict) = judge(&ranks, row_slots, previous_row(row));
         marks.push(mark);
         verdicts.push(verdict);
         // Only replicas at the mark compete; none does for an undecided row.
-        let at_mark = |i: usize| present(row_slots[i]).is_some() && (mark.is_nan() || ranks[i] == Some(mark));
-        for ((_, family_columns), merged) in families.iter().zip(&mut columns) {
-            let best = (0..sources.len())
-                .filter(|&i| verdict != Verdict::Undecided && at_mark(i))
-                .filter_map(|i| {
-                    let cell = family_columns[i]?[present(row_slots[i])?];
-                    (!cell.is_empty()).then_some((i, cell))
-                })
-                .max_by_key(|(_, cell)| cell.changed_in);
-            merged.push(match best {
-                Some((i, cell)) => MergedCell { value: cell.value, target: i as u32 },
-                None => MergedCell { value: f64::NAN, target: 0 },
-            });
+        competing.extend(
+            row_slots
+                .iter()
+                .zip(&ranks)
+                .map(|(&slot, &rank)| verdict != Verdict::Undecided && present(slot).is_some() && (mark.is_nan() || rank == Some(mark))),
+        );
+    }
+
+    // Family by family, from the cells the sources hold: a family costs
+    // its cells, not the rows.
+    let mut families: BTreeMap<Arc<str>, Vec<(usize, &Column<Cell>)>> = BTreeMap::new();
+    for (i, source) in sources.iter().enumerate() {
+        for column in &source.snapshot.columns {
+            families.entry(column.family.clone()).or_default().push((i, &column.cells));
         }
     }
+    let merging = Merging { layout: &layout, competing: &competing, width };
+    let mut changed_in = Vec::new();
     // A family stays in the view while any live source reports it, even if
     // every stream it has is undecided: the controller's API may answer.
-    let columns = families.iter().zip(columns).map(|((family, _), cells)| (names[family.0 as usize].clone(), cells)).collect();
+    let columns = families
+        .into_iter()
+        .map(|(family, columns)| {
+            let stored = columns.iter().map(|(_, c)| c.stored()).sum();
+            let merged = if Column::<MergedCell>::dense_for(stored, rows) {
+                merging.dense(&columns, &mut changed_in, &mut slices)
+            } else {
+                merging.sparse(&columns, &mut slices)
+            };
+            (family, merged)
+        })
+        .collect();
     MergedView { layout, columns, scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect(), marks, verdicts, merged_at: now }
+}
+
+/// What merging one family needs to know of the rows.
+struct Merging<'a> {
+    layout: &'a Layout,
+    /// Row by row, whether each source competes for the row's values.
+    competing: &'a [bool],
+    width: usize,
+}
+
+impl Merging<'_> {
+    /// The family's competing cells, as (row, source, cell).
+    fn candidates<'c>(&'c self, columns: &'c [(usize, &Column<Cell>)]) -> impl Iterator<Item = (usize, usize, Cell)> + 'c {
+        columns.iter().flat_map(move |&(source, column)| {
+            let rows_of = &self.layout.rows_of[source];
+            column
+                .iter()
+                .map(move |(slot, cell)| (rows_of[slot] as usize, source, cell))
+                .filter(|&(row, source, _)| self.competing[row * self.width + source])
+        })
+    }
+
+    /// One cell per row: for a family most streams have. Of the competing
+    /// sources the value that changed last wins; on a tie, the later source.
+    fn dense(&self, columns: &[(usize, &Column<Cell>)], changed_in: &mut Vec<u32>, slices: &mut Slices) -> Column<MergedCell> {
+        let rows = self.layout.streams.len();
+        let mut merged = vec![MergedCell::EMPTY; rows];
+        changed_in.clear();
+        changed_in.resize(rows, 0);
+        for (row, source, cell) in self.candidates(columns) {
+            if merged[row].is_empty() || cell.changed_in >= changed_in[row] {
+                merged[row] = MergedCell { value: cell.value, target: source as u32 };
+                changed_in[row] = cell.changed_in;
+            }
+            slices.done(1);
+        }
+        Column::Dense(merged)
+    }
+
+    /// (row, cell) pairs: for a family few streams have. Same choice as
+    /// [`Merging::dense`].
+    fn sparse(&self, columns: &[(usize, &Column<Cell>)], slices: &mut Slices) -> Column<MergedCell> {
+        let mut candidates: Vec<(u32, u32, Cell)> =
+            self.candidates(columns).map(|(row, source, cell)| (row as u32, source as u32, cell)).collect();
+        slices.done(candidates.len());
+        candidates.sort_unstable_by_key(|&(row, source, _)| (row, source));
+        let (mut rows, mut cells) = (Vec::new(), Vec::new());
+        for group in candidates.chunk_by(|a, b| a.0 == b.0) {
+            let Some(&(row, source, cell)) = group.iter().max_by_key(|(_, _, cell)| cell.changed_in) else { continue };
+            rows.push(row);
+            cells.push(MergedCell { value: cell.value, target: source });
+        }
+        Column::from_sorted(rows, cells, self.layout.streams.len())
+    }
 }
 
 /// The streams of `previous` that no source lists now but whose marks are
@@ -413,12 +508,12 @@ fn labels_str(labels: &LabelSet) -> &str {
 }
 
 /// A source's `segment_splits` and `segment_merges` columns.
-type RankColumns<'a> = (Option<&'a [Cell]>, Option<&'a [Cell]>);
+type RankColumns<'a> = (Option<&'a Column<Cell>>, Option<&'a Column<Cell>>);
 
 /// A replica's claim to know a stream's latest state: the number of scale
 /// events it has seen (`None` if it reports neither counter).
 fn scale_events((splits, merges): RankColumns<'_>, slot: usize) -> Option<f64> {
-    let get = |column: Option<&[Cell]>| column.map(|c| c[slot]).filter(|c| !c.is_empty()).map(|c| c.value);
+    let get = |column: Option<&Column<Cell>>| column.and_then(|c| c.get(slot)).map(|c| c.value);
     match (get(splits), get(merges)) {
         (None, None) => None,
         (s, m) => Some(s.unwrap_or(0.0) + m.unwrap_or(0.0)),

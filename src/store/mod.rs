@@ -6,13 +6,14 @@
 //! together. A scrape that changes nothing only refreshes its target's
 //! scrape time, which the view reads directly, so it costs no merge.
 
+mod column;
 mod merge;
 mod snapshot;
 
 pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MERGES_FAMILY, SPLITS_FAMILY};
-pub use snapshot::{LabelSet, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
+pub use snapshot::{LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
 
-use snapshot::{millis, Families, LabelSets};
+use snapshot::{millis, Interner};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -21,10 +22,11 @@ use tokio::sync::{watch, Notify};
 
 /// Shared state between the scrapers (writers) and the API (readers).
 pub struct Store {
-    families: Arc<Families>,
+    family_names: Arc<Interner>,
+    label_sets: Arc<Interner>,
+    limits: Limits,
     /// See [`Store::replica_labels`].
     replica_labels: Arc<[String]>,
-    label_sets: Arc<LabelSets>,
     max_age: Duration,
     /// Snapshots started so far, across all targets (see [`Store::builder`]).
     scrapes_started: AtomicU32,
@@ -52,12 +54,14 @@ struct TargetEntry {
 }
 
 impl Store {
-    /// `max_age`: data scraped longer ago than this is never served.
+    /// `max_age`: data scraped longer ago than this is never served. Each
+    /// scrape may store up to the default [`Limits`].
     pub fn new(max_age: Duration) -> Self {
         Store {
-            families: Arc::default(),
+            family_names: Arc::default(),
             replica_labels: Arc::from([]),
             label_sets: Arc::default(),
+            limits: Limits::DEFAULT,
             max_age,
             scrapes_started: AtomicU32::new(0),
             targets: Mutex::default(),
@@ -67,6 +71,11 @@ impl Store {
             merged_generation: watch::Sender::new(0),
             merge_wanted: Notify::new(),
         }
+    }
+
+    /// The store with `limits` on each scrape instead of the defaults.
+    pub fn with_limits(self, limits: Limits) -> Self {
+        Store { limits, ..self }
     }
 
     /// Labels that name the replica reporting a series rather than the
@@ -88,7 +97,7 @@ impl Store {
         let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         let scrape = started.map_or(u32::MAX, |n| n + 1);
         let previous = self.lock_targets().entries.get(target).map(|e| e.snapshot.clone());
-        SnapshotBuilder::new(self.families.clone(), self.label_sets.clone(), previous, scrape, self.replica_labels.clone())
+        SnapshotBuilder::new(self.family_names.clone(), self.label_sets.clone(), self.limits, previous, scrape, self.replica_labels.clone())
     }
 
     /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
@@ -173,7 +182,7 @@ impl Store {
         let sources: Vec<merge::Source<'_>> =
             live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
         let previous = self.view();
-        let view = Arc::new(merge::merge(&sources, &self.families.names(), &previous, millis(now)));
+        let view = Arc::new(merge::merge(&sources, &previous, millis(now)));
         drop(previous);
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
         // Freeing a view costs time in proportion to its streams, so this
@@ -188,6 +197,7 @@ impl Store {
             newer
         });
         self.label_sets.forget_unused();
+        self.family_names.forget_unused();
     }
 
     pub fn view(&self) -> Arc<MergedView> {
@@ -197,6 +207,12 @@ impl Store {
     /// Series count per target, for the adapter's own metrics.
     pub fn series_counts(&self) -> Vec<(Arc<str>, usize)> {
         self.lock_targets().entries.iter().map(|(t, e)| (t.clone(), e.snapshot.series_count())).collect()
+    }
+
+    /// Family names and label sets held by snapshots and views, for the
+    /// adapter's own metrics: what controllers no longer list is forgotten.
+    pub fn names_held(&self) -> (usize, usize) {
+        (self.family_names.len(), self.label_sets.len())
     }
 
     fn lock_targets(&self) -> std::sync::MutexGuard<'_, Targets> {
@@ -493,7 +509,7 @@ mod tests {
         let snapshot = store.lock_targets().entries["r"].snapshot.clone();
         let changed = |stream: &str, family: &str| {
             let slot = snapshot.streams.iter().position(|s| s.get("stream") == Some(stream)).unwrap();
-            snapshot.column(store.families.id(family)).unwrap()[slot].changed_in
+            snapshot.column(family).unwrap().get(slot).unwrap().changed_in
         };
         assert_eq!(changed("c", "pravega_controller_segments_count"), 1, "unchanged value keeps its first scrape");
         assert_eq!(changed("a", "pravega_controller_segments_count"), 2);
@@ -585,7 +601,7 @@ mod tests {
         let changed_in = |value: u32| {
             scrape(&store, "a", 0, &replica("s", value, 0, 0));
             let snapshot = store.lock_targets().entries["a"].snapshot.clone();
-            snapshot.column(store.families.id("pravega_controller_segments_count")).unwrap()[0].changed_in
+            snapshot.column("pravega_controller_segments_count").unwrap().get(0).unwrap().changed_in
         };
         assert_eq!(changed_in(1), u32::MAX);
         assert_eq!(changed_in(2), u32::MAX, "a later change never ranks as older");
@@ -618,5 +634,114 @@ mod tests {
         assert_eq!(family.narrowed(Some("z"), None).count(), 0);
         assert_eq!(family.narrowed(Some("a"), Some("z")).count(), 0);
         assert_eq!(family.narrowed(Some("x"), Some("a")).count(), 0);
+    }
+
+    /// One family of `streams` streams, and `singles` families of one
+    /// sample each, of streams spread over all of them.
+    fn amplifying(streams: usize, singles: usize) -> String {
+        let mut text: String =
+            (0..streams).map(|i| format!("pravega_controller_segments_count{{scope=\"test\",stream=\"s{i}\"}} 1\n")).collect();
+        for f in 0..singles {
+            text += &format!("pravega_controller_single_{f}{{scope=\"test\",stream=\"s{}\"}} {f}\n", f * 7919 % streams);
+        }
+        text
+    }
+
+    #[test]
+    fn families_of_few_streams_cost_their_cells_not_the_streams() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &amplifying(1_000, 200));
+        let snapshot = store.lock_targets().entries["a"].snapshot.clone();
+        assert_eq!(snapshot.series_count(), 1_200);
+        let stored: usize = snapshot.columns.iter().map(|c| c.cells.stored()).sum();
+        assert_eq!(stored, 1_200, "one dense column of 1,000 and 200 sparse ones of one cell");
+        let view = store.view();
+        assert_eq!(view.stored_cells(), 1_200);
+        // Sparse families read as dense ones do, whatever the narrowing.
+        let name = "pravega_controller_single_3";
+        let stream = format!("s{}", 3 * 7919 % 1_000);
+        let family = view.family(name).unwrap();
+        let all: Vec<_> = family.narrowed(None, None).map(|s| (s.labels.get("stream").unwrap().to_owned(), s.value)).collect();
+        assert_eq!(all, [(stream.clone(), 3.0)]);
+        assert_eq!(family.narrowed(Some("test"), Some(&stream)).map(|s| s.value).collect::<Vec<_>>(), [3.0]);
+        assert_eq!(family.narrowed(Some("test"), Some("s1")).count(), 0);
+        assert_eq!(family.narrowed(Some("test"), None).count(), 1);
+    }
+
+    #[test]
+    fn a_sparse_family_follows_the_replica_at_the_mark_and_lists_undecided_streams() {
+        let store = Store::new(Duration::from_secs(30));
+        let sparse = |value: u32| format!("pravega_controller_x{{scope=\"test\",stream=\"s\"}} {value}\n");
+        let mut many = String::new();
+        for i in 0..100 {
+            many += &replica(&format!("t{i}"), 1, 1, 0);
+        }
+        scrape(&store, "a", 0, &(many.clone() + &replica("s", 5, 6, 4) + &sparse(1)));
+        scrape(&store, "b", 0, &(many.clone() + &replica("s", 7, 8, 4) + &sparse(2)));
+        let value = |store: &Store| {
+            let view = store.view();
+            let series =
+                view.family("pravega_controller_x").unwrap().narrowed(Some("test"), Some("s")).map(|s| (s.value, s.verdict)).next();
+            series
+        };
+        assert_eq!(value(&store), Some((2.0, Verdict::Current)), "b is at the mark, which rose");
+        // b restarts: nothing at the mark lists s; the sparse family still
+        // lists it, undecided, as a dense one would.
+        scrape(&store, "b", 1, &many);
+        let (undecided, verdict) = value(&store).unwrap();
+        assert!(undecided.is_nan());
+        assert_eq!(verdict, Verdict::Undecided);
+    }
+
+    #[test]
+    fn duplicates_out_of_stream_order_are_rejected() {
+        let store = Store::new(Duration::from_secs(30));
+        let mut builder = store.builder("a");
+        let line = |stream: &str, v: u32| format!("pravega_controller_x{{scope=\"t\",stream=\"{stream}\"}} {v}\n");
+        let text = [line("a", 1), line("b", 2), line("c", 3), line("a", 4), line("b", 5), line("d", 6)].concat();
+        Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
+        assert_eq!(builder.rejected(), 2);
+        store.publish("a", builder.finish(), at(0));
+        store.remerge(at(0));
+        let view = store.view();
+        let mut values: Vec<_> = view.family("pravega_controller_x").unwrap().narrowed(None, None).map(|s| s.value).collect();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, [1.0, 2.0, 3.0, 6.0], "the first of each kept");
+    }
+
+    #[test]
+    fn a_scrape_over_a_limit_stops_storing_and_says_which() {
+        let limits = Limits { max_series: 10, max_families: 3, max_streams: 5 };
+        let store = Store::new(Duration::from_secs(30)).with_limits(limits);
+        let exceeded = |text: &str| {
+            let mut builder = store.builder("a");
+            Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
+            builder.exceeded()
+        };
+        let line = |family: u32, stream: u32| format!("pravega_controller_f{family}{{scope=\"t\",stream=\"s{stream}\"}} 1\n");
+        let grid = |families: u32, streams: u32| -> String { (0..families).flat_map(|f| (0..streams).map(move |s| line(f, s))).collect() };
+        assert_eq!(exceeded(&grid(2, 5)), None, "10 series of 2 families and 5 streams: at every limit, over none");
+        assert_eq!(exceeded(&grid(1, 6)), Some(LimitExceeded::Streams(5)));
+        assert_eq!(exceeded(&grid(4, 1)), Some(LimitExceeded::Families(3)));
+        assert_eq!(exceeded(&grid(3, 4)), Some(LimitExceeded::Series(10)));
+        assert_eq!(LimitExceeded::Series(10).reason(), "too_many_series");
+    }
+
+    #[test]
+    fn family_names_no_snapshot_or_view_holds_are_forgotten() {
+        let store = Store::new(Duration::from_secs(30));
+        let rotating = |round: u32| -> String {
+            (0..50).map(|f| format!("pravega_controller_r{round}_{f}{{scope=\"t\",stream=\"s\"}} 1\n")).collect()
+        };
+        for round in 0..20 {
+            scrape(&store, "a", round as u64, &rotating(round));
+            let (names, label_sets) = store.names_held();
+            assert!(names <= 150, "round {round}: {names} names held");
+            assert_eq!(label_sets, 1);
+        }
+        store.remove("a");
+        store.remerge(at(21));
+        store.remerge(at(22));
+        assert_eq!(store.names_held(), (0, 0));
     }
 }

@@ -1,10 +1,11 @@
 //! One target's scraped data: streams (label sets) and one column of value
 //! cells per family, built sample by sample from the scanner.
 
+use super::column::{Column, Slot};
 use crate::parse::Sample;
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 pub const SCOPE_LABEL: &str = "scope";
@@ -52,58 +53,83 @@ impl std::fmt::Debug for LabelSet {
     }
 }
 
-/// Index of a metric family name in the store's registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FamilyId(pub(super) u32);
-
-/// Registry of family names, shared by all targets.
+/// Strings that snapshots and views hold (label sets, family names), so
+/// that every holder of one string shares one allocation: targets list the
+/// same streams and families, scrape after scrape.
 #[derive(Default)]
-pub(super) struct Families {
-    names: RwLock<Vec<Arc<str>>>,
+pub(super) struct Interner {
+    strings: Mutex<HashSet<Arc<str>, foldhash::fast::RandomState>>,
 }
 
-impl Families {
-    pub(super) fn id(&self, name: &str) -> FamilyId {
-        let position = |names: &[Arc<str>]| names.iter().position(|n| &**n == name);
-        if let Some(i) = position(&self.names.read().unwrap_or_else(PoisonError::into_inner)) {
-            return FamilyId(i as u32);
+impl Interner {
+    fn get_or_insert(&self, key: &str) -> Arc<str> {
+        let mut strings = self.lock();
+        if let Some(string) = strings.get(key) {
+            return string.clone();
         }
-        let mut names = self.names.write().unwrap_or_else(PoisonError::into_inner);
-        let i = position(&names).unwrap_or_else(|| {
-            names.push(Arc::from(name));
-            names.len() - 1
-        });
-        FamilyId(i as u32)
+        let string: Arc<str> = Arc::from(key);
+        strings.insert(string.clone());
+        string
     }
 
-    pub(super) fn names(&self) -> Vec<Arc<str>> {
-        self.names.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-}
-
-/// Every label set that snapshots hold, so that targets listing the same
-/// stream share one allocation (replicas list the same streams).
-#[derive(Default)]
-pub(super) struct LabelSets {
-    sets: Mutex<HashSet<LabelSet, foldhash::fast::RandomState>>,
-}
-
-impl LabelSets {
-    fn get_or_insert(&self, key: &str) -> LabelSet {
-        let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(set) = sets.get(key) {
-            return set.clone();
-        }
-        let set = LabelSet(Arc::from(key));
-        sets.insert(set.clone());
-        set
-    }
-
-    /// Drops the sets no snapshot or view holds any more. Only this registry
-    /// hands out new references, under its lock, so a set held by nothing
-    /// else cannot gain a holder meanwhile.
+    /// Drops the strings no snapshot or view holds any more, so that what a
+    /// controller stopped listing does not stay in memory. Only this
+    /// registry hands out new references, under its lock, so a string held
+    /// by nothing else cannot gain a holder meanwhile.
     pub(super) fn forget_unused(&self) {
-        self.sets.lock().unwrap_or_else(PoisonError::into_inner).retain(|set| Arc::strong_count(&set.0) > 1);
+        self.lock().retain(|string| Arc::strong_count(string) > 1);
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Arc<str>, foldhash::fast::RandomState>> {
+        self.strings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Caps on what one scrape of one target may store; a scrape over a cap
+/// fails and the target keeps its previous snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Per-stream samples (cells) of all families.
+    pub max_series: usize,
+    /// Families with per-stream samples.
+    pub max_families: usize,
+    /// Distinct label sets of per-stream samples.
+    pub max_streams: usize,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits { max_series: 2_000_000, max_families: 1_000, max_streams: 200_000 };
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// Which of the [`Limits`] a scrape went over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LimitExceeded {
+    #[error("the exposition holds more than {0} per-stream series (--scrape-max-series)")]
+    Series(usize),
+    #[error("the exposition holds more than {0} per-stream families (--scrape-max-families)")]
+    Families(usize),
+    #[error("the exposition holds more than {0} streams (--scrape-max-streams)")]
+    Streams(usize),
+}
+
+impl LimitExceeded {
+    /// A short word for the adapter's own metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LimitExceeded::Series(_) => "too_many_series",
+            LimitExceeded::Families(_) => "too_many_families",
+            LimitExceeded::Streams(_) => "too_many_streams",
+        }
     }
 }
 
@@ -127,19 +153,20 @@ pub(super) struct Cell {
 
 const _: () = assert!(std::mem::size_of::<Cell>() == 12);
 
-impl Cell {
+impl Slot for Cell {
     const EMPTY: Cell = Cell { value: f64::NAN, changed_in: 0 };
 
-    pub(super) fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.value.is_nan()
     }
 }
 
-/// One family's cells, indexed like [`TargetSnapshot::streams`].
+/// One family's cells, by position in [`TargetSnapshot::streams`].
 #[derive(Debug)]
-pub(super) struct Column {
-    pub(super) family: FamilyId,
-    pub(super) cells: Vec<Cell>,
+pub(super) struct FamilyColumn {
+    /// The family's name, shared through the store's registry of names.
+    pub(super) family: Arc<str>,
+    pub(super) cells: Column<Cell>,
 }
 
 /// Everything one scrape of one controller replica reported.
@@ -150,7 +177,9 @@ pub struct TargetSnapshot {
     /// Position of each stream in `streams`; shared with the previous
     /// snapshot while the controller lists the same streams in the same order.
     pub(super) index: Arc<StreamIndex>,
-    pub(super) columns: Vec<Column>,
+    /// Sorted by family name.
+    pub(super) columns: Vec<FamilyColumn>,
+    series: usize,
     /// Whether anything differs from the previous snapshot.
     pub(super) changed: bool,
 }
@@ -158,7 +187,7 @@ pub struct TargetSnapshot {
 impl TargetSnapshot {
     /// Number of series (stream x family) in the snapshot.
     pub fn series_count(&self) -> usize {
-        series(&self.columns)
+        self.series
     }
 
     /// The slot of `labels`, trying `guess` first: replicas and scrapes
@@ -170,8 +199,12 @@ impl TargetSnapshot {
         }
     }
 
-    pub(super) fn column(&self, family: FamilyId) -> Option<&[Cell]> {
-        self.columns.iter().find(|c| c.family == family).map(|c| c.cells.as_slice())
+    pub(super) fn column(&self, family: &str) -> Option<&Column<Cell>> {
+        self.column_position(family).map(|i| &self.columns[i].cells)
+    }
+
+    fn column_position(&self, family: &str) -> Option<usize> {
+        self.columns.binary_search_by(|c| (*c.family).cmp(family)).ok()
     }
 }
 
@@ -183,8 +216,9 @@ impl TargetSnapshot {
 /// sample belongs to the stream after the previous sample's (one string
 /// comparison) and only hashes when the guess is wrong.
 pub struct SnapshotBuilder {
-    families: Arc<Families>,
-    label_sets: Arc<LabelSets>,
+    family_names: Arc<Interner>,
+    label_sets: Arc<Interner>,
+    limits: Limits,
     previous: Option<Arc<TargetSnapshot>>,
     /// This scrape's number: see [`Cell::changed_in`].
     scrape: u32,
@@ -195,10 +229,13 @@ pub struct SnapshotBuilder {
     index: Option<StreamIndex>,
     /// Every stream so far sits where it sat in the previous snapshot.
     same_order: bool,
-    columns: Vec<Column>,
-    /// The family of the previous sample: its column here and in the
-    /// previous snapshot, and the slot the previous sample went to.
+    columns: Vec<ColumnBuilder>,
+    /// Each family's position in `columns`.
+    column_of: FastMap<Arc<str>, usize>,
+    /// The family of the previous sample: its column, and the slot the
+    /// previous sample went to.
     current: Option<Current>,
+    series: usize,
     changed_cells: usize,
     key: String,
     order: Vec<usize>,
@@ -206,27 +243,67 @@ pub struct SnapshotBuilder {
     /// Labels naming the replica that reports a series, not the stream:
     /// left out of the stream's label set.
     replica_labels: Arc<[String]>,
+    /// Set when a sample went over a limit; nothing is stored after it.
+    exceeded: Option<LimitExceeded>,
 }
 
 struct Current {
-    name: String,
     column: usize,
-    previous_column: Option<usize>,
     last_slot: Option<usize>,
+}
+
+/// A family's cells as they arrive, as (slot, cell) pairs: in slot order
+/// while the exposition lists the family's streams in the order they were
+/// first listed, as controllers do.
+struct ColumnBuilder {
+    family: Arc<str>,
+    /// The family's column in the previous snapshot.
+    previous: Option<usize>,
+    slots: Vec<u32>,
+    cells: Vec<Cell>,
+    /// Every slot in `slots`, kept from the first sample that arrives out
+    /// of slot order on, to tell duplicates.
+    seen: Option<HashSet<u32, foldhash::fast::RandomState>>,
+}
+
+impl ColumnBuilder {
+    /// Records that the family has a cell at `slot`; false if it already had.
+    fn claim(&mut self, slot: u32) -> bool {
+        match (&mut self.seen, self.slots.last()) {
+            (None, None) => true,
+            (None, Some(&last)) if slot > last => true,
+            (None, Some(&last)) if slot == last => false,
+            (seen, _) => seen.get_or_insert_with(|| self.slots.iter().copied().collect()).insert(slot),
+        }
+    }
+
+    fn finish(self, stream_count: usize) -> FamilyColumn {
+        let (slots, cells) = match self.seen {
+            None => (self.slots, self.cells),
+            Some(_) => {
+                let mut pairs: Vec<(u32, Cell)> = self.slots.into_iter().zip(self.cells).collect();
+                pairs.sort_unstable_by_key(|&(slot, _)| slot);
+                pairs.into_iter().unzip()
+            }
+        };
+        FamilyColumn { family: self.family, cells: Column::from_sorted(slots, cells, stream_count) }
+    }
 }
 
 impl SnapshotBuilder {
     pub(super) fn new(
-        families: Arc<Families>,
-        label_sets: Arc<LabelSets>,
+        family_names: Arc<Interner>,
+        label_sets: Arc<Interner>,
+        limits: Limits,
         previous: Option<Arc<TargetSnapshot>>,
         scrape: u32,
         replica_labels: Arc<[String]>,
     ) -> Self {
         let capacity = previous.as_ref().map_or(0, |p| p.streams.len());
         SnapshotBuilder {
-            families,
+            family_names,
             label_sets,
+            limits,
             previous,
             scrape,
             streams: Vec::with_capacity(capacity),
@@ -234,19 +311,22 @@ impl SnapshotBuilder {
             index: None,
             same_order: true,
             columns: Vec::new(),
+            column_of: FastMap::default(),
             current: None,
+            series: 0,
             changed_cells: 0,
             key: String::new(),
             order: Vec::new(),
             rejected: 0,
             replica_labels,
+            exceeded: None,
         }
     }
 
     /// Adds one sample; samples without `scope` and `stream` labels are not
     /// per-stream and are left out, as are NaN and infinite values.
     pub fn push(&mut self, sample: &Sample<'_, '_>) {
-        if !sample.value.is_finite() {
+        if self.exceeded.is_some() || !sample.value.is_finite() {
             return;
         }
         let labels = sample.labels;
@@ -257,27 +337,33 @@ impl SnapshotBuilder {
             self.rejected += 1;
             return;
         }
-        if self.current.as_ref().is_none_or(|c| c.name != sample.name) {
+        if self.current.as_ref().is_none_or(|c| *self.columns[c.column].family != *sample.name) {
             self.switch_family(sample.name);
         }
         let Some(current) = &self.current else { return };
+        let column = current.column;
         let guess = current.last_slot.map_or(0, |s| s + 1);
         let slot = match self.streams.get(guess) {
             Some(s) if *s.0 == *self.key => guess,
-            _ => self.find(),
+            _ => match self.find() {
+                Some(slot) => slot,
+                None => return,
+            },
         };
-        let Some(current) = &mut self.current else { return };
-        current.last_slot = Some(slot);
-        let cells = &mut self.columns[current.column].cells;
-        if cells.len() <= slot {
-            cells.resize(slot + 1, Cell::EMPTY);
+        if let Some(current) = &mut self.current {
+            current.last_slot = Some(slot);
         }
-        if !cells[slot].is_empty() {
+        let building = &mut self.columns[column];
+        if !building.claim(slot as u32) {
             self.rejected += 1; // duplicate series within one exposition
             return;
         }
-        let previous = match (&self.previous, current.previous_column, self.previous_slots[slot]) {
-            (Some(p), Some(column), Some(previous_slot)) => Some(p.columns[column].cells[previous_slot as usize]),
+        if self.series == self.limits.max_series {
+            self.exceeded = Some(LimitExceeded::Series(self.limits.max_series));
+            return;
+        }
+        let previous = match (&self.previous, building.previous, self.previous_slots[slot]) {
+            (Some(p), Some(column), Some(previous_slot)) => p.columns[column].cells.get(previous_slot as usize),
             _ => None,
         };
         let changed_in = match previous {
@@ -287,46 +373,68 @@ impl SnapshotBuilder {
                 self.scrape
             }
         };
-        cells[slot] = Cell { value: sample.value, changed_in };
+        building.slots.push(slot as u32);
+        building.cells.push(Cell { value: sample.value, changed_in });
+        self.series += 1;
     }
 
+    /// Makes `name` the current family, adding its column if new (unless
+    /// that goes over the family limit).
     fn switch_family(&mut self, name: &str) {
-        let family = self.families.id(name);
-        let column = match self.columns.iter().position(|c| c.family == family) {
-            Some(i) => i,
+        let column = match self.column_of.get(name) {
+            Some(&column) => column,
+            None if self.columns.len() == self.limits.max_families => {
+                self.exceeded = Some(LimitExceeded::Families(self.limits.max_families));
+                self.current = None;
+                return;
+            }
             None => {
-                self.columns.push(Column { family, cells: Vec::with_capacity(self.streams.capacity()) });
+                let family = self.family_names.get_or_insert(name);
+                let previous = self.previous.as_ref().and_then(|p| p.column_position(name).map(|i| (p, i)));
+                // As many cells as last time: no reallocation in a steady state.
+                let capacity = previous.map_or(0, |(p, i)| p.columns[i].cells.stored());
+                self.column_of.insert(family.clone(), self.columns.len());
+                self.columns.push(ColumnBuilder {
+                    family,
+                    previous: previous.map(|(_, i)| i),
+                    slots: Vec::with_capacity(capacity),
+                    cells: Vec::with_capacity(capacity),
+                    seen: None,
+                });
                 self.columns.len() - 1
             }
         };
-        let previous_column = self.previous.as_ref().and_then(|p| p.columns.iter().position(|c| c.family == family));
-        self.current = Some(Current { name: name.to_owned(), column, previous_column, last_slot: None });
+        self.current = Some(Current { column, last_slot: None });
     }
 
-    /// The slot of the stream in `self.key`, added if new.
-    fn find(&mut self) -> usize {
+    /// The slot of the stream in `self.key`, added if new; None if that
+    /// goes over the stream limit.
+    fn find(&mut self) -> Option<usize> {
         if let Some(slot) = self.find_in_previous_order() {
-            return slot;
+            return Some(slot);
         }
         self.same_order = false;
         let streams = &self.streams;
         let index = self.index.get_or_insert_with(|| streams.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect());
         if let Some(&slot) = index.get(self.key.as_str()) {
-            return slot as usize;
+            return Some(slot as usize);
         }
         let slot = self.streams.len();
+        if slot == self.limits.max_streams {
+            self.exceeded = Some(LimitExceeded::Streams(self.limits.max_streams));
+            return None;
+        }
         // Again, the stream after the last one added is the best guess.
         let guess = self.previous_slots.last().copied().flatten().map_or(0, |s| s as usize + 1);
         let previous = self.previous.as_ref().and_then(|p| p.locate(guess, &self.key).map(|i| (i, p.streams[i].clone())));
-        let labels = previous.as_ref().map_or_else(|| self.label_sets.get_or_insert(&self.key), |(_, l)| l.clone());
+        let labels = previous.as_ref().map_or_else(|| LabelSet(self.label_sets.get_or_insert(&self.key)), |(_, l)| l.clone());
         if let Some(index) = &mut self.index {
             index.insert(labels.clone(), slot as u32);
         }
         self.streams.push(labels);
         self.previous_slots.push(previous.map(|(p, _)| p as u32));
-        slot
+        Some(slot)
     }
-
     /// While every stream sits where it sat in the previous snapshot, this
     /// snapshot's streams are a prefix of the previous one's, whose index
     /// therefore answers for them: no index of its own is built (a 10,000
@@ -385,27 +493,27 @@ impl SnapshotBuilder {
         self.rejected
     }
 
-    pub fn finish(mut self) -> TargetSnapshot {
+    /// The limit a sample went over, if any: then the snapshot is
+    /// incomplete and must not be published.
+    pub fn exceeded(&self) -> Option<LimitExceeded> {
+        self.exceeded
+    }
+
+    pub fn finish(self) -> TargetSnapshot {
         let stream_count = self.streams.len();
-        for column in &mut self.columns {
-            column.cells.resize(stream_count, Cell::EMPTY);
-        }
+        let mut columns: Vec<FamilyColumn> = self.columns.into_iter().map(|c| c.finish(stream_count)).collect();
+        columns.sort_unstable_by(|a, b| a.family.cmp(&b.family));
         let same_streams = self.same_order && self.previous.as_ref().is_some_and(|p| p.streams.len() == stream_count);
         // Same streams, no new or changed value, and as many values as before
         // means the very same content.
-        let changed =
-            !same_streams || self.changed_cells > 0 || self.previous.as_ref().is_some_and(|p| p.series_count() != series(&self.columns));
+        let changed = !same_streams || self.changed_cells > 0 || self.previous.as_ref().is_some_and(|p| p.series != self.series);
         let index = match (same_streams, self.previous, self.index) {
             (true, Some(previous), _) => previous.index.clone(),
             (_, _, Some(index)) => Arc::new(index),
             _ => Arc::new(self.streams.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect()),
         };
-        TargetSnapshot { streams: self.streams, index, columns: self.columns, changed }
+        TargetSnapshot { streams: self.streams, index, columns, series: self.series, changed }
     }
-}
-
-fn series(columns: &[Column]) -> usize {
-    columns.iter().map(|c| c.cells.iter().filter(|cell| !cell.is_empty()).count()).sum()
 }
 
 #[cfg(test)]
@@ -413,8 +521,8 @@ mod tests {
     use super::*;
     use crate::parse::Scanner;
 
-    fn snapshot(label_sets: &Arc<LabelSets>, text: &str) -> TargetSnapshot {
-        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), None, 1, Arc::from([]));
+    fn snapshot(label_sets: &Arc<Interner>, text: &str) -> TargetSnapshot {
+        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), Limits::DEFAULT, None, 1, Arc::from([]));
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         builder.finish()
     }

@@ -1,0 +1,224 @@
+//! What a controller can make the adapter spend, on purpose or by a bug:
+//! thousands of families of one series each over many streams (each family
+//! once cost a column of every stream), family names that change every
+//! scrape (once never forgotten), and more series, families or streams
+//! than the limits allow (the scrape fails and the previous data stays).
+//!
+//! The store is measured in process, with an allocator that counts the
+//! heap; the adapter binary is run against fake controllers.
+
+mod common;
+
+use common::{external_path, stream_exposition, Adapter, FakeController};
+use pravega_metrics_adapter::parse::Scanner;
+use pravega_metrics_adapter::store::{LimitExceeded, Limits, SnapshotBuilder, Store};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The system allocator, counting the bytes live and their peak.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(size: usize) {
+    let live = LIVE.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(live, Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; the
+// counters are only read by the tests.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let pointer = unsafe { System.alloc(layout) };
+        if !pointer.is_null() {
+            grew(layout.size());
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(pointer, layout) };
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let moved = unsafe { System.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        moved
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Tests run one at a time, so that one's allocations do not count in
+/// another's peak.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The peak of heap bytes `work` added to what was live before it.
+fn peak_heap(work: impl FnOnce()) -> usize {
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    work();
+    PEAK.load(Ordering::Relaxed) - before
+}
+
+/// One family over `streams` streams, then `singles` families of one
+/// sample each, on streams spread over all of them: what a controller
+/// sends when every per-stream family costs a column of every stream.
+fn amplifying(streams: usize, singles: usize) -> String {
+    let mut text = String::with_capacity(streams * 70 + singles * 80);
+    for i in 0..streams {
+        text += &format!("pravega_controller_segments_count{{scope=\"test\",stream=\"stream-{i}\",}} 1.0\n");
+    }
+    for f in 0..singles {
+        text += &format!("pravega_controller_single_{f}{{scope=\"test\",stream=\"stream-{}\",}} 1.0\n", f * 7919 % streams);
+    }
+    text
+}
+
+fn scan(builder: &mut SnapshotBuilder, text: &str) {
+    Scanner::scan_all(|name: &str| name.starts_with("pravega_controller_"), text.as_bytes(), |s| builder.push(s));
+}
+
+/// Scrapes `text` into `store` as one target and merges it.
+fn land(store: &Store, text: &str) {
+    let mut builder = store.builder("a");
+    scan(&mut builder, text);
+    assert_eq!(builder.exceeded(), None);
+    store.publish("a", builder.finish(), SystemTime::now());
+    store.remerge(SystemTime::now());
+}
+
+#[test]
+fn families_of_one_series_cost_their_series_not_the_streams() {
+    let _serial = SERIAL.blocking_lock();
+    const STREAMS: usize = 20_000;
+    const SINGLES: usize = 500;
+    let text = amplifying(STREAMS, SINGLES);
+    let store = Store::new(Duration::from_secs(30));
+    // A column of every stream per family held 501 x 20,000 cells of 12
+    // bytes twice (snapshot and view): 240 MB. Proportional to the series,
+    // it is the streams' labels and index plus the 20,500 series.
+    let peak = peak_heap(|| land(&store, &text));
+    assert!(peak < 16 << 20, "peak heap {} MiB for {SINGLES} families of one series", peak >> 20);
+    let view = store.view();
+    assert_eq!(view.family_names().count(), SINGLES + 1);
+    let served = view.family("pravega_controller_single_7").unwrap().narrowed(None, None).map(|s| s.value).collect::<Vec<_>>();
+    assert_eq!(served, [1.0]);
+}
+
+#[test]
+fn the_amplifying_exposition_of_the_issue_is_rejected_by_the_family_limit() {
+    let _serial = SERIAL.blocking_lock();
+    let text = amplifying(50_000, 2_000);
+    assert!(text.len() > 3_300_000, "3.3 MB, as the issue's");
+    let store = Store::new(Duration::from_secs(30));
+    let mut exceeded = None;
+    let peak = peak_heap(|| {
+        let mut builder = store.builder("a");
+        scan(&mut builder, &text);
+        exceeded = builder.exceeded();
+    });
+    assert_eq!(exceeded, Some(LimitExceeded::Families(Limits::DEFAULT.max_families)));
+    assert!(peak < 16 << 20, "peak heap {} MiB while rejecting it", peak >> 20);
+}
+
+#[test]
+fn many_family_names_are_looked_up_by_hash() {
+    let _serial = SERIAL.blocking_lock();
+    // Every family switch and the merge once searched all names linearly:
+    // 100,000 names took a scrape past 25 s.
+    const FAMILIES: usize = 50_000;
+    let text: String = (0..FAMILIES).map(|f| format!("pravega_controller_f{f}{{scope=\"test\",stream=\"s{}\"}} 1\n", f % 100)).collect();
+    let limits = Limits { max_families: FAMILIES, ..Limits::DEFAULT };
+    let store = Store::new(Duration::from_secs(30)).with_limits(limits);
+    let started = Instant::now();
+    for _ in 0..2 {
+        land(&store, &text);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(store.view().family_names().count(), FAMILIES);
+    assert!(elapsed < Duration::from_secs(10), "two scrapes of {FAMILIES} families took {elapsed:?}");
+}
+
+/// The adapter scraping `controller` every 2 s.
+async fn adapter_for(controller: &FakeController, extra: &[&str]) -> Adapter {
+    let mut args: Vec<String> = ["--controller-url", &controller.url(), "--scrape-interval", "2s", "--scrape-timeout", "1500ms"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Adapter::start(&args).await
+}
+
+/// The adapter's own metric `name` (first sample whose line contains all
+/// of `labels`), if present.
+async fn own_metric(adapter: &Adapter, name: &str, labels: &[&str]) -> Option<f64> {
+    let (status, text) = adapter.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    text.lines()
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// The segment count served for test/stream, if any.
+async fn segments(adapter: &Adapter) -> Option<String> {
+    let (status, body) = adapter.get(&external_path("pravega_controller_segments_count", "scope=test,stream=stream")).await;
+    assert_eq!(status, 200, "{body}");
+    body["items"].as_array()?.first()?["value"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn a_scrape_over_a_limit_fails_and_the_previous_data_stays() {
+    let _serial = SERIAL.lock().await;
+    let controller = FakeController::start(stream_exposition("test", "stream", 4, 3, 0)).await;
+    let adapter = adapter_for(&controller, &["--scrape-max-families", "100"]).await;
+    assert_eq!(segments(&adapter).await.as_deref(), Some("4"));
+    controller.set_body(stream_exposition("test", "stream", 5, 4, 0) + &amplifying(500, 200));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reason = ["target=\"", &controller.url(), "\",result=\"too_many_families\""].concat();
+    while own_metric(&adapter, "pravega_adapter_scrapes_total", &[&reason]).await.is_none() {
+        assert!(Instant::now() < deadline, "no scrape failed for too many families:\n{}", adapter.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(segments(&adapter).await.as_deref(), Some("4"), "the previous data is served");
+    assert!(adapter.log().contains("more than 100 per-stream families (--scrape-max-families)"), "{}", adapter.log());
+    controller.set_body(stream_exposition("test", "stream", 5, 4, 0));
+    while segments(&adapter).await.as_deref() != Some("5") {
+        assert!(Instant::now() < deadline, "the controller's data within limits is not served:\n{}", adapter.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn family_names_that_change_every_scrape_are_forgotten() {
+    let _serial = SERIAL.lock().await;
+    const NAMES: usize = 100;
+    let rotating = |round: usize| -> String {
+        let names = (0..NAMES).map(|f| format!("pravega_controller_rotating_{round}_{f}{{scope=\"test\",stream=\"stream\",}} 1.0\n"));
+        stream_exposition("test", "stream", 4, 3, 0) + &names.collect::<String>()
+    };
+    let controller = FakeController::start(rotating(0)).await;
+    let adapter = adapter_for(&controller, &["--max-staleness", "10ms"]).await;
+    for round in 1..=20 {
+        controller.set_body(rotating(round));
+        // Queries wait for a fresh scrape: this round's names are served.
+        let path = external_path(&format!("pravega_controller_rotating_{round}_0"), "scope=test,stream=stream");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while adapter.get(&path).await.0 != 200 {
+            assert!(Instant::now() < deadline, "round {round} not served:\n{}", adapter.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let held = own_metric(&adapter, "pravega_adapter_family_names", &[]).await.expect("the family name gauge");
+        // This round's and the last round's names, which a view being
+        // replaced may hold until the next merge, plus the stream's three.
+        assert!(held <= (2 * NAMES + 3) as f64, "round {round}: {held} family names held");
+    }
+}
