@@ -332,9 +332,9 @@ impl ControllerApi {
         if !self.enabled() {
             return truths;
         }
-        let Some(family) = view.family(SEGMENTS_FAMILY) else { return truths };
-        let wanted: Vec<Series<'v>> = family
-            .narrowed(scope, stream)
+        let wanted: Vec<Series<'v>> = view
+            .family_or_undecided(SEGMENTS_FAMILY)
+            .streams(scope, stream)
             .filter(|s| select(s))
             .filter(|s| s.scraped_at < oldest || self.needs_asking(s))
             .take(self.settings.per_query)

@@ -266,3 +266,27 @@ async fn bodies_that_are_not_a_whole_exposition_fail_the_scrape() {
     }
     panic!("a whole exposition is served again\n{}", adapter.log());
 }
+
+#[tokio::test]
+async fn streams_whose_gauge_is_gone_are_answered_by_the_controller_api() {
+    // As Pravega 0.13 does after a scale: the replica that scaled reports
+    // the stream's splits and merges, and no segments_count at all.
+    let counters_only = "pravega_controller_segment_splits{host=\"b\",scope=\"test\",stream=\"s\",} 1.0\n\
+                         pravega_controller_segment_merges{host=\"b\",scope=\"test\",stream=\"s\",} 0.0\n";
+    let b = FakeController::start(counters_only).await;
+    let api = FakeControllerApi::default();
+    api.set("s", 3);
+    let api_address = api.start().await;
+    let args: Vec<String> = ["--controller-url", &b.url(), "--controller-api-url", &format!("http://{api_address}")]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let adapter = Adapter::start(&args).await;
+    assert_eq!(served(&adapter).await, ["3"], "no replica reports the family at all\n{}", adapter.log());
+    // Another stream's gauge brings the family back: s still has none.
+    b.set_body(format!("{counters_only}pravega_controller_segments_count{{host=\"b\",scope=\"test\",stream=\"t\",}} 2.0\n"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(served(&adapter).await, ["3"], "the replica at the mark has no gauge for s\n{}", adapter.log());
+    let (_, body) = adapter.get(&segments_path("t")).await;
+    assert_eq!(body["items"][0]["value"], "2", "{body}");
+}

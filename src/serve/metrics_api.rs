@@ -51,8 +51,13 @@ impl Answer<'_> {
     /// Fresh series of `metric` matching `selector`.
     fn select(&self, metric: &str, selector: &Selector) -> Result<Vec<Series<'_>>, ApiError> {
         // Discovery lists the metrics served to those allowed to read it.
-        let family = self.view.family(metric).ok_or_else(|| ApiError::NotFound(format!("no fresh data for metric {metric:?}")))?;
-        let candidates = family.narrowed(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
+        let family = match self.view.family(metric) {
+            Some(family) => family,
+            // The controller API answers for streams whose gauges are gone.
+            None if !self.truths.is_empty() => self.view.family_or_undecided(metric),
+            None => return Err(ApiError::NotFound(format!("no fresh data for metric {metric:?}"))),
+        };
+        let candidates = family.streams(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
         Ok(candidates
             .filter_map(|s| match self.truths.get(s.labels) {
                 Some(truth) => Some(Series { value: f64::from(truth.segments), scraped_at: truth.at, ..s }),
@@ -328,7 +333,7 @@ pub fn openapi_v2() -> Value {
 /// served: a Kubernetes label selector cannot name them (label values
 /// start with a letter or digit), and a selector of a user's scope alone
 /// must not add its reader groups' streams into a job's value.
-fn is_internal(labels: &LabelSet) -> bool {
+pub(crate) fn is_internal(labels: &LabelSet) -> bool {
     [SCOPE_LABEL, STREAM_LABEL].iter().any(|name| labels.get(name).is_some_and(|v| v.starts_with('_')))
 }
 

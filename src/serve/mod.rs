@@ -168,7 +168,9 @@ async fn truths(app: &App, view: &MergedView, visible: Visible<'_>, metric: &str
             let (scope, stream) = (selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
             let oldest = SystemTime::now().checked_sub(app.store.max_age()).unwrap_or(SystemTime::UNIX_EPOCH);
             let selected = |s: &crate::store::Series<'_>| {
-                visible.allows(s.labels.get(SCOPE_LABEL).unwrap_or("")) && selector.matches(|name| s.labels.get(name))
+                !metrics_api::is_internal(s.labels)
+                    && visible.allows(s.labels.get(SCOPE_LABEL).unwrap_or(""))
+                    && selector.matches(|name| s.labels.get(name))
             };
             api.resolve(view, scope, stream, oldest, selected).await
         }

@@ -271,6 +271,13 @@ impl MergedView {
         self.columns.get(name).map(|cells| Family { view: self, cells })
     }
 
+    /// `name`'s series; for a family that no live replica reports any more
+    /// (every gauge evicted or gone with a restart), every stream, undecided.
+    pub fn family_or_undecided(&self, name: &str) -> Family<'_> {
+        static NO_CELLS: Column<MergedCell> = Column::Sparse { positions: Vec::new(), cells: Vec::new() };
+        Family { view: self, cells: self.columns.get(name).unwrap_or(&NO_CELLS) }
+    }
+
     pub fn family_names(&self) -> impl Iterator<Item = &str> {
         self.columns.keys().map(|name| &**name)
     }
@@ -283,31 +290,44 @@ impl MergedView {
 
 impl<'a> Family<'a> {
     /// The series in `scope`, narrowed to `stream` if both are given (all
-    /// series for no scope: a stream name alone does not narrow). Undecided
-    /// streams come with a NaN value, so that the controller's API can be
-    /// asked for them.
+    /// series for no scope: a stream name alone does not narrow): those
+    /// with a value, and the undecided streams with NaN.
     pub fn narrowed(self, scope: Option<&str>, stream: Option<&str>) -> impl Iterator<Item = Series<'a>> {
+        self.rows(scope, stream).filter(|(merged, s)| !s.value.is_nan() || *merged == Verdict::Undecided).map(|(_, s)| s)
+    }
+
+    /// Every stream in `scope` (narrowed to `stream` as [`Family::narrowed`]
+    /// does) with its value of the family. A stream without one, because
+    /// the replica at its mark lacks the family's gauge or because it is
+    /// undecided, comes as undecided with a NaN value, so that the
+    /// controller's API can be asked for it.
+    pub fn streams(self, scope: Option<&str>, stream: Option<&str>) -> impl Iterator<Item = Series<'a>> {
+        self.rows(scope, stream).map(|(_, s)| s)
+    }
+
+    /// Each row's verdict from the merge, and its series (undecided if the
+    /// family has no value for it).
+    fn rows(self, scope: Option<&str>, stream: Option<&str>) -> impl Iterator<Item = (Verdict, Series<'a>)> {
         let view = self.view;
         let streams = &view.layout.streams;
         let rows = view.layout.rows(scope, stream);
         let mut cells = self.cells.cursor(rows.start);
-        rows.filter_map(move |i| {
+        rows.map(move |i| {
             let cell = cells.at(i);
-            let verdict = view.verdicts[i];
-            if cell.value.is_nan() && verdict != Verdict::Undecided {
-                return None;
-            }
+            let merged = view.verdicts[i];
+            let verdict = if cell.value.is_nan() { Verdict::Undecided } else { merged };
             let millis = match verdict {
                 Verdict::Undecided => view.merged_at,
                 _ => view.scraped_at[cell.target as usize].load(Ordering::Relaxed),
             };
-            Some(Series {
+            let series = Series {
                 labels: &streams[i].labels,
                 value: cell.value,
                 scraped_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
                 verdict,
                 mark: view.marks[i],
-            })
+            };
+            (merged, series)
         })
     }
 }
