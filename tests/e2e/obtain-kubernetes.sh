@@ -36,8 +36,9 @@ cannot_download() { printf '%s\n' "$*"; exit 3; }
 
 export GOMODCACHE=$CACHE_DIR/go/mod GOCACHE=$CACHE_DIR/go/build
 # Never switch to another Go toolchain (the machine may not reach one) and
-# ignore the caller's GOFLAGS: the flags below are the whole build.
-export GOTOOLCHAIN=local GOFLAGS='' CGO_ENABLED=0
+# ignore the caller's GOFLAGS: the flags below are the whole build, but for
+# a module cache that `rm -rf` can delete.
+export GOTOOLCHAIN=local GOFLAGS=-modcacherw CGO_ENABLED=0
 
 # go_download DIR PACKAGE...: resolves and downloads every module the
 # packages need (go.mod and go.sum of the wrapper are completed on the way).
