@@ -68,8 +68,22 @@ fn metric_names(expr: &str) -> Vec<String> {
     const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan"];
     const LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
     // Aggregation operators may be followed by `by (...)` rather than `(`.
-    const AGGREGATIONS: &[&str] =
-        &["sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile", "limitk", "limit_ratio"];
+    const AGGREGATIONS: &[&str] = &[
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
     let chars: Vec<char> = expr.chars().collect();
     let mut names = Vec::new();
     let mut i = 0;

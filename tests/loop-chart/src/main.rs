@@ -71,17 +71,27 @@ where
     let t_end = data.series.iter().flatten().map(|p| p.0).fold(0.0, f64::max).max(1.0);
     let rate_max = rate.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
 
-    let mut upper = ChartBuilder::on(&top)
-        .margin(10)
-        .x_label_area_size(20)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..t_end, 0.0..rate_max)?;
-    upper.configure_mesh().y_desc("events/s").x_labels(10).x_label_formatter(&|v| format!("{v:.0}")).y_label_formatter(&|v| format!("{v:.0}")).label_style(("sans-serif", 14)).draw()?;
+    let mut upper =
+        ChartBuilder::on(&top).margin(10).x_label_area_size(20).y_label_area_size(70).build_cartesian_2d(0.0..t_end, 0.0..rate_max)?;
+    upper
+        .configure_mesh()
+        .y_desc("events/s")
+        .x_labels(10)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .label_style(("sans-serif", 14))
+        .draw()?;
     upper
         .draw_series(LineSeries::new(rate.iter().copied(), ShapeStyle::from(&RGBColor(90, 90, 90)).stroke_width(2)))?
         .label("event rate written (simulated)")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(90, 90, 90)));
-    upper.configure_series_labels().position(SeriesLabelPosition::UpperRight).border_style(BLACK).background_style(WHITE.mix(0.8)).label_font(("sans-serif", 14)).draw()?;
+    upper
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.8))
+        .label_font(("sans-serif", 14))
+        .draw()?;
 
     let lines: [(&str, &str, RGBColor, u32); 5] = [
         ("segments", "true segment count (simulator)", RGBColor(200, 200, 200), 9),
@@ -91,11 +101,8 @@ where
         ("readers", "running flink-reader processes", RGBColor(0, 0, 0), 1),
     ];
     let count_max = lines.iter().filter_map(|l| data.column(l.0).ok()).flatten().map(|p| p.1).fold(0.0, f64::max).max(1.0) + 1.0;
-    let mut lower = ChartBuilder::on(&bottom)
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..t_end, 0.0..count_max)?;
+    let mut lower =
+        ChartBuilder::on(&bottom).margin(10).x_label_area_size(40).y_label_area_size(70).build_cartesian_2d(0.0..t_end, 0.0..count_max)?;
     lower
         .configure_mesh()
         .x_desc("seconds since the HPA was applied")
