@@ -100,7 +100,7 @@ where
         ("replicas", "Deployment replicas", RGBColor(40, 90, 220), 2),
         ("readers", "running flink-reader processes", RGBColor(0, 0, 0), 1),
     ];
-    let count_max = lines.iter().filter_map(|l| data.column(l.0).ok()).flatten().map(|p| p.1).fold(0.0, f64::max).max(1.0) + 1.0;
+    let count_max = lines.iter().filter_map(|l| data.column(l.0).ok()).flatten().map(|p| p.1).fold(0.0, f64::max).max(1.0) + 4.0; // headroom for the legend
     let mut lower =
         ChartBuilder::on(&bottom).margin(10).x_label_area_size(40).y_label_area_size(70).build_cartesian_2d(0.0..t_end, 0.0..count_max)?;
     lower
