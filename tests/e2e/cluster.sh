@@ -9,6 +9,8 @@
 #   downscale_stabilization  --horizontal-pod-autoscaler-downscale-stabilization
 #   cargo_build_args         what `cargo build --locked` builds before entering
 # shellcheck shell=bash
+# The caller's settings above are assigned before this file is sourced.
+# shellcheck disable=SC2154
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 ns_ip=10.200.0.1          # kube-apiserver, etcd clients, the adapter
@@ -149,8 +151,8 @@ background kube-controller-manager "$bin/kube-controller-manager" \
   --authorization-kubeconfig="$work/controller-manager.kubeconfig" \
   --bind-address=127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
   --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/cluster-ca.crt" \
-  --controllers='*' --horizontal-pod-autoscaler-sync-period=$hpa_sync \
-  --horizontal-pod-autoscaler-downscale-stabilization=$downscale_stabilization
+  --controllers='*' --horizontal-pod-autoscaler-sync-period="$hpa_sync" \
+  --horizontal-pod-autoscaler-downscale-stabilization="$downscale_stabilization"
 wait_for 60 "extension-apiserver-authentication configmap" kc -n kube-system get configmap extension-apiserver-authentication
 log "TIMING control plane ready in $(elapsed "$started") s"
 
@@ -239,6 +241,8 @@ EOF
   # proxies know it (its informers follow the status within milliseconds): see
   # the OpenAPI check at the end.
   sleep 2
+  # shellcheck disable=SC2034 # read by run.sh
   available_at=$SECONDS
+  # shellcheck disable=SC2034
   apiserver_log_mark=$(wc -l <"$work/logs/kube-apiserver.log")
 }
