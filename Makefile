@@ -64,7 +64,7 @@ test-unit: ## cargo tests only (no root needed)
 test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and etcd into ~/.cache/pravega-flink-autoscaler)
 	tests/e2e/run.sh
 
-test-loop: ## the whole loop on the e2e control plane (root): simulated stream -> adapter -> HPA -> supervised flink-readers, at 15 s then 3 s HPA sync (~12 min); series and charts in target/loop
+test-loop: ## the whole loop on the e2e control plane (root): simulated stream -> adapter -> HPA -> supervised flink-readers, at 15 s then 3 s HPA sync (~10 min); series and charts in target/loop
 	LOOP_HPA_SYNC=15s tests/e2e/loop.sh
 	LOOP_HPA_SYNC=3s tests/e2e/loop.sh
 	$(MAKE) --no-print-directory loop-chart
