@@ -1,6 +1,7 @@
 //! The Grafana dashboard (manifests/grafana/pravega-autoscaling.json) only
 //! queries metric families that exist: the adapter's (the families its
-//! telemetry module defines), the generator's and flink-reader's (the names
+//! telemetry module defines, checked against the running binary's /metrics),
+//! the generator's and flink-reader's (the names
 //! their /metrics renderers write), and kube-state-metrics' documented
 //! HorizontalPodAutoscaler families.
 
@@ -204,4 +205,61 @@ fn the_name_scan_finds_metrics_and_skips_the_rest() {
     assert!(belongs("flink_reader_events_total", &families));
     assert!(!belongs("flink_reader_events", &families), "a prefix of a family is not the family");
     assert!(!belongs("flink_reader_event_total", &families));
+}
+
+/// Stops the adapter when the test ends, passing or not.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `path` over plain HTTP/1.1, the body as text, or None while nothing answers.
+fn get(address: std::net::SocketAddr, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+#[test]
+fn the_running_adapter_exports_every_adapter_family_the_dashboard_queries() {
+    // A free loopback port for the adapter's plain-HTTP listener.
+    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let _adapter = Running(
+        std::process::Command::new(env!("CARGO_BIN_EXE_pravega-metrics-adapter"))
+            .args(["--secure-port", "0", "--insecure-bind-address", &address.to_string()])
+            // Nothing listens there: the adapter still serves its own /metrics.
+            .args(["--controller-url", "http://127.0.0.1:9/prometheus"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the adapter binary starts"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let text = loop {
+        if let Some(text) = get(address, "/metrics") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "the adapter's /metrics did not answer within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // Every family is announced with its # TYPE line, samples or not.
+    let live: BTreeSet<String> =
+        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect();
+    let from_source: BTreeSet<String> = exported_families().into_iter().filter(|f| f.starts_with("pravega_adapter_")).collect();
+    assert_eq!(live, from_source, "the source scan and the running adapter disagree");
+    let dashboard: serde_json::Value = serde_json::from_str(&read(DASHBOARD)).unwrap();
+    for query in queries(&dashboard) {
+        for name in metric_names(&query).into_iter().filter(|n| n.starts_with("pravega_adapter_")) {
+            assert!(belongs(&name, &live), "{name} (in {query}) is not in the running adapter's /metrics:\n{text}");
+        }
+    }
 }
