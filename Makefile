@@ -13,7 +13,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-e2e test-pravega bench bench-baseline lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+.PHONY: help build run run-check test test-unit test-e2e test-pravega test-loop loop-chart bench bench-baseline lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -67,6 +67,18 @@ test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and
 
 test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
 	tests/pravega/run.sh
+
+test-loop: ## the whole loop on the e2e control plane (root): simulated stream -> adapter -> HPA -> supervised flink-readers, at 15 s then 3 s HPA sync (~10 min); series and charts in target/loop
+	LOOP_HPA_SYNC=15s tests/e2e/loop.sh
+	LOOP_HPA_SYNC=3s tests/e2e/loop.sh
+	$(MAKE) --no-print-directory loop-chart
+
+loop-chart: ## target/loop/loop-*.tsv to SVG and PNG charts (tests/loop-chart, plotters; needs fonts-dejavu-core)
+	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core
+	CARGO_TARGET_DIR=target/loop-chart $(CARGO) build --release --locked --manifest-path tests/loop-chart/Cargo.toml
+	for series in target/loop/loop-*.tsv; do \
+	  target/loop-chart/release/loop-chart --title "Segments -> adapter -> HPA (sync $$(basename $$series .tsv | sed 's/loop-//')) -> TaskManagers" $$series $${series%.tsv} || exit 1; \
+	done
 
 bench: ## parse, scrape-round, query and serving benchmarks (figures in README)
 	$(CARGO) bench --bench parse --bench scrape_round --bench query
