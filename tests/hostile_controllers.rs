@@ -133,18 +133,16 @@ fn the_amplifying_exposition_of_the_issue_is_rejected_by_the_family_limit() {
 fn many_family_names_are_looked_up_by_hash() {
     let _serial = SERIAL.blocking_lock();
     // Every family switch and the merge once searched all names linearly:
-    // 100,000 names took a scrape past 25 s.
-    const FAMILIES: usize = 50_000;
+    // 100,000 names kept a scrape from landing within 25 s.
+    const FAMILIES: usize = 100_000;
     let text: String = (0..FAMILIES).map(|f| format!("pravega_controller_f{f}{{scope=\"test\",stream=\"s{}\"}} 1\n", f % 100)).collect();
     let limits = Limits { max_families: FAMILIES, ..Limits::DEFAULT };
     let store = Store::new(Duration::from_secs(30)).with_limits(limits);
     let started = Instant::now();
-    for _ in 0..2 {
-        land(&store, &text);
-    }
+    land(&store, &text);
     let elapsed = started.elapsed();
     assert_eq!(store.view().family_names().count(), FAMILIES);
-    assert!(elapsed < Duration::from_secs(10), "two scrapes of {FAMILIES} families took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(25), "a scrape of {FAMILIES} families took {elapsed:?}");
 }
 
 /// The adapter scraping `controller` every 2 s.
