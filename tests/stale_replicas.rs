@@ -277,10 +277,8 @@ async fn streams_whose_gauge_is_gone_are_answered_by_the_controller_api() {
     let api = FakeControllerApi::default();
     api.set("s", 3);
     let api_address = api.start().await;
-    let args: Vec<String> = ["--controller-url", &b.url(), "--controller-api-url", &format!("http://{api_address}")]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let args: Vec<String> =
+        ["--controller-url", &b.url(), "--controller-api-url", &format!("http://{api_address}")].iter().map(|s| (*s).to_owned()).collect();
     let adapter = Adapter::start(&args).await;
     assert_eq!(served(&adapter).await, ["3"], "no replica reports the family at all\n{}", adapter.log());
     // Another stream's gauge brings the family back: s still has none.

@@ -229,6 +229,7 @@ impl Pacer {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: `fd` is the new descriptor just created, owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let period = Duration::from_nanos(1_000_000_000 / rate);
         let timespec = |d: Duration| libc::timespec { tv_sec: d.as_secs() as libc::time_t, tv_nsec: d.subsec_nanos().into() };
