@@ -4,7 +4,9 @@
 //! (`cargo bench --bench query`). The serving benchmark measures the same
 //! queries end to end; this one isolates the part the stream count changes.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use pravega_metrics_adapter::controller_api::Truths;
 use pravega_metrics_adapter::serve::metrics_api::Answer;
+use pravega_metrics_adapter::serve::scopes::Visible;
 use pravega_metrics_adapter::serve::selector::Selector;
 use std::time::{Duration, SystemTime};
 
@@ -21,6 +23,7 @@ fn query(c: &mut Criterion) {
     for streams in [1, 100, 10_000] {
         let now = SystemTime::now();
         let store = merged_store(streams, now);
+        let truths = Truths::default();
         // The selectors an HPA per stream sends, visited in a scattered order.
         let selectors: Vec<String> =
             (0..streams).map(|i| (i * 7919) % streams).map(|i| format!("scope=scope-{},stream=stream-{i}", i % 20)).collect();
@@ -29,7 +32,14 @@ fn query(c: &mut Criterion) {
             b.iter(|| {
                 let selector = Selector::parse(next.next().unwrap()).unwrap();
                 let view = store.view();
-                let answer = Answer { view: &view, now, max_age: store.max_age(), window: Duration::from_secs(10) };
+                let answer = Answer {
+                    view: &view,
+                    now,
+                    max_age: store.max_age(),
+                    window: Duration::from_secs(10),
+                    truths: &truths,
+                    visible: Visible::All,
+                };
                 let served = answer.external(SEGMENTS, &selector).unwrap();
                 assert_eq!(served.body.matches("\"metricName\"").count(), 1, "one item");
                 served.body

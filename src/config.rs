@@ -36,6 +36,44 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_SERVING_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Serving")]
     pub serving_threads: u16,
 
+    /// Connections served at once on the secure port; further ones are
+    /// closed as soon as they are accepted.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Serving")]
+    pub max_connections: u32,
+
+    /// A client that has not completed its TLS handshake by then is
+    /// disconnected.
+    #[arg(long, env = "PRAVEGA_ADAPTER_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_duration, default_value = "10s", help_heading = "Serving")]
+    pub tls_handshake_timeout: Duration,
+
+    /// An HTTP/1 connection whose next request's headers have not all
+    /// arrived by then is closed; it also ends HTTP/1 connections waiting
+    /// for a request (kube-apiserver: 32s; 0 disables).
+    #[arg(long, env = "PRAVEGA_ADAPTER_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "32s", help_heading = "Serving")]
+    pub header_read_timeout: Duration,
+
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2: after a GOAWAY) (kube-apiserver: 90s; 0 disables).
+    #[arg(long, env = "PRAVEGA_ADAPTER_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s", help_heading = "Serving")]
+    pub idle_timeout: Duration,
+
+    /// How often an HTTP/2 client is pinged; one that does not answer
+    /// within --http2-keepalive-timeout is disconnected (client-go's
+    /// health check: 30s and 15s; 0 disables).
+    #[arg(long, env = "PRAVEGA_ADAPTER_HTTP2_KEEPALIVE_INTERVAL", value_parser = parse_duration, default_value = "30s", help_heading = "Serving")]
+    pub http2_keepalive_interval: Duration,
+
+    /// See --http2-keepalive-interval.
+    #[arg(long, env = "PRAVEGA_ADAPTER_HTTP2_KEEPALIVE_TIMEOUT", value_parser = parse_duration, default_value = "15s", help_heading = "Serving")]
+    pub http2_keepalive_timeout: Duration,
+
+    /// A connection open this long is closed gracefully: HTTP/2 clients get
+    /// a GOAWAY, HTTP/1 ones `Connection: close`; requests in flight get a
+    /// minute to finish. Clients reconnect, so load spreads over replicas
+    /// (0 disables).
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_CONNECTION_AGE", value_parser = parse_duration, default_value = "30m", help_heading = "Serving")]
+    pub max_connection_age: Duration,
+
     /// Also serve plain HTTP, WITHOUT authentication or authorization, on this
     /// loopback address (e.g. 127.0.0.1:8080). For local demos only.
     #[arg(long, env = "PRAVEGA_ADAPTER_INSECURE_BIND_ADDRESS", value_name = "IP:PORT", help_heading = "Serving")]
@@ -115,6 +153,26 @@ pub struct Config {
     )]
     pub authorization_always_allow_paths: Vec<String>,
 
+    /// Which Pravega scopes metrics requests in a Kubernetes namespace see:
+    /// `all` (every scope, whatever the namespace), `same` (the scope named
+    /// like the namespace) or `listed` (only those --namespace-scope gives
+    /// it). --namespace-scope applies in every mode. Outside `all`,
+    /// root-scoped objects (nodes) see no scope.
+    #[arg(long, env = "PRAVEGA_ADAPTER_NAMESPACE_SCOPES", value_enum, default_value_t = NamespaceScopes::All, help_heading = "Security")]
+    pub namespace_scopes: NamespaceScopes,
+
+    /// The scopes requests in one namespace see, e.g. flink=stocks,trades
+    /// (repeatable; `;`-separated in the environment).
+    #[arg(
+        long = "namespace-scope",
+        env = "PRAVEGA_ADAPTER_NAMESPACE_SCOPE",
+        value_delimiter = ';',
+        value_parser = parse_namespace_scope,
+        value_name = "NAMESPACE=SCOPE,...",
+        help_heading = "Security"
+    )]
+    pub namespace_scope: Vec<NamespaceScope>,
+
     /// Static controller endpoint to scrape, e.g. http://10.0.0.5:10080/prometheus
     /// (repeatable; comma-separated in the environment).
     #[arg(
@@ -156,6 +214,33 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_BEARER_TOKEN_FILE", help_heading = "Controllers")]
     pub controller_bearer_token_file: Option<PathBuf>,
 
+    /// gRPC endpoint of a controller's API, e.g. http://10.0.0.5:9090
+    /// (repeatable; comma-separated in the environment). Asked for a
+    /// stream's current segments when the metrics cannot tell (see
+    /// --controller-api-port for discovered controllers).
+    #[arg(
+        long = "controller-api-url",
+        env = "PRAVEGA_ADAPTER_CONTROLLER_API_URLS",
+        value_delimiter = ',',
+        value_name = "URL",
+        help_heading = "Controllers"
+    )]
+    pub controller_api_urls: Vec<String>,
+
+    /// gRPC port of discovered controller pods, asked when no
+    /// --controller-api-url is given (0: never ask discovered pods).
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_API_PORT", default_value_t = 9090, help_heading = "Controllers")]
+    pub controller_api_port: u16,
+
+    /// Longest wait for one controller API call, connecting included.
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_API_TIMEOUT", value_parser = parse_duration, default_value = "1s", help_heading = "Controllers")]
+    pub controller_api_timeout: Duration,
+
+    /// How often a few served segment counts are compared with the
+    /// controller API (0 disables the cross-check).
+    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_API_CHECK_INTERVAL", value_parser = parse_duration, default_value = "30s", help_heading = "Controllers")]
+    pub controller_api_check_interval: Duration,
+
     /// Kubeconfig for pod discovery and the default for the security reviews
     /// (default: in-cluster config, then ~/.kube/config).
     #[arg(long, env = "PRAVEGA_ADAPTER_KUBECONFIG", help_heading = "Controllers")]
@@ -192,6 +277,21 @@ pub struct Config {
     #[arg(long, env = "PRAVEGA_ADAPTER_METRICS_ALLOW_REGEX", value_parser = parse_regex, default_value = "^pravega_controller_", help_heading = "Scraping")]
     pub metrics_allow_regex: Regex,
 
+    /// Labels that name the controller replica reporting a series rather
+    /// than the stream (Pravega's metrics carry Micrometer's common tag
+    /// `host`, the pod's name): dropped, so that every replica's series of
+    /// a stream are merged as one stream (repeatable; comma-separated in
+    /// the environment; empty keeps every label).
+    #[arg(
+        long = "replica-label",
+        env = "PRAVEGA_ADAPTER_REPLICA_LABELS",
+        value_delimiter = ',',
+        default_value = "host",
+        value_name = "LABEL",
+        help_heading = "Scraping"
+    )]
+    pub replica_labels: Vec<String>,
+
     /// Log line format.
     #[arg(long, env = "PRAVEGA_ADAPTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,
@@ -210,6 +310,34 @@ impl Scheme {
             Scheme::Https => "https",
         }
     }
+}
+
+fn is_http_url(url: &str) -> bool {
+    reqwest::Url::parse(url).is_ok_and(|p| matches!(p.scheme(), "http" | "https"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NamespaceScopes {
+    All,
+    Same,
+    Listed,
+}
+
+/// One --namespace-scope: a namespace and the scopes it sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceScope {
+    pub namespace: String,
+    pub scopes: Vec<String>,
+}
+
+fn parse_namespace_scope(text: &str) -> Result<NamespaceScope, String> {
+    let bad = || format!("{text:?} is not NAMESPACE=SCOPE[,SCOPE...]");
+    let (namespace, scopes) = text.split_once('=').ok_or_else(bad)?;
+    let scopes: Vec<String> = scopes.split(',').map(str::trim).map(str::to_owned).collect();
+    if namespace.trim().is_empty() || scopes.iter().any(String::is_empty) {
+        return Err(bad());
+    }
+    Ok(NamespaceScope { namespace: namespace.trim().to_owned(), scopes })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -232,6 +360,8 @@ pub enum ConfigError {
     MaxAgeBelowInterval { max_age: Duration, interval: Duration },
     #[error("--controller-url {0:?} is not an http(s) URL")]
     BadControllerUrl(String),
+    #[error("--controller-api-url {0:?} is not an http(s) URL")]
+    BadControllerApiUrl(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
 }
@@ -241,10 +371,11 @@ impl Config {
         if self.controller_urls.is_empty() && self.controller_namespace.is_none() {
             return Err(ConfigError::NoControllers);
         }
-        if let Some(url) =
-            self.controller_urls.iter().find(|u| reqwest::Url::parse(u).map_or(true, |p| !matches!(p.scheme(), "http" | "https")))
-        {
+        if let Some(url) = self.controller_urls.iter().find(|u| !is_http_url(u)) {
             return Err(ConfigError::BadControllerUrl(url.clone()));
+        }
+        if let Some(url) = self.controller_api_urls.iter().find(|u| !is_http_url(u)) {
+            return Err(ConfigError::BadControllerApiUrl(url.clone()));
         }
         if self.secure_port == 0 && self.insecure_bind_address.is_none() {
             return Err(ConfigError::NothingToServe);
@@ -252,7 +383,12 @@ impl Config {
         if let Some(address) = self.insecure_bind_address.filter(|a| !a.ip().is_loopback()) {
             return Err(ConfigError::InsecureNotLoopback(address));
         }
-        for (name, value) in [("--scrape-interval", self.scrape_interval), ("--scrape-timeout", self.scrape_timeout)] {
+        for (name, value) in [
+            ("--scrape-interval", self.scrape_interval),
+            ("--scrape-timeout", self.scrape_timeout),
+            ("--controller-api-timeout", self.controller_api_timeout),
+            ("--tls-handshake-timeout", self.tls_handshake_timeout),
+        ] {
             if value.is_zero() {
                 return Err(ConfigError::Zero(name));
             }
@@ -308,6 +444,13 @@ mod tests {
         let c = config(&["--controller-url", "http://127.0.0.1:10080/prometheus"]).unwrap();
         assert_eq!(c.secure_port, 6443);
         assert_eq!(c.serving_threads, 1);
+        assert_eq!(c.max_connections, 1000);
+        assert_eq!(c.tls_handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(32));
+        assert_eq!(c.idle_timeout, Duration::from_secs(90));
+        assert_eq!((c.http2_keepalive_interval, c.http2_keepalive_timeout), (Duration::from_secs(30), Duration::from_secs(15)));
+        assert_eq!(c.max_connection_age, Duration::from_secs(30 * 60));
+        assert_eq!((c.namespace_scopes, c.namespace_scope.len()), (NamespaceScopes::All, 0));
         assert_eq!(c.scrape_interval, Duration::from_secs(10));
         assert_eq!(c.scrape_timeout, Duration::from_secs(2));
         assert_eq!(c.scrape_max_body_bytes, 64 << 20);
@@ -332,6 +475,7 @@ mod tests {
         ));
         assert!(matches!(check(&["--controller-url", "http://x", "--scrape-timeout", "10s"]), ConfigError::TimeoutNotBelowInterval { .. }));
         assert!(matches!(check(&["--controller-url", "http://x", "--metrics-max-age", "5s"]), ConfigError::MaxAgeBelowInterval { .. }));
+        assert_eq!(check(&["--controller-url", "http://x", "--tls-handshake-timeout", "0s"]), ConfigError::Zero("--tls-handshake-timeout"));
     }
 
     #[test]
@@ -340,6 +484,21 @@ mod tests {
         assert!(config(&["--scrape-max-body-bytes", "64MB"]).is_err());
         assert!(config(&["--metrics-allow-regex", "("]).is_err());
         assert!(config(&["--serving-threads", "0"]).unwrap_err().contains("--serving-threads"));
+        assert!(config(&["--max-connections", "0"]).unwrap_err().contains("--max-connections"));
+    }
+
+    #[test]
+    fn namespace_scopes() {
+        let c = config(&["--namespace-scopes", "listed", "--namespace-scope", "flink=a,b", "--namespace-scope", "ops=c"]).unwrap();
+        assert_eq!(c.namespace_scopes, NamespaceScopes::Listed);
+        let scope = |namespace: &str, scopes: &[&str]| NamespaceScope {
+            namespace: namespace.into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert_eq!(c.namespace_scope, [scope("flink", &["a", "b"]), scope("ops", &["c"])]);
+        for bad in ["flink", "=a", "flink=", "flink=a,,b"] {
+            assert!(config(&["--namespace-scope", bad]).unwrap_err().contains("NAMESPACE=SCOPE"), "{bad}");
+        }
     }
 
     #[test]

@@ -5,11 +5,16 @@
 //! [`discover`] (which controllers) -> [`scrape`] (fetch each one) ->
 //! [`parse`] (extract the wanted families) -> [`store`] (per-target
 //! snapshots, merged across replicas) -> [`serve`] (the metrics APIs).
-//! [`config`] holds the flags, [`telemetry`] the adapter's own metrics.
+//! [`controller_api`] asks the controllers' gRPC API when the metrics cannot
+//! tell a stream's segment count. [`config`] holds the flags, [`telemetry`]
+//! the adapter's own metrics, [`escape`] makes outside text safe for log
+//! lines.
 
 pub mod auth;
 pub mod config;
+pub mod controller_api;
 pub mod discover;
+pub mod escape;
 pub mod parse;
 pub mod resources;
 pub mod scrape;
@@ -18,6 +23,7 @@ pub mod store;
 pub mod telemetry;
 
 use config::Config;
+use controller_api::{ControllerApi, ControllerApiSettings};
 use scrape::{Pool, ScrapeSettings, Target};
 use serve::App;
 use std::sync::Arc;
@@ -49,7 +55,7 @@ pub enum RunError {
 /// Runs the adapter until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), RunError> {
     config.validate()?;
-    let store = Arc::new(Store::new(config.metrics_max_age));
+    let store = Arc::new(Store::new(config.metrics_max_age).replica_labels(config.replica_labels.clone()));
     tokio::spawn(store.clone().keep_merged());
     let telemetry = Arc::new(Telemetry::default());
     let settings = ScrapeSettings {
@@ -78,7 +84,21 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         }
         None => pool.set_targets(fixed),
     }
-    let app = |guard| serve::router(Arc::new(App { store: store.clone(), pool: pool.clone(), telemetry: telemetry.clone(), guard }));
+    let controller_api = controller_api(&config, &pool, &telemetry)?;
+    if let Some(api) = &controller_api {
+        tokio::spawn(api.clone().keep_checking(store.clone()));
+    }
+    let scopes = Arc::new(serve::scopes::ScopePolicy::new(config.namespace_scopes, &config.namespace_scope));
+    let app = |guard| {
+        serve::router(Arc::new(App {
+            store: store.clone(),
+            pool: pool.clone(),
+            telemetry: telemetry.clone(),
+            controller_api: controller_api.clone(),
+            guard,
+            scopes: scopes.clone(),
+        }))
+    };
     let mut servers = tokio::task::JoinSet::new();
     if config.secure_port != 0 {
         let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);
@@ -88,8 +108,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tokio::spawn(certificate.keep_fresh());
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::info!(%address, "serving HTTPS with authentication and authorization");
+        let limits = serve::listen::Limits {
+            max_connections: config.max_connections as usize,
+            tls_handshake_timeout: config.tls_handshake_timeout,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            http2_keepalive_interval: config.http2_keepalive_interval,
+            http2_keepalive_timeout: config.http2_keepalive_timeout,
+            max_connection_age: config.max_connection_age,
+        };
         servers.spawn(async move {
-            serve::listen::serve_tls(listener, tls, router, shutdown_signal()).await;
+            serve::listen::serve_tls(listener, tls, router, limits, shutdown_signal()).await;
             Ok(())
         });
     }
@@ -113,10 +142,53 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     Ok(())
 }
 
+/// The controllers' gRPC API, if any endpoint can be known: fixed URLs, or
+/// discovered pods at the API port.
+fn controller_api(config: &Config, pool: &Arc<Pool>, telemetry: &Arc<Telemetry>) -> Result<Option<Arc<ControllerApi>>, RunError> {
+    let ca_pem = match &config.controller_ca_file {
+        Some(path) => Some(std::fs::read(path).map_err(|source| RunError::ReadFile { path: path.clone(), source })?),
+        None => None,
+    };
+    let settings = ControllerApiSettings {
+        endpoints: config.controller_api_urls.clone(),
+        port: if config.controller_namespace.is_some() { config.controller_api_port } else { 0 },
+        tls: config.controller_scheme == config::Scheme::Https,
+        ca_pem,
+        bearer_token_file: config.controller_bearer_token_file.clone(),
+        timeout: config.controller_api_timeout,
+        cache_for: config.max_staleness,
+        concurrency: CONTROLLER_API_CONCURRENCY,
+        per_query: CONTROLLER_API_STREAMS_PER_QUERY,
+        check_interval: config.controller_api_check_interval,
+        check_batch: CONTROLLER_API_CHECK_BATCH,
+    };
+    let hosts = {
+        let pool = pool.clone();
+        move || pool.discovered_hosts()
+    };
+    let api = ControllerApi::new(settings, hosts, telemetry.clone());
+    if !api.enabled() {
+        tracing::info!("no controller API endpoint: streams the metrics cannot decide are not served");
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(api)))
+}
+
+/// Controller API calls in flight at once.
+const CONTROLLER_API_CONCURRENCY: usize = 8;
+/// Streams one query may have the controller API answer for.
+const CONTROLLER_API_STREAMS_PER_QUERY: usize = 16;
+/// Streams compared with the controller API per cross-check.
+const CONTROLLER_API_CHECK_BATCH: usize = 4;
+
 /// HTTP client for the controllers: rustls, optional private CA.
 fn controller_client(config: &Config) -> Result<reqwest::Client, RunError> {
-    let mut builder =
-        reqwest::Client::builder().pool_max_idle_per_host(1).user_agent(concat!("pravega-metrics-adapter/", env!("CARGO_PKG_VERSION")));
+    // Redirects are not followed: a controller answering 3xx must not send
+    // the adapter to another host, port or scheme; the scrape fails.
+    let mut builder = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("pravega-metrics-adapter/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &config.controller_ca_file {
         let pem = std::fs::read(path).map_err(|source| RunError::ReadFile { path: path.clone(), source })?;
         let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(RunError::ControllerCa)?;

@@ -2,8 +2,12 @@
 //!
 //! Each task fetches its target's exposition with a timeout and a body-size
 //! cap, scans it chunk by chunk into a new snapshot and publishes it to the
-//! store. A failed scrape keeps the previous snapshot until the store's max
-//! age drops it. Queries call [`Pool::refresh_stale`] so that a value is
+//! store. A scrape is published only if its body is a whole, well-formed
+//! exposition: text of the exposition format's content type, ending at a
+//! line boundary, with at least one sample of a wanted family. Anything
+//! else (an error page, a body cut short, a restarting controller that
+//! reports nothing yet) is a failed scrape, which keeps the previous
+//! snapshot until the store's max age drops it. Queries call [`Pool::refresh_stale`] so that a value is
 //! never older than `max_staleness` (three of its slowest recent scrape
 //! rounds, for a target whose rounds are slower) when a fresh one can be
 //! had within the scrape timeout; concurrent queries share the scrape in
@@ -27,6 +31,13 @@ pub struct Target {
     /// Stable identity: the URL for static targets, `namespace/pod` for pods.
     pub id: Arc<str>,
     pub url: String,
+}
+
+impl Target {
+    /// Found through discovery rather than given as a URL.
+    pub fn is_discovered(&self) -> bool {
+        *self.id != self.url
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +68,49 @@ pub enum ScrapeError {
     Token { path: PathBuf, source: std::io::Error },
     #[error("the parser thread stopped unexpectedly")]
     ParserStopped,
+    #[error("content type {0:?} is not the Prometheus text format")]
+    ContentType(String),
+    #[error("the body is not text: it holds a NUL byte")]
+    NotText,
+    #[error("the body does not end at a line boundary: it was cut short")]
+    Truncated,
+    #[error("the body holds no well-formed sample of a wanted family ({malformed} malformed lines)")]
+    NothingWanted { malformed: u64 },
+}
+
+impl ScrapeError {
+    /// A short word for the adapter's own metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScrapeError::Request(_) => "request",
+            ScrapeError::Status(_) => "status",
+            ScrapeError::TooLarge(_) => "too_large",
+            ScrapeError::Timeout(_) => "timeout",
+            ScrapeError::Token { .. } => "token",
+            ScrapeError::ParserStopped => "parser",
+            ScrapeError::ContentType(_) => "content_type",
+            ScrapeError::NotText => "not_text",
+            ScrapeError::Truncated => "truncated",
+            ScrapeError::NothingWanted { .. } => "nothing_wanted",
+        }
+    }
+}
+
+/// Content types of the text exposition formats, before any parameters.
+const TEXT_FORMATS: [&str; 2] = ["text/plain", "application/openmetrics-text"];
+
+/// Longest content type quoted in an error.
+const MAX_QUOTED_CONTENT_TYPE: usize = 64;
+
+/// Accepts a response without a content type, or with a text format's.
+fn check_content_type(headers: &reqwest::header::HeaderMap) -> Result<(), ScrapeError> {
+    let Some(value) = headers.get(reqwest::header::CONTENT_TYPE) else { return Ok(()) };
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let media_type = text.split(';').next().unwrap_or("").trim();
+    if TEXT_FORMATS.iter().any(|format| media_type.eq_ignore_ascii_case(format)) {
+        return Ok(());
+    }
+    Err(ScrapeError::ContentType(text.chars().take(MAX_QUOTED_CONTENT_TYPE).collect()))
 }
 
 /// Body bytes handed to the parser thread but not yet parsed, per scrape;
@@ -95,18 +149,22 @@ struct Landed {
 const PARSE_SLICE: usize = 64 * 1024;
 
 /// Scans the body as it arrives into the target's next snapshot and
-/// publishes it once the body is complete; publishes nothing if the reader
-/// gives up (error, size cap, timeout). Runs on a background thread, which
-/// therefore also pays for freeing the replaced snapshot.
+/// publishes it once the body is complete and whole; publishes nothing if
+/// the reader gives up (error, size cap, timeout: `None`) or the body is
+/// not a whole exposition. Runs on a background thread, which therefore
+/// also pays for freeing the replaced snapshot.
 fn parse_and_publish(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Body>,
     allow: &Regex,
     mut builder: SnapshotBuilder,
     publish: impl FnOnce(TargetSnapshot) -> u64,
-) -> Option<Landed> {
+) -> Option<Result<Landed, ScrapeError>> {
     let mut scanner = Scanner::new(|name: &str| allow.is_match(name));
     let mut sink = |sample: &crate::parse::Sample<'_, '_>| builder.push(sample);
+    let (mut last_byte, mut text) = (None, true);
     while let Body::Chunk(chunk, _in_flight) = incoming.blocking_recv()? {
+        text &= memchr::memchr(0, &chunk).is_none();
+        last_byte = chunk.last().copied().or(last_byte);
         for slice in chunk.chunks(PARSE_SLICE) {
             scanner.feed(slice, &mut sink);
             crate::resources::make_way();
@@ -114,9 +172,18 @@ fn parse_and_publish(
     }
     let mut stats = scanner.finish(&mut sink);
     stats.malformed += builder.rejected();
+    if !text {
+        return Some(Err(ScrapeError::NotText));
+    }
+    if last_byte.is_some_and(|byte| byte != b'\n') {
+        return Some(Err(ScrapeError::Truncated));
+    }
+    if stats.samples == 0 {
+        return Some(Err(ScrapeError::NothingWanted { malformed: stats.malformed }));
+    }
     let snapshot = builder.finish();
     let series = snapshot.series_count();
-    Some(Landed { generation: publish(snapshot), series, stats })
+    Some(Ok(Landed { generation: publish(snapshot), series, stats }))
 }
 
 /// Progress of a target's scrape loop, watched by waiting queries.
@@ -220,6 +287,16 @@ impl Pool {
         self.synced.store(true, Ordering::Release);
     }
 
+    /// The hosts of the discovered targets.
+    pub fn discovered_hosts(&self) -> Vec<String> {
+        let targets = self.targets.read().unwrap_or_else(PoisonError::into_inner);
+        targets
+            .values()
+            .filter(|state| state.target.is_discovered())
+            .filter_map(|state| reqwest::Url::parse(&state.target.url).ok()?.host_str().map(|h| h.trim_matches(['[', ']']).to_owned()))
+            .collect()
+    }
+
     /// Ready once discovery has synced and every target it found has been
     /// scraped once (successfully or not: an unreachable Pravega must not
     /// take the metrics APIs down with it). Stays ready afterwards.
@@ -311,17 +388,17 @@ impl Scraper {
                         failing = false;
                     }
                     if let Some(line) = &stats.first_malformed {
-                        tracing::warn!(url = %target.url, malformed = stats.malformed, first = %line, "skipped malformed lines");
+                        tracing::warn!(url = %target.url, malformed = stats.malformed, first = %crate::escape::for_log(line.as_bytes()), "skipped malformed lines");
                     }
-                    self.telemetry.scrape(&target.id, true, elapsed, stats.malformed);
+                    self.telemetry.scrape(&target.id, None, elapsed, stats.malformed);
                     tracing::debug!(url = %target.url, series, ?elapsed, "scraped");
                     // Queries waiting for this round must see it merged.
                     self.store.merged(generation).await;
                 }
                 Err(error) => {
-                    tracing::warn!(url = %target.url, %error, "scrape failed; keeping previous data until it is too old");
+                    tracing::warn!(url = %target.url, %error, reason = error.reason(), "scrape failed; keeping previous data until it is too old");
                     failing = true;
-                    self.telemetry.scrape(&target.id, false, elapsed, 0);
+                    self.telemetry.scrape(&target.id, Some(error.reason()), elapsed, 0);
                     let generation = self.store.expire();
                     self.store.merged(generation).await;
                 }
@@ -363,6 +440,7 @@ impl Scraper {
         if !response.status().is_success() {
             return Err(ScrapeError::Status(response.status()));
         }
+        check_content_type(response.headers())?;
         let cap = self.settings.max_body_bytes;
         if response.content_length().is_some_and(|len| len > cap) {
             return Err(ScrapeError::TooLarge(cap));
@@ -396,6 +474,6 @@ impl Scraper {
         drop(chunks);
         let landed = landed.await.flatten();
         read?;
-        landed.ok_or(ScrapeError::ParserStopped)
+        landed.unwrap_or(Err(ScrapeError::ParserStopped))
     }
 }

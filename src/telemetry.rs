@@ -127,6 +127,8 @@ pub struct Telemetry {
     requests: Family<Counter>,
     request_duration: Family<Histogram>,
     served_value_age: Family<Histogram>,
+    controller_api_calls: Family<Counter>,
+    stale_gauges: Family<Counter>,
 }
 
 impl Default for Telemetry {
@@ -134,7 +136,7 @@ impl Default for Telemetry {
         Telemetry {
             scrapes: Family::new(
                 "pravega_adapter_scrapes_total",
-                "Scrapes of Pravega controllers by target and result.",
+                "Scrapes of Pravega controllers by target and result: success, or why the scrape failed.",
                 &["target", "result"],
                 Counter::default,
             ),
@@ -168,13 +170,26 @@ impl Default for Telemetry {
                 &[],
                 || Histogram::new(AGE_BUCKETS),
             ),
+            controller_api_calls: Family::new(
+                "pravega_adapter_controller_api_calls_total",
+                "Calls of the controllers' getCurrentSegments by result: success, timeout or error.",
+                &["result"],
+                Counter::default,
+            ),
+            stale_gauges: Family::new(
+                "pravega_adapter_stale_gauges_detected_total",
+                "Times the controller API disagreed with the segments_count the metrics would have served, by stream.",
+                &["scope", "stream"],
+                Counter::default,
+            ),
         }
     }
 }
 
 impl Telemetry {
-    pub fn scrape(&self, target: &str, success: bool, duration: Duration, malformed: u64) {
-        let result = if success { "success" } else { "error" };
+    /// Counts a scrape: `failure` is None for success, else the reason.
+    pub fn scrape(&self, target: &str, failure: Option<&str>, duration: Duration, malformed: u64) {
+        let result = failure.unwrap_or("success");
         self.scrapes.with(&[target, result]).0.fetch_add(1, Ordering::Relaxed);
         self.scrape_duration.with(&[target]).observe(duration.as_secs_f64());
         if malformed > 0 {
@@ -198,6 +213,19 @@ impl Telemetry {
         self.served_value_age.with(&[]).observe(age.as_secs_f64());
     }
 
+    pub fn controller_api_call(&self, failure: Option<&crate::controller_api::ControllerApiError>) {
+        let result = match failure {
+            None => "success",
+            Some(crate::controller_api::ControllerApiError::Timeout { .. }) => "timeout",
+            Some(_) => "error",
+        };
+        self.controller_api_calls.with(&[result]).0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stale_gauge(&self, scope: &str, stream: &str) {
+        self.stale_gauges.with(&[scope, stream]).0.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn render(&self, store: &Store) -> String {
         let mut out = String::new();
         self.scrapes.render(&mut out);
@@ -211,6 +239,8 @@ impl Telemetry {
         self.requests.render(&mut out);
         self.request_duration.render(&mut out);
         self.served_value_age.render(&mut out);
+        self.controller_api_calls.render(&mut out);
+        self.stale_gauges.render(&mut out);
         out
     }
 }
@@ -222,8 +252,8 @@ mod tests {
     #[test]
     fn renders_parseable_exposition() {
         let t = Telemetry::default();
-        t.scrape("http://a:10080/prometheus", true, Duration::from_millis(3), 0);
-        t.scrape("http://a:10080/prometheus", false, Duration::from_millis(2000), 2);
+        t.scrape("http://a:10080/prometheus", None, Duration::from_millis(3), 0);
+        t.scrape("http://a:10080/prometheus", Some("timeout"), Duration::from_millis(2000), 2);
         t.request("external", 200, Duration::from_micros(300));
         t.request("external", 200, Duration::from_micros(300));
         t.served_age(Duration::from_millis(400));
@@ -235,7 +265,7 @@ mod tests {
                 other => panic!("{other:?}"),
             })
         };
-        assert_eq!(value("pravega_adapter_scrapes_total", ("result", "error")), Some(1.0));
+        assert_eq!(value("pravega_adapter_scrapes_total", ("result", "timeout")), Some(1.0));
         assert_eq!(value("pravega_adapter_scrape_malformed_lines_total", ("target", "http://a:10080/prometheus")), Some(2.0));
         assert_eq!(value("pravega_adapter_requests_total", ("code", "200")), Some(2.0));
         assert!(text.contains("pravega_adapter_served_value_age_seconds_bucket{le=\"0.5\"} 1"), "{text}");

@@ -130,11 +130,13 @@ async fn disagreeing_replicas_are_merged_not_summed() {
     let (_, body) = adapter.get(&object_path("v1beta2", SEGMENTS, "scope=test")).await;
     assert_eq!(body["items"][0]["value"], "6", "{body}");
 
-    // a restarts: its series are gone until its next scale; b's value stands.
+    // a restarts: its series are gone until its next scale. b's 7 is
+    // known to be stale (b saw fewer scale events): with no controller API
+    // to ask, nothing is served and the HPA holds.
     a.set_body("pravega_controller_hosts_count 3.0\n");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
-    assert_eq!(values(&body), vec![("s".to_owned(), "7".to_owned())]);
+    assert_eq!(values(&body), vec![]);
 }
 
 #[tokio::test]
@@ -430,6 +432,32 @@ async fn environment_overrides_flags_defaults() {
     assert_eq!(body["items"][0]["window"], 7, "{body}");
 }
 
+#[tokio::test]
+async fn namespace_scoping_serves_each_namespace_its_scopes() {
+    let both = format!("{}{}", stream_exposition("flink", "s", 3, 2, 0), stream_exposition("ops", "t", 5, 4, 0).replace("# TYPE", "# X"));
+    let controller = FakeController::start(both).await;
+    let adapter = Adapter::start(&args(&[&controller], &["--namespace-scopes", "same", "--namespace-scope", "shared=flink,ops"])).await;
+    let external = |namespace: &str| format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{SEGMENTS}");
+    let scopes = |body: &Value| -> Vec<String> {
+        body["items"].as_array().unwrap().iter().map(|i| i["metricLabels"]["scope"].as_str().unwrap().to_owned()).collect()
+    };
+    let (code, body) = adapter.get(&external("flink")).await;
+    assert_eq!((code, scopes(&body)), (200, vec!["flink".to_owned()]), "{body}");
+    let (code, body) = adapter.get(&format!("{}?labelSelector=scope%3Dops", external("flink"))).await;
+    assert_eq!((code, scopes(&body)), (200, vec![]), "another namespace's scope is left out: {body}");
+    let (code, body) = adapter.get(&external("shared")).await;
+    assert_eq!((code, scopes(&body)), (200, vec!["flink".to_owned(), "ops".to_owned()]), "{body}");
+    let (code, body) = adapter.get(&external("default")).await;
+    assert_eq!((code, scopes(&body)), (200, vec![]), "{body}");
+
+    let object = |namespace: &str| format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{namespace}/deployments.apps/tm/{SEGMENTS}");
+    assert_eq!(adapter.get(&object("ops")).await.1["items"][0]["value"], "5");
+    assert_eq!(adapter.get(&format!("{}?metricLabelSelector=scope%3Dflink", object("ops"))).await.0, 404);
+    let (code, body) = adapter.get(&format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/flink/metrics/{SEGMENTS}")).await;
+    assert_eq!((code, body["items"][0]["value"].clone()), (200, json!("3")), "a namespace's own metrics: {body}");
+    assert_eq!(adapter.get(&format!("/apis/custom.metrics.k8s.io/v1beta1/nodes/n1/{SEGMENTS}")).await.0, 404, "root-scoped");
+}
+
 #[test]
 fn help_documents_every_flag_and_bad_config_fails_clearly() {
     let help = std::process::Command::new(adapter_binary()).arg("--help").output().unwrap();
@@ -446,6 +474,20 @@ fn help_documents_every_flag_and_bad_config_fails_clearly() {
         "--max-staleness",
         "--metrics-max-age",
         "--metrics-allow-regex",
+        "--max-connections",
+        "--tls-handshake-timeout",
+        "--header-read-timeout",
+        "--idle-timeout",
+        "--http2-keepalive-interval",
+        "--http2-keepalive-timeout",
+        "--max-connection-age",
+        "--namespace-scopes",
+        "--namespace-scope",
+        "--controller-api-url",
+        "--controller-api-port",
+        "--controller-api-timeout",
+        "--controller-api-check-interval",
+        "--replica-label",
         "PRAVEGA_ADAPTER_SCRAPE_INTERVAL",
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
@@ -456,4 +498,25 @@ fn help_documents_every_flag_and_bad_config_fails_clearly() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no controllers to scrape"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let elsewhere = FakeController::start(stream_exposition("test", "planted", 99, 50, 0)).await;
+    let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
+    let adapter =
+        Adapter::start(&args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "300ms", "--scrape-timeout", "200ms"]))
+            .await;
+    controller.redirect_to(Some(elsewhere.url()));
+    for _ in 0..30 {
+        let (_, metrics) = adapter.get_text("/metrics").await;
+        if metrics.contains("result=\"status\"") {
+            let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
+            assert_eq!(values(&body), vec![("s".to_owned(), "3".to_owned())], "the previous data stays");
+            assert_eq!(elsewhere.hits(), 0, "the redirect was followed");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("a redirect did not fail the scrape\n{}", adapter.log());
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::kube_stub::{client, write_kubeconfig, Ca, StubApi};
+use common::kube_stub::{client, tls_connect, write_kubeconfig, Ca, StubApi};
 use common::*;
 use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{json, Value};
@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const SEGMENTS: &str = "pravega_controller_segments_count";
 
@@ -41,7 +42,11 @@ impl Setup {
         std::fs::write(dir.join("tls.crt"), cert).unwrap();
         std::fs::write(dir.join("tls.key"), key).unwrap();
 
-        let api = Arc::new(StubApi { allowed: vec!["alice", "tina", "carol", "system:kube-aggregator"], ..Default::default() });
+        let api = Arc::new(StubApi {
+            allowed: vec!["alice", "tina", "carol", "system:kube-aggregator"],
+            discovery_groups: vec!["system:authenticated"],
+            ..Default::default()
+        });
         let api_address = api.serve(&front_proxy_ca, &client_ca).await;
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(&kubeconfig, api_address);
@@ -140,7 +145,7 @@ async fn client_certificates_from_the_cluster_ca_authenticate_as_cn_and_o() {
     let (code, body) = s.request(Some(s.client_ca.client("carol", &["devs"])), &[], &metric_path()).await;
     assert_eq!(code, 200, "{body}");
     let review = s.api.last_access_review.lock().unwrap().clone();
-    assert_eq!((review["user"].clone(), review["groups"].clone()), (json!("carol"), json!(["devs"])));
+    assert_eq!((review["user"].clone(), review["groups"].clone()), (json!("carol"), json!(["devs", "system:authenticated"])));
     // Headers on a client-CA connection are not front-proxy headers.
     let (code, _) = s.request(Some(s.client_ca.client("carol", &[])), &[("X-Remote-User", "mallory")], &metric_path()).await;
     assert_eq!(code, 200);
@@ -157,7 +162,8 @@ async fn bearer_tokens_are_reviewed_and_cached() {
         assert_eq!(code, 200, "{body}");
     }
     assert_eq!(s.api.token_reviews.load(Ordering::SeqCst), 1, "TokenReview results are cached");
-    assert_eq!(s.api.last_access_review.lock().unwrap()["uid"], "42");
+    let review = s.api.last_access_review.lock().unwrap().clone();
+    assert_eq!((review["uid"].clone(), review["groups"].clone()), (json!("42"), json!(["hpa", "system:authenticated"])));
     assert_refused(s.request(None, &[("Authorization", "Bearer bad-token")], &metric_path()).await, 401, "bad token");
     assert_refused(s.request(None, &[("Authorization", "Basic YTpi")], &metric_path()).await, 401, "basic auth");
 }
@@ -190,6 +196,226 @@ async fn probes_bypass_auth_but_metrics_and_discovery_do_not() {
     // What the aggregator's availability check sends.
     let aggregator = [("X-Remote-User", "system:kube-aggregator"), ("X-Remote-Group", "system:masters")];
     assert_eq!(s.request(Some(proxy), &aggregator, "/apis/custom.metrics.k8s.io/v1beta2").await.0, 200);
+}
+
+#[tokio::test]
+async fn every_authenticated_user_is_in_system_authenticated_once() {
+    let s = Setup::start(&[]).await;
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    // The aggregator fetches every backend's OpenAPI as system:aggregator,
+    // with no group header; RBAC allows it through system:authenticated.
+    let (code, body) = s.request(Some(proxy.clone()), &[("X-Remote-User", "system:aggregator")], "/openapi/v2").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.api.last_access_review.lock().unwrap()["groups"], json!(["system:authenticated"]));
+    let (code, body) = s.request(Some(proxy), ALICE, "/openapi/v2").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.api.last_access_review.lock().unwrap()["groups"], json!(["system:authenticated"]), "not added twice");
+    let (code, body) = s.request(Some(s.client_ca.client("dave", &[])), &[], "/apis").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.api.last_access_review.lock().unwrap()["groups"], json!(["system:authenticated"]));
+}
+
+#[tokio::test]
+async fn a_certificate_stops_vouching_when_it_expires_even_on_an_open_connection() {
+    let s = Setup::start(&[]).await;
+    let not_after = std::time::SystemTime::now() + Duration::from_secs(3);
+    // One client each: every request reuses its connection.
+    let proxy = client(&s.serving_ca, Some(s.front_proxy_ca.client_with(&["front-proxy-client"], Some(not_after))));
+    let carol = client(&s.serving_ca, Some(s.client_ca.client_with(&["carol"], Some(not_after))));
+    let get = |client: &reqwest::Client, headers: &'static [(&str, &str)]| {
+        let mut request = client.get(format!("{}{}", s.adapter.base, metric_path()));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(get(&proxy, ALICE).await.0, 200);
+    assert_eq!(get(&carol, &[]).await.0, 200);
+    tokio::time::sleep(not_after.duration_since(std::time::SystemTime::now()).unwrap_or_default() + Duration::from_millis(1500)).await;
+    assert_refused(get(&proxy, ALICE).await, 401, "expired front-proxy certificate");
+    assert_refused(get(&carol, &[]).await, 401, "expired client certificate");
+}
+
+#[tokio::test]
+async fn certificates_with_several_common_names_vouch_for_nobody() {
+    let s = Setup::start(&[]).await;
+    // The allowed name first: a server reading the first CN would believe it.
+    let proxy = s.front_proxy_ca.client_with(&["front-proxy-client", "someone-else"], None);
+    assert_refused(s.request(Some(proxy), ALICE, &metric_path()).await, 401, "front proxy with two CNs");
+    let carol = s.client_ca.client_with(&["carol", "mallory"], None);
+    assert_refused(s.request(Some(carol), &[], &metric_path()).await, 401, "client certificate with two CNs");
+    // The same certificates with one CN are believed.
+    let proxy = s.front_proxy_ca.client_with(&["front-proxy-client"], None);
+    assert_eq!(s.request(Some(proxy), ALICE, &metric_path()).await.0, 200);
+}
+
+#[tokio::test]
+async fn unauthenticated_requests_learn_nothing_about_paths() {
+    let s = Setup::start(&[]).await;
+    let probes = [
+        "/apis/custom.metrics.k8s.io/v1beta1/secret-path/x",
+        "/nowhere/secret-path",
+        "/apis/custom.metrics.k8s.io/v1beta1/pods/secret-path%zz/m",
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/secret-path%25",
+    ];
+    for path in probes {
+        let (code, body) = s.request(None, &[], path).await;
+        assert_refused((code, body.clone()), 401, path);
+        assert!(!body.contains("secret-path"), "{path}: {body}");
+    }
+    let post = client(&s.serving_ca, None).post(format!("{}{}", s.adapter.base, metric_path())).send().await.unwrap();
+    assert_eq!(post.status(), 401, "a POST is authenticated before its method is refused");
+    assert_eq!(s.api.access_reviews.load(Ordering::SeqCst), 0);
+    // Authenticated callers get the 404 and 400, without the list of metrics.
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    let unknown = external_path("pravega_controller_unknown", "");
+    let (code, body) = s.request(Some(proxy.clone()), ALICE, &unknown).await;
+    assert_eq!(code, 404, "{body}");
+    assert!(!body.contains(SEGMENTS), "the metrics served are not listed: {body}");
+    assert_eq!(s.request(Some(proxy), ALICE, probes[2]).await.0, 400);
+}
+
+#[tokio::test]
+async fn what_is_reviewed_is_what_is_served() {
+    let s = Setup::start(&[]).await;
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    // Percent-encoded names are reviewed decoded, as the apiserver reads them.
+    let encoded = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/tm/%70ravega_controller_segments_count";
+    let (code, body) = s.request(Some(proxy.clone()), ALICE, encoded).await;
+    assert_eq!(code, 200, "{body}");
+    let review = s.api.last_access_review.lock().unwrap()["resourceAttributes"].clone();
+    assert_eq!(review["subresource"], SEGMENTS, "{review}");
+    assert_eq!((review["resource"].clone(), review["name"].clone()), (json!("deployments.apps"), json!("tm")));
+    // Encoded twice: refused, not served as another name.
+    let twice = encoded.replace("%70", "%2570");
+    assert_refused(s.request(Some(proxy.clone()), ALICE, &twice).await, 400, "doubly encoded name");
+    // `namespaces/{ns}/{metric}` is a list of `{metric}` to the apiserver:
+    // not served as the namespace's metric.
+    let alias = format!("/apis/custom.metrics.k8s.io/v1beta1/namespaces/default/{SEGMENTS}");
+    assert_refused(s.request(Some(proxy), ALICE, &alias).await, 404, "root-scoped namespaces alias");
+}
+
+impl Setup {
+    fn address(&self) -> String {
+        self.adapter.base.trim_start_matches("https://").to_owned()
+    }
+}
+
+/// Whether the server closes `stream` within `wait` (reads until then).
+async fn closed_within(stream: &mut (impl AsyncRead + Unpin), wait: Duration) -> bool {
+    let mut buffer = [0u8; 4096];
+    let read_to_end = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(wait, read_to_end).await.is_ok()
+}
+
+/// Sends one HTTP/1.1 request for `/livez` and reads its answer.
+async fn livez(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> std::io::Result<()> {
+    stream.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n\r\n").await?;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !answer.ends_with(b"\r\n\r\nok") {
+        let n = stream.read(&mut buffer).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once() {
+    const CAP: usize = 50;
+    let s = Setup::start(&["--max-connections", &CAP.to_string(), "--tls-handshake-timeout", "60s"]).await;
+    // Held open without a handshake, each takes a slot; readiness polling
+    // may hold one more.
+    let mut streams = Vec::new();
+    for _ in 0..CAP + 10 {
+        streams.push(tokio::net::TcpStream::connect(s.address()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut tolerated = 0;
+    for stream in &mut streams {
+        if !closed_within(stream, Duration::from_millis(10)).await {
+            tolerated += 1;
+        }
+    }
+    assert!((CAP - 1..=CAP).contains(&tolerated), "{tolerated} of {} connections held open", streams.len());
+    assert!(s.adapter.log().contains("too many connections"), "{}", s.adapter.log());
+    // Slots come back when connections end.
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(s.request(None, &[], "/livez").await.0, 200);
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    let s = Setup::start(&[]).await;
+    let pid = s.adapter.pid();
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let limit = format!("--nofile={0}:{0}", open + 8);
+    assert!(std::process::Command::new("prlimit").args(["--pid", &pid.to_string(), &limit]).status().unwrap().success());
+    let streams: Vec<_> = futures::future::join_all((0..30).map(|_| tokio::net::TcpStream::connect(s.address()))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let failures = s.adapter.log().matches("accept failed").count();
+    // Retrying at once would fail thousands of times in 2 s.
+    assert!((1..=40).contains(&failures), "{failures} failed accepts");
+    drop(streams);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.request(None, &[], "/livez").await.0, 200, "serving again once descriptors are free");
+}
+
+#[tokio::test]
+async fn a_header_trickle_is_cut_off() {
+    let s = Setup::start(&["--header-read-timeout", "1s"]).await;
+    let mut stream = tls_connect(&s.serving_ca, &s.address()).await;
+    livez(&mut stream).await.unwrap();
+    stream.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    // One header line every 200 ms, never the blank line that ends them.
+    let cut_off = loop {
+        if stream.write_all(b"X-Trickle: 1\r\n").await.is_err() || closed_within(&mut stream, Duration::from_millis(200)).await {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "a header trickle was served for 5 s");
+    };
+    assert!(cut_off >= Duration::from_millis(800), "cut off after {cut_off:?}");
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let s = Setup::start(&["--idle-timeout", "1s"]).await;
+    let mut stream = tls_connect(&s.serving_ca, &s.address()).await;
+    livez(&mut stream).await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await, "an idle connection stayed open for 5 s");
+    assert!(started.elapsed() >= Duration::from_millis(800), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn busy_connections_are_closed_gracefully_at_their_max_age() {
+    let s = Setup::start(&["--max-connection-age", "1s"]).await;
+    let mut stream = tls_connect(&s.serving_ca, &s.address()).await;
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    // Never idle: a request every 100 ms until the server ends the connection.
+    while livez(&mut stream).await.is_ok() {
+        answered += 1;
+        assert!(started.elapsed() < Duration::from_secs(5), "a busy connection lived 5 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered >= 5, "every request before the close was answered ({answered})");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed after {:?}", started.elapsed());
 }
 
 #[tokio::test]

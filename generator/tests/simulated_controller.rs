@@ -100,26 +100,35 @@ async fn the_adapter_serves_what_the_simulator_reports() {
     let query = format!(
         "http://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest%2Cstream%3Dstream"
     );
-    let (mut matched, mut distinct) = (0, std::collections::BTreeSet::new());
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
+    let truth = || async {
+        let simulated = client().get(format!("{}/prometheus", simulator.base)).send().await.unwrap().text().await.unwrap();
+        simulated
+            .lines()
+            .find_map(|l| l.strip_prefix("pravega_controller_segments_count{scope=\"test\",stream=\"stream\",} "))
+            .map(|v| v.trim_end_matches(".0").to_owned())
+    };
+    // Rounds, not wall-clock time, bound the loop: a loaded machine slows
+    // every round alike. A served value counts as right if it equals the
+    // simulated count read just before or just after the query (a scale
+    // may land in between).
+    const ROUNDS: usize = 30;
+    let (mut answered, mut matched, mut distinct) = (0, 0, std::collections::BTreeSet::new());
+    for _ in 0..ROUNDS {
+        let before = truth().await;
         let served = client().get(&query).send().await.ok();
         let body: serde_json::Value = match served {
             Some(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default(),
             None => serde_json::Value::Null,
         };
-        let simulated = client().get(format!("{}/prometheus", simulator.base)).send().await.unwrap().text().await.unwrap();
-        let truth = simulated
-            .lines()
-            .find_map(|l| l.strip_prefix("pravega_controller_segments_count{scope=\"test\",stream=\"stream\",} "))
-            .map(|v| v.trim_end_matches(".0").to_owned());
-        if let (Some(served), Some(truth)) = (body["items"][0]["value"].as_str(), truth) {
-            // A scale may land between the two reads; most rounds agree.
-            matched += usize::from(served == truth);
+        let after = truth().await;
+        if let Some(served) = body["items"][0]["value"].as_str() {
+            answered += 1;
+            matched += usize::from(before.as_deref() == Some(served) || after.as_deref() == Some(served));
             distinct.insert(served.to_owned());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert!(matched >= 20, "the adapter served the simulated count in only {matched} rounds");
+    assert!(answered >= ROUNDS - 5, "the adapter answered only {answered} of {ROUNDS} queries");
+    assert!(matched * 10 >= answered * 9, "the adapter served the simulated count in only {matched} of {answered} answers");
     assert!(distinct.len() >= 3, "the served count must move with the simulation: {distinct:?}");
 }

@@ -10,7 +10,10 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use rustls::pki_types::CertificateDer;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+/// The group of every authenticated user.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -22,11 +25,21 @@ pub struct UserInfo {
 }
 
 /// What a TLS connection proved: its client certificate chain, and the
-/// verification of that chain, done once per connection and trust version.
+/// verification of that chain, done once per connection and trust version
+/// and redone when a certificate of the chain expires.
 #[derive(Default)]
 pub struct Peer {
     chain: Vec<CertificateDer<'static>>,
-    verified: Mutex<Option<(u64, Arc<CertificateIdentity>)>>,
+    verified: Mutex<Option<Verified>>,
+}
+
+/// A verification of a peer's chain and how long it holds.
+struct Verified {
+    /// The [`Trust::generation`] it was made with.
+    generation: u64,
+    /// The earliest end of validity of the chain's certificates.
+    valid_until: SystemTime,
+    identity: Arc<CertificateIdentity>,
 }
 
 impl Peer {
@@ -66,7 +79,17 @@ impl Authenticator {
         self.trust.current().is_some()
     }
 
+    /// The caller, in the group `system:authenticated` as the kube-apiserver
+    /// puts every authenticated user (RBAC's discovery roles bind it).
     pub async fn authenticate(&self, peer: Option<&Peer>, headers: &HeaderMap) -> Result<UserInfo, AuthError> {
+        let mut user = self.identify(peer, headers).await?;
+        if !user.groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+            user.groups.push(AUTHENTICATED_GROUP.to_owned());
+        }
+        Ok(user)
+    }
+
+    async fn identify(&self, peer: Option<&Peer>, headers: &HeaderMap) -> Result<UserInfo, AuthError> {
         let trust = self.trust.current();
         if let (Some(peer), Some(trust)) = (peer.filter(|p| !p.chain.is_empty()), &trust) {
             let identity = verify_once(peer, trust);
@@ -90,40 +113,56 @@ impl Authenticator {
 }
 
 fn verify_once(peer: &Peer, trust: &Trust) -> Arc<CertificateIdentity> {
+    let now = SystemTime::now();
     let mut verified = peer.verified.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((generation, identity)) = verified.as_ref() {
-        if *generation == trust.generation {
-            return identity.clone();
-        }
+    if let Some(done) = verified.as_ref().filter(|v| v.generation == trust.generation && now < v.valid_until) {
+        return done.identity.clone();
     }
     let identity = Arc::new(verify(&peer.chain, trust));
-    *verified = Some((trust.generation, identity.clone()));
+    *verified = Some(Verified { generation: trust.generation, valid_until: valid_until(&peer.chain), identity: identity.clone() });
     identity
 }
 
 fn verify(chain: &[CertificateDer<'static>], trust: &Trust) -> CertificateIdentity {
-    let subject = chain.first().and_then(|c| subject(c));
-    let front_proxy = trust.requestheader.as_ref().is_some_and(|rh| {
-        Trust::chains_to(rh.verifier.as_ref(), chain)
-            && (rh.allowed_names.is_empty() || subject.as_ref().is_some_and(|(cn, _)| rh.allowed_names.iter().any(|n| n == cn)))
-    });
-    let client = trust
-        .client_ca
+    let Some((cn, orgs)) = chain.first().and_then(|c| subject(c)) else { return CertificateIdentity::default() };
+    let front_proxy = trust
+        .requestheader
         .as_ref()
-        .filter(|ca| Trust::chains_to(ca.as_ref(), chain))
-        .and(subject)
-        .filter(|(cn, _)| !cn.is_empty())
-        .map(|(name, groups)| UserInfo { name, groups, ..Default::default() });
+        .is_some_and(|rh| Trust::chains_to(rh.verifier.as_ref(), chain) && (rh.allowed_names.is_empty() || rh.allowed_names.contains(&cn)));
+    let client = (!cn.is_empty() && trust.client_ca.as_ref().is_some_and(|ca| Trust::chains_to(ca.as_ref(), chain))).then(|| UserInfo {
+        name: cn,
+        groups: orgs,
+        ..Default::default()
+    });
     CertificateIdentity { front_proxy, client }
 }
 
-/// Common name and organizations of a certificate's subject.
+/// Common name and organizations of a certificate's subject; `None` if it
+/// cannot be parsed or names several common names, which the kube-apiserver
+/// would read as the last one and this server as the first: such a
+/// certificate vouches for nobody.
 fn subject(certificate: &CertificateDer<'_>) -> Option<(String, Vec<String>)> {
     let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
     let subject = parsed.subject();
-    let cn = subject.iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or("").to_owned();
+    let mut cns = subject.iter_common_name();
+    let cn = cns.next().and_then(|a| a.as_str().ok()).unwrap_or("").to_owned();
+    if cns.next().is_some() {
+        tracing::debug!("client certificate with several common names; not trusted");
+        return None;
+    }
     let orgs = subject.iter_organization().filter_map(|a| a.as_str().ok()).map(str::to_owned).collect();
     Some((cn, orgs))
+}
+
+/// When the first of `chain`'s certificates to expire does (at once, if one
+/// cannot be parsed): a verification of the chain is good until then.
+fn valid_until(chain: &[CertificateDer<'_>]) -> SystemTime {
+    let not_after = |certificate: &CertificateDer<'_>| {
+        let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+        u64::try_from(parsed.validity().not_after.timestamp()).ok()
+    };
+    let earliest = chain.iter().map(not_after).try_fold(u64::MAX, |earliest, end| Some(earliest.min(end?)));
+    earliest.and_then(|secs| SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// The user a trusted front proxy names in its headers; `None` without one.

@@ -8,6 +8,73 @@ use super::AuthError;
 use k8s_openapi::api::authorization::v1::{NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use std::time::Duration;
 
+/// A request path as the kube-apiserver's RequestInfoFactory reads it:
+/// percent-decoded once, then split at `/`. Authorization and routing both
+/// read this one parse, so what is reviewed is what is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestInfo {
+    /// Discovery, `/openapi/v2`, `/metrics`, probes: the decoded path.
+    NonResource { path: String },
+    /// `/apis/{group}/{version}/[namespaces/{namespace}/]{resource}[/{name}[/{subresource}[/{rest}]]]`;
+    /// `rest` (parts past the subresource, which the apiserver ignores) is
+    /// kept so that routing can refuse it.
+    Resource { group: String, version: String, namespace: String, resource: String, name: String, subresource: String, rest: Vec<String> },
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("malformed percent-encoding in the request path")]
+pub struct MalformedPath;
+
+impl RequestInfo {
+    pub fn parse(raw_path: &str) -> Result<Self, MalformedPath> {
+        let path = percent_decode(raw_path)?;
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let ["apis", group, version, rest @ ..] = parts.as_slice() else { return Ok(RequestInfo::NonResource { path }) };
+        if rest.is_empty() {
+            return Ok(RequestInfo::NonResource { path });
+        }
+        // `namespaces/{ns}` sets the namespace; what follows is the resource
+        // unless it is a subresource of the namespace itself.
+        let (namespace, rest) = match rest {
+            ["namespaces", namespace, tail @ ..] if !tail.is_empty() && !matches!(tail[0], "status" | "finalize") => (*namespace, tail),
+            ["namespaces", namespace, ..] => (*namespace, rest),
+            _ => ("", rest),
+        };
+        let part = |i: usize| rest.get(i).copied().unwrap_or("").to_owned();
+        Ok(RequestInfo::Resource {
+            group: (*group).to_owned(),
+            version: (*version).to_owned(),
+            namespace: namespace.to_owned(),
+            resource: part(0),
+            name: part(1),
+            subresource: part(2),
+            rest: rest.iter().skip(3).map(|p| (*p).to_owned()).collect(),
+        })
+    }
+}
+
+/// Decodes `%XX` escapes as Go's `url.URL.Path` does; malformed escapes and
+/// bytes that are not UTF-8 are refused.
+fn percent_decode(raw: &str) -> Result<String, MalformedPath> {
+    if !raw.contains('%') {
+        return Ok(raw.to_owned());
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3).ok_or(MalformedPath)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| MalformedPath)?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| MalformedPath)
+}
+
 /// What a request asks to do, as a SubjectAccessReview describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attributes {
@@ -16,37 +83,28 @@ pub enum Attributes {
 }
 
 impl Attributes {
-    /// Derives attributes as `k8s.io/apiserver` RequestInfoFactory does:
-    /// `/apis/{group}/{version}/[namespaces/{ns}/]{resource}[/{name}[/{subresource}]]`
-    /// is a resource request; everything else (discovery, /metrics) is not.
-    pub fn of(method: &str, path: &str) -> Self {
+    /// The attributes the kube-apiserver derives for `method` on `info`:
+    /// GET of a resource without a name is `list`, with one `get`.
+    pub fn of(method: &str, info: &RequestInfo) -> Self {
         let http_verb = method.to_ascii_lowercase();
-        let non_resource = || Attributes::NonResource { verb: http_verb.clone(), path: path.to_owned() };
-        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let ["apis", group, version, rest @ ..] = parts.as_slice() else { return non_resource() };
-        if rest.is_empty() {
-            return non_resource();
-        }
-        let (namespace, rest) = match rest {
-            ["namespaces", namespace, rest @ ..] if !rest.is_empty() && !matches!(rest[0], "status" | "finalize") => (*namespace, rest),
-            ["namespaces", namespace] => ("", &["namespaces", *namespace][..]),
-            _ => ("", rest),
-        };
-        let part = |i: usize| rest.get(i).copied().unwrap_or("").to_owned();
-        let name = part(1);
-        let verb = match http_verb.as_str() {
-            "get" | "head" if name.is_empty() => "list".to_owned(),
-            "head" => "get".to_owned(),
-            other => other.to_owned(),
-        };
-        Attributes::Resource {
-            verb,
-            group: (*group).to_owned(),
-            version: (*version).to_owned(),
-            resource: part(0),
-            subresource: part(2),
-            name,
-            namespace: namespace.to_owned(),
+        match info {
+            RequestInfo::NonResource { path } => Attributes::NonResource { verb: http_verb, path: path.clone() },
+            RequestInfo::Resource { group, version, namespace, resource, name, subresource, .. } => {
+                let verb = match http_verb.as_str() {
+                    "get" | "head" if name.is_empty() => "list".to_owned(),
+                    "head" => "get".to_owned(),
+                    _ => http_verb,
+                };
+                Attributes::Resource {
+                    verb,
+                    group: group.clone(),
+                    version: version.clone(),
+                    resource: resource.clone(),
+                    subresource: subresource.clone(),
+                    name: name.clone(),
+                    namespace: namespace.clone(),
+                }
+            }
         }
     }
 
@@ -145,36 +203,55 @@ mod tests {
         }
     }
 
+    fn of(method: &str, path: &str) -> Attributes {
+        Attributes::of(method, &RequestInfo::parse(path).unwrap())
+    }
+
     #[test]
     fn attributes_follow_request_info_rules() {
         let c = "custom.metrics.k8s.io";
         assert_eq!(
-            Attributes::of("GET", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/p/deployments.apps/tm/m"),
+            of("GET", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/p/deployments.apps/tm/m"),
             resource("get", "v1beta2", "deployments.apps", "m", "tm", "p", c)
         );
         assert_eq!(
-            Attributes::of("GET", "/apis/custom.metrics.k8s.io/v1beta1/namespaces/p/metrics/m"),
+            of("GET", "/apis/custom.metrics.k8s.io/v1beta1/namespaces/p/metrics/m"),
             resource("get", "v1beta1", "metrics", "", "m", "p", c)
         );
+        assert_eq!(of("GET", "/apis/custom.metrics.k8s.io/v1beta1/nodes/n/m"), resource("get", "v1beta1", "nodes", "m", "n", "", c));
         assert_eq!(
-            Attributes::of("GET", "/apis/custom.metrics.k8s.io/v1beta1/nodes/n/m"),
-            resource("get", "v1beta1", "nodes", "m", "n", "", c)
-        );
-        assert_eq!(
-            Attributes::of("GET", "/apis/external.metrics.k8s.io/v1beta1/namespaces/p/m"),
+            of("GET", "/apis/external.metrics.k8s.io/v1beta1/namespaces/p/m"),
             resource("list", "v1beta1", "m", "", "", "p", "external.metrics.k8s.io")
         );
         assert_eq!(
-            Attributes::of("GET", "/apis/custom.metrics.k8s.io/v1beta1"),
+            of("HEAD", "/apis/custom.metrics.k8s.io/v1beta1/namespaces/p/status/x"),
+            resource("get", "v1beta1", "namespaces", "status", "p", "p", c)
+        );
+        assert_eq!(
+            of("GET", "/apis/custom.metrics.k8s.io/v1beta1"),
             Attributes::NonResource { verb: "get".into(), path: "/apis/custom.metrics.k8s.io/v1beta1".into() }
         );
-        assert_eq!(Attributes::of("GET", "/metrics"), Attributes::NonResource { verb: "get".into(), path: "/metrics".into() });
-        assert_eq!(Attributes::of("GET", "/apis"), Attributes::NonResource { verb: "get".into(), path: "/apis".into() });
+        assert_eq!(of("GET", "/metrics"), Attributes::NonResource { verb: "get".into(), path: "/metrics".into() });
+        assert_eq!(of("GET", "/apis"), Attributes::NonResource { verb: "get".into(), path: "/apis".into() });
+    }
+
+    #[test]
+    fn the_path_is_decoded_before_it_is_split() {
+        // What is reviewed is what the apiserver would review: the decoded path.
+        assert_eq!(
+            of("GET", "/apis/custom.metrics.k8s.io/v1beta1/nodes/n/%70ravega_m"),
+            resource("get", "v1beta1", "nodes", "pravega_m", "n", "", "custom.metrics.k8s.io")
+        );
+        let Ok(RequestInfo::Resource { name, subresource, rest, .. }) = RequestInfo::parse("/apis/g/v/nodes/a%2Fb/m") else { panic!() };
+        assert_eq!((name.as_str(), subresource.as_str(), rest), ("a", "b", vec!["m".to_owned()]));
+        assert_eq!(RequestInfo::parse("/apis/g/v/nodes/a%zz/m"), Err(MalformedPath));
+        assert_eq!(RequestInfo::parse("/apis/g/v/nodes/a%ff/m"), Err(MalformedPath));
+        assert_eq!(RequestInfo::parse("/%6detrics"), Ok(RequestInfo::NonResource { path: "/metrics".into() }));
     }
 
     #[test]
     fn forbidden_message_names_verb_and_resource() {
-        let a = Attributes::of("GET", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/p/deployments.apps/tm/m");
+        let a = of("GET", "/apis/custom.metrics.k8s.io/v1beta2/namespaces/p/deployments.apps/tm/m");
         assert_eq!(
             a.describe(),
             "cannot get resource \"deployments.apps/m\" in API group \"custom.metrics.k8s.io\" in the namespace \"p\""
@@ -188,7 +265,7 @@ mod tests {
             groups: vec!["system:serviceaccounts".into()],
             ..Default::default()
         };
-        let spec = review_spec(&user, &Attributes::of("GET", "/apis/external.metrics.k8s.io/v1beta1/namespaces/p/m"));
+        let spec = review_spec(&user, &of("GET", "/apis/external.metrics.k8s.io/v1beta1/namespaces/p/m"));
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["user"], user.name);
         assert_eq!(json["resourceAttributes"]["resource"], "m");

@@ -80,7 +80,9 @@ impl<K: Hash + Eq + Clone, V: Clone, E: Clone + std::fmt::Display> ReviewCache<K
             }
             Lookup::Missing => {
                 let flight = self.flights.lock().unwrap_or_else(PoisonError::into_inner).entry(key.clone()).or_default().clone();
-                let result = flight
+                let waiter = Waiter { cache: self, key, flight: Some(flight) };
+                let result = waiter
+                    .flight()
                     .get_or_init(|| async {
                         let (value, ttl) = review().await?;
                         self.insert(key.clone(), value.clone(), ttl);
@@ -88,12 +90,6 @@ impl<K: Hash + Eq + Clone, V: Clone, E: Clone + std::fmt::Display> ReviewCache<K
                     })
                     .await
                     .clone();
-                // Landed: later requests find the entry, or start a new
-                // review if this one failed.
-                let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-                if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                    flights.remove(key);
-                }
                 result
             }
         }
@@ -150,6 +146,36 @@ impl<K: Hash + Eq + Clone, V: Clone, E: Clone + std::fmt::Display> Drop for Rene
     fn drop(&mut self) {
         if !self.done {
             self.cache.renewal_abandoned(self.key);
+        }
+    }
+}
+
+/// One request waiting on a flight. When it goes, landed or dropped (its
+/// client went away), the flight leaves the map if it has landed (later
+/// requests find the entry, or start a new review if this one failed) or if
+/// no other request waits on it: a flight nobody waits for would otherwise
+/// stay forever, one per distinct key (random bearer tokens).
+struct Waiter<'a, K: Hash + Eq + Clone, V: Clone, E: Clone + std::fmt::Display> {
+    cache: &'a ReviewCache<K, V, E>,
+    key: &'a K,
+    flight: Option<Flight<V, E>>,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone, E: Clone + std::fmt::Display> Waiter<'_, K, V, E> {
+    fn flight(&self) -> &OnceCell<Result<V, E>> {
+        self.flight.as_ref().expect("a waiter holds its flight until dropped")
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone, E: Clone + std::fmt::Display> Drop for Waiter<'_, K, V, E> {
+    fn drop(&mut self) {
+        let mut flights = self.cache.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        // Every clone of a flight is made, and each waiter's dropped, under
+        // this lock, so the count is exact: two means the map and this waiter.
+        let Some(flight) = self.flight.take() else { return };
+        let last_or_landed = flight.initialized() || Arc::strong_count(&flight) == 2;
+        if last_or_landed && flights.get(self.key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+            flights.remove(self.key);
         }
     }
 }
@@ -248,6 +274,27 @@ mod tests {
         assert!(tokio::time::timeout(Duration::from_millis(10), dropped).await.is_err());
         assert_eq!(cache.get_or_review(&"a", || review(&calls, Ok(3), TTL, Duration::ZERO)).await, Ok(3));
         assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_requests_leave_no_flight_behind() {
+        let (cache, calls) = (Cache::new(), AtomicUsize::new(0));
+        // Every request for "a" goes away before its review lands.
+        for _ in 0..3 {
+            let dropped = cache.get_or_review(&"a", || review(&calls, Ok(1), TTL, Duration::from_secs(1)));
+            assert!(tokio::time::timeout(Duration::from_millis(10), dropped).await.is_err());
+        }
+        assert!(cache.flights.lock().unwrap().is_empty(), "a flight nobody waits for is forgotten");
+
+        // One of two waiters goes away: the other still gets the review.
+        let kept = cache.get_or_review(&"b", || review(&calls, Ok(2), TTL, DELAY));
+        let dropped = cache.get_or_review(&"b", || review(&calls, Ok(3), TTL, DELAY));
+        let (kept, dropped) = tokio::join!(kept, tokio::time::timeout(DELAY / 2, dropped));
+        assert_eq!(kept, Ok(2));
+        assert!(dropped.is_err());
+        assert!(cache.flights.lock().unwrap().is_empty());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(cache.get_or_review(&"b", || review(&calls, Ok(4), TTL, DELAY)).await, Ok(2), "its result is cached");
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ pub mod tls;
 pub mod trust;
 
 use authn::{Authenticator, Peer, UserInfo};
-use authz::{Attributes, Authorizer};
+use authz::{Attributes, Authorizer, RequestInfo};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
@@ -39,19 +39,25 @@ impl Guard {
         self.authenticator.is_ready()
     }
 
-    /// The caller, if it may make this request (`None` for always-allowed paths).
-    pub async fn check(
+    /// The caller (`None` for always-allowed paths, which are compared
+    /// with the decoded path): the first check of every request, before
+    /// anything about its path is answered.
+    pub async fn authenticate(
         &self,
         peer: Option<&Peer>,
-        method: &str,
-        path: &str,
+        path: Option<&RequestInfo>,
         headers: &axum::http::HeaderMap,
     ) -> Result<Option<UserInfo>, AuthError> {
-        if self.always_allow_paths.iter().any(|p| p == path) {
-            return Ok(None);
+        if let Some(RequestInfo::NonResource { path }) = path {
+            if self.always_allow_paths.contains(path) {
+                return Ok(None);
+            }
         }
-        let user = self.authenticator.authenticate(peer, headers).await?;
-        self.authorizer.authorize(&user, &Attributes::of(method, path)).await?;
-        Ok(Some(user))
+        self.authenticator.authenticate(peer, headers).await.map(Some)
+    }
+
+    /// Whether `user` may make the request `method` on `path`.
+    pub async fn authorize(&self, user: &UserInfo, method: &str, path: &RequestInfo) -> Result<(), AuthError> {
+        self.authorizer.authorize(user, &Attributes::of(method, path)).await
     }
 }

@@ -3,8 +3,10 @@
 
 use super::quantity;
 use super::routes::{ApiVersion, ObjectQuery, CUSTOM_GROUP, EXTERNAL_GROUP};
+use super::scopes::Visible;
 use super::selector::Selector;
 use super::status::ApiError;
+use crate::controller_api::Truths;
 use crate::store::{LabelSet, MergedView, Series, SCOPE_LABEL, STREAM_LABEL};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
@@ -31,6 +33,11 @@ pub struct Answer<'a> {
     pub max_age: Duration,
     /// Reported as the metric window: the scrape interval.
     pub window: Duration,
+    /// The controller API's segment counts, which replace the metrics'
+    /// values of their streams.
+    pub truths: &'a Truths,
+    /// The Pravega scopes the request sees.
+    pub visible: Visible<'a>,
 }
 
 impl Answer<'_> {
@@ -43,13 +50,17 @@ impl Answer<'_> {
 
     /// Fresh series of `metric` matching `selector`.
     fn select(&self, metric: &str, selector: &Selector) -> Result<Vec<Series<'_>>, ApiError> {
-        let family = self.view.family(metric).ok_or_else(|| {
-            let known: Vec<&str> = self.view.family_names().collect();
-            ApiError::NotFound(format!("no fresh data for metric {metric:?}; metrics served now: [{}]", known.join(", ")))
-        })?;
+        // Discovery lists the metrics served to those allowed to read it.
+        let family = self.view.family(metric).ok_or_else(|| ApiError::NotFound(format!("no fresh data for metric {metric:?}")))?;
         let candidates = family.narrowed(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
         Ok(candidates
+            .filter_map(|s| match self.truths.get(s.labels) {
+                Some(truth) => Some(Series { value: f64::from(truth.segments), scraped_at: truth.at, ..s }),
+                // Undecided, and the controller API did not answer.
+                None => (!s.value.is_nan()).then_some(s),
+            })
             .filter(|s| self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age)
+            .filter(|s| self.visible.allows(s.labels.get(SCOPE_LABEL).unwrap_or("")))
             .filter(|s| selector.matches(|name| s.labels.get(name)))
             .collect())
     }
@@ -317,6 +328,7 @@ mod tests {
     use crate::store::Store;
 
     const SCRAPED: Duration = Duration::from_secs(1_700_000_000);
+    static NO_TRUTHS: std::sync::LazyLock<Truths> = std::sync::LazyLock::new(Truths::default);
 
     fn view(text: &str) -> std::sync::Arc<MergedView> {
         let store = Store::new(Duration::from_secs(30));
@@ -334,6 +346,8 @@ mod tests {
             now: SystemTime::UNIX_EPOCH + SCRAPED + Duration::from_secs(age),
             max_age: Duration::from_secs(30),
             window: Duration::from_secs(10),
+            truths: &NO_TRUTHS,
+            visible: Visible::All,
         }
     }
 
@@ -425,7 +439,8 @@ mod tests {
         assert!(matches!(&err, ApiError::NotFound(m) if m.contains("External")), "{err}");
         let mut unknown = query(ApiVersion::CustomV1Beta2, "tm");
         unknown.metric = "nope".into();
-        assert!(matches!(a.object(&unknown, &selector("")), Err(ApiError::NotFound(m)) if m.contains("[m]")));
+        let err = a.object(&unknown, &selector("")).unwrap_err();
+        assert!(matches!(&err, ApiError::NotFound(m) if m.contains("\"nope\"") && !m.contains("\"m\"")), "no list of metrics: {err}");
     }
 
     #[test]
@@ -442,6 +457,19 @@ mod tests {
         assert_eq!(all["items"].as_array().unwrap().len(), 3);
         let none = answer(&v, 1).external("m", &selector("scope=zzz")).unwrap().json();
         assert_eq!(none["items"], json!([]));
+    }
+
+    #[test]
+    fn streams_outside_the_visible_scopes_are_not_served() {
+        let v = view(TWO_STREAMS);
+        let only_other = ["other".to_owned()];
+        let a = Answer { visible: Visible::Only(&only_other), ..answer(&v, 1) };
+        let all = a.external("m", &selector("")).unwrap().json();
+        assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+        assert_eq!(all["items"][0]["metricLabels"]["scope"], "other");
+        assert_eq!(a.external("m", &selector("scope=test")).unwrap().json()["items"], json!([]));
+        assert!(matches!(a.object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("scope=test")), Err(ApiError::NotFound(_))));
+        assert_eq!(a.object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("")).unwrap().json()["items"][0]["value"], "7");
     }
 
     #[test]

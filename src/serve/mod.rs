@@ -4,13 +4,16 @@ pub mod listen;
 pub mod metrics_api;
 pub mod quantity;
 pub mod routes;
+pub mod scopes;
 pub mod selector;
 pub mod status;
 
 use crate::auth::authn::Peer;
+use crate::auth::authz::{MalformedPath, RequestInfo};
 use crate::auth::{AuthError, Guard};
+use crate::controller_api::{ControllerApi, Truths, SEGMENTS_FAMILY};
 use crate::scrape::Pool;
-use crate::store::Store;
+use crate::store::{MergedView, Store, SCOPE_LABEL, STREAM_LABEL};
 use crate::telemetry::Telemetry;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
@@ -18,7 +21,8 @@ use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_api::Answer;
-use routes::Route;
+use routes::{ObjectQuery, Route};
+use scopes::{ScopePolicy, Visible};
 use selector::Selector;
 use status::ApiError;
 use std::sync::Arc;
@@ -38,13 +42,23 @@ pub struct App {
     pub store: Arc<Store>,
     pub pool: Arc<Pool>,
     pub telemetry: Arc<Telemetry>,
+    /// Asked for segment counts the metrics cannot decide; `None` if no
+    /// endpoint is known.
+    pub controller_api: Option<Arc<ControllerApi>>,
     /// Authentication and authorization; `None` only on the loopback demo
     /// listener.
     pub guard: Option<Arc<Guard>>,
+    pub scopes: Arc<ScopePolicy>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new().fallback(handle).with_state(app)
+}
+
+impl From<MalformedPath> for ApiError {
+    fn from(error: MalformedPath) -> Self {
+        ApiError::BadRequest(error.to_string())
+    }
 }
 
 impl From<AuthError> for ApiError {
@@ -60,26 +74,32 @@ impl From<AuthError> for ApiError {
 async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let started = Instant::now();
     let (parts, _body) = request.into_parts();
-    let route = routes::route(parts.uri.path());
-    let kind = route.as_ref().map_or("unknown", Route::kind);
-    let response = match route {
-        Ok(route) => answer(&app, route, &parts).await.unwrap_or_else(IntoResponse::into_response),
-        Err(error) => error.into_response(),
-    };
+    let mut kind = "unknown";
+    let response = answer(&app, &parts, &mut kind).await.unwrap_or_else(IntoResponse::into_response);
     let elapsed = started.elapsed();
     app.telemetry.request(kind, response.status().as_u16(), elapsed);
     tracing::debug!(method = %parts.method, path = %parts.uri.path(), status = response.status().as_u16(), ?elapsed, "request");
     response
 }
 
-async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, ApiError> {
+/// Authenticates, then parses the path once for authorization and
+/// routing, authorizes, and only then routes: an unauthenticated caller
+/// learns nothing about paths, and a denied one nothing about what exists.
+/// `kind` is set to the route's once it is known.
+async fn answer(app: &App, request: &Parts, kind: &mut &'static str) -> Result<Response, ApiError> {
+    let parsed = RequestInfo::parse(request.uri.path());
+    if let Some(guard) = &app.guard {
+        let peer = request.extensions.get::<Arc<Peer>>().map(|p| &**p);
+        if let Some(user) = guard.authenticate(peer, parsed.as_ref().ok(), &request.headers).await? {
+            guard.authorize(&user, request.method.as_str(), parsed.as_ref().map_err(Clone::clone)?).await?;
+        }
+    }
+    let path = parsed?;
     if request.method != Method::GET && request.method != Method::HEAD {
         return Err(ApiError::MethodNotAllowed(format!("{} is not supported; the metrics APIs are read-only", request.method)));
     }
-    if let Some(guard) = &app.guard {
-        let peer = request.extensions.get::<Arc<Peer>>().map(|p| &**p);
-        guard.check(peer, request.method.as_str(), request.uri.path(), &request.headers).await?;
-    }
+    let route = routes::route(&path)?;
+    *kind = route.kind();
     let query = request.uri.query().unwrap_or("");
     if query.len() > MAX_QUERY_BYTES {
         return Err(ApiError::BadRequest(format!("query string longer than {MAX_QUERY_BYTES} bytes")));
@@ -91,16 +111,29 @@ async fn answer(app: &App, route: Route, request: &Parts) -> Result<Response, Ap
         Route::OpenApiV2 => metrics_api::openapi_v2().to_string(),
         Route::Apis => metrics_api::group_list().to_string(),
         Route::Group(group) => metrics_api::group(group).to_string(),
-        Route::Resources(version) => with_view(app, |a| a.resources(version)).to_string(),
+        Route::Resources(version) => {
+            with_view(app, &app.store.view(), &Truths::default(), Visible::All, |a| a.resources(version)).to_string()
+        }
         Route::Object(object) => {
             let selector = selector_param(query, "metricLabelSelector")?;
             app.pool.refresh_stale().await;
-            served(app, &selector, |a| a.object(&object, &selector))?
+            // A namespace's own metrics are in that namespace.
+            let namespace = match &object {
+                ObjectQuery { namespace: None, resource, name, .. } if resource == "namespaces" => Some(name.as_str()),
+                ObjectQuery { namespace, .. } => namespace.as_deref(),
+            };
+            let visible = app.scopes.visible(namespace);
+            let view = app.store.view();
+            let truths = truths(app, &view, visible, &object.metric, &selector).await;
+            served(app, &view, &truths, visible, &selector, |a| a.object(&object, &selector))?
         }
-        Route::External { metric, .. } => {
+        Route::External { namespace, metric } => {
             let selector = selector_param(query, "labelSelector")?;
             app.pool.refresh_stale().await;
-            served(app, &selector, |a| a.external(&metric, &selector))?
+            let visible = app.scopes.visible(Some(&namespace));
+            let view = app.store.view();
+            let truths = truths(app, &view, visible, &metric, &selector).await;
+            served(app, &view, &truths, visible, &selector, |a| a.external(&metric, &selector))?
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -120,19 +153,39 @@ fn text(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-fn with_view<T>(app: &App, f: impl FnOnce(&Answer<'_>) -> T) -> T {
-    let view = app.store.view();
-    let answer = Answer { view: &view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval };
+fn with_view<T>(app: &App, view: &MergedView, truths: &Truths, visible: Visible<'_>, f: impl FnOnce(&Answer<'_>) -> T) -> T {
+    let answer =
+        Answer { view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval, truths, visible };
     f(&answer)
+}
+
+/// The controller API's segment counts for the streams of `view` selected
+/// that the metrics cannot decide (none for other metrics). The answer is
+/// computed from the same view, whose verdicts these follow.
+async fn truths(app: &App, view: &MergedView, visible: Visible<'_>, metric: &str, selector: &Selector) -> Truths {
+    match &app.controller_api {
+        Some(api) if metric == SEGMENTS_FAMILY => {
+            let (scope, stream) = (selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
+            let oldest = SystemTime::now().checked_sub(app.store.max_age()).unwrap_or(SystemTime::UNIX_EPOCH);
+            let selected = |s: &crate::store::Series<'_>| {
+                visible.allows(s.labels.get(SCOPE_LABEL).unwrap_or("")) && selector.matches(|name| s.labels.get(name))
+            };
+            api.resolve(view, scope, stream, oldest, selected).await
+        }
+        _ => Truths::default(),
+    }
 }
 
 /// Answers a metrics query and records how old the data behind it was.
 fn served(
     app: &App,
+    view: &MergedView,
+    truths: &Truths,
+    visible: Visible<'_>,
     selector: &Selector,
     f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>,
 ) -> Result<String, ApiError> {
-    let served = with_view(app, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
+    let served = with_view(app, view, truths, visible, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
         true => crate::resources::run_long(|| f(answer)),
         false => f(answer),
     })?;

@@ -31,7 +31,7 @@ pub fn format(value: f64) -> Option<String> {
         };
         scale = -9;
     }
-    while mantissa % 10 == 0 && scale < SUFFIXES[SUFFIXES.len() - 1].0 {
+    while mantissa.is_multiple_of(10) && scale < SUFFIXES[SUFFIXES.len() - 1].0 {
         mantissa /= 10;
         scale += 1;
     }

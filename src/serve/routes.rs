@@ -8,6 +8,7 @@
 //! `{group}/{version}/namespaces/{ns}/{metric}`.
 
 use super::status::ApiError;
+use crate::auth::authz::RequestInfo;
 
 pub const CUSTOM_GROUP: &str = "custom.metrics.k8s.io";
 pub const EXTERNAL_GROUP: &str = "external.metrics.k8s.io";
@@ -98,80 +99,85 @@ impl Route {
     }
 }
 
-pub fn route(path: &str) -> Result<Route, ApiError> {
-    let not_found = || ApiError::NotFound(format!("the server could not find the requested resource {path:?}"));
-    let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-    match trimmed {
-        "/livez" => return Ok(Route::Livez),
-        "/readyz" => return Ok(Route::Readyz),
-        "/healthz" => return Ok(Route::Healthz),
-        "/metrics" => return Ok(Route::SelfMetrics),
-        "/openapi/v2" => return Ok(Route::OpenApiV2),
-        "/apis" => return Ok(Route::Apis),
-        _ => {}
-    }
-    let rest = trimmed.strip_prefix("/apis/").ok_or_else(not_found)?;
-    let segments = rest.split('/').map(decode_segment).collect::<Result<Vec<_>, _>>()?;
-    if segments.iter().any(String::is_empty) {
-        return Err(not_found());
-    }
-    let group = match segments[0].as_str() {
-        CUSTOM_GROUP => CUSTOM_GROUP,
-        EXTERNAL_GROUP => EXTERNAL_GROUP,
-        _ => return Err(not_found()),
-    };
-    let Some(version) = segments.get(1) else { return Ok(Route::Group(group)) };
-    let version = ApiVersion::find(group, version).ok_or_else(not_found)?;
-    let object = |namespace: Option<&String>, resource: &String, name: &String, metric: &String| {
-        Route::Object(ObjectQuery {
-            version,
-            namespace: namespace.cloned(),
-            resource: resource.clone(),
-            name: name.clone(),
-            metric: metric.clone(),
-        })
-    };
-    let namespaces = "namespaces".to_owned();
-    match (version, &segments[2..]) {
-        (_, []) => Ok(Route::Resources(version)),
-        (ApiVersion::ExternalV1Beta1, [ns_word, namespace, metric]) if *ns_word == namespaces => {
-            Ok(Route::External { namespace: namespace.clone(), metric: metric.clone() })
+/// The route of a request, read from the same parse of its path as its
+/// authorization ([`RequestInfo`]), so a request is served as what was
+/// reviewed. Paths the kube-apiserver would review as something else than
+/// what they would be served as are not routed.
+pub fn route(info: &RequestInfo) -> Result<Route, ApiError> {
+    // kube-apiserver's own wording, without the path.
+    let not_found = || ApiError::NotFound("the server could not find the requested resource".into());
+    match info {
+        RequestInfo::NonResource { path } => {
+            let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+            match trimmed {
+                "/livez" => Ok(Route::Livez),
+                "/readyz" => Ok(Route::Readyz),
+                "/healthz" => Ok(Route::Healthz),
+                "/metrics" => Ok(Route::SelfMetrics),
+                "/openapi/v2" => Ok(Route::OpenApiV2),
+                "/apis" => Ok(Route::Apis),
+                _ => {
+                    let segments: Vec<&str> = trimmed.strip_prefix("/apis/").ok_or_else(not_found)?.split('/').collect();
+                    match segments.as_slice() {
+                        [group] => known_group(group).map(Route::Group).ok_or_else(not_found),
+                        [group, version] => ApiVersion::find(group, version).map(Route::Resources).ok_or_else(not_found),
+                        _ => Err(not_found()),
+                    }
+                }
+            }
         }
-        (ApiVersion::ExternalV1Beta1, _) => Err(not_found()),
-        (_, [ns_word, namespace, metrics_word, metric]) if *ns_word == namespaces && metrics_word == "metrics" => {
-            Ok(object(None, &namespaces, namespace, metric))
+        RequestInfo::Resource { group, version, namespace, resource, name, subresource, rest } => {
+            let version = ApiVersion::find(group, version).ok_or_else(not_found)?;
+            if !rest.is_empty() || resource.is_empty() {
+                return Err(not_found());
+            }
+            let route = match (version, namespace.as_str(), resource.as_str(), name.as_str(), subresource.as_str()) {
+                (ApiVersion::ExternalV1Beta1, namespace, metric, "", "") if !namespace.is_empty() => {
+                    Route::External { namespace: namespace.to_owned(), metric: metric.to_owned() }
+                }
+                (ApiVersion::ExternalV1Beta1, ..) => return Err(not_found()),
+                // The namespace itself: `namespaces/{ns}/metrics/{metric}`.
+                (_, namespace, "metrics", metric, "") if !namespace.is_empty() && !metric.is_empty() => Route::Object(ObjectQuery {
+                    version,
+                    namespace: None,
+                    resource: "namespaces".to_owned(),
+                    name: namespace.to_owned(),
+                    metric: metric.to_owned(),
+                }),
+                // Namespaces are served only as above: what else reads as
+                // the resource `namespaces` is their status or finalize.
+                (_, _, "namespaces", ..) => return Err(not_found()),
+                (_, namespace, resource, name, metric) if !name.is_empty() && !metric.is_empty() => Route::Object(ObjectQuery {
+                    version,
+                    namespace: Some(namespace.to_owned()).filter(|n| !n.is_empty()),
+                    resource: resource.to_owned(),
+                    name: name.to_owned(),
+                    metric: metric.to_owned(),
+                }),
+                _ => return Err(not_found()),
+            };
+            // A decoded name with `%` in it was encoded twice; no metric has one.
+            if let Route::External { metric, .. } | Route::Object(ObjectQuery { metric, .. }) = &route {
+                if metric.contains('%') {
+                    return Err(ApiError::BadRequest("metric names cannot contain '%'".into()));
+                }
+            }
+            Ok(route)
         }
-        (_, [ns_word, namespace, resource, name, metric]) if *ns_word == namespaces => Ok(object(Some(namespace), resource, name, metric)),
-        (_, [resource, name, metric]) => Ok(object(None, resource, name, metric)),
-        _ => Err(not_found()),
     }
 }
 
-/// Percent-decodes one path segment.
-fn decode_segment(segment: &str) -> Result<String, ApiError> {
-    if !segment.contains('%') {
-        return Ok(segment.to_owned());
-    }
-    let bad = || ApiError::BadRequest(format!("malformed percent-encoding in path segment {segment:?}"));
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = segment.get(i + 1..i + 3).ok_or_else(bad)?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
+fn known_group(name: &str) -> Option<&'static str> {
+    [CUSTOM_GROUP, EXTERNAL_GROUP].into_iter().find(|g| *g == name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(path: &str) -> Result<Route, ApiError> {
+        super::route(&RequestInfo::parse(path).map_err(|e| ApiError::BadRequest(e.to_string()))?)
+    }
 
     fn object(version: ApiVersion, namespace: Option<&str>, resource: &str, name: &str, metric: &str) -> Route {
         Route::Object(ObjectQuery {
@@ -246,11 +252,28 @@ mod tests {
         ] {
             assert!(matches!(route(path), Err(ApiError::NotFound(_))), "{path}");
         }
-        assert!(matches!(route("/apis/custom.metrics.k8s.io/v1beta1/pods/a%zz/m"), Err(ApiError::BadRequest(_))));
-        assert!(matches!(route("/apis/custom.metrics.k8s.io/v1beta1/pods/a%ff/m"), Err(ApiError::BadRequest(_))));
         assert_eq!(
             route("/apis/custom.metrics.k8s.io/v1beta1/pods/a%2Ab/m"),
             Ok(object(ApiVersion::CustomV1Beta1, None, "pods", "a*b", "m"))
         );
+    }
+
+    #[test]
+    fn paths_are_served_as_they_are_reviewed() {
+        // Decoded before routing, as before authorization.
+        assert_eq!(
+            route("/apis/custom.metrics.k8s.io/v1beta1/nodes/n/%70ravega_m"),
+            Ok(object(ApiVersion::CustomV1Beta1, None, "nodes", "n", "pravega_m"))
+        );
+        // `%2F` splits, as in the apiserver: one part too many.
+        assert!(matches!(route("/apis/custom.metrics.k8s.io/v1beta1/nodes/n%2Fx/m"), Err(ApiError::NotFound(_))));
+        // Encoded twice: the name still has a `%`.
+        assert!(matches!(route("/apis/custom.metrics.k8s.io/v1beta1/nodes/n/%2570ravega_m"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(route("/apis/external.metrics.k8s.io/v1beta1/namespaces/d/m%25"), Err(ApiError::BadRequest(_))));
+        // Reviewed as a list of `m` in `p`, never served as the namespace `p`.
+        assert!(matches!(route("/apis/custom.metrics.k8s.io/v1beta1/namespaces/p/m"), Err(ApiError::NotFound(_))));
+        assert!(matches!(route("/apis/custom.metrics.k8s.io/v1beta1/namespaces/p/status/m"), Err(ApiError::NotFound(_))));
+        let Err(ApiError::NotFound(message)) = route("/apis/custom.metrics.k8s.io/v1beta1/secret-path") else { panic!() };
+        assert!(!message.contains("secret-path"), "the path is not echoed: {message}");
     }
 }

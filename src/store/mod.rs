@@ -9,7 +9,7 @@
 mod merge;
 mod snapshot;
 
-pub use merge::{Family, MergedView, Series, MERGES_FAMILY, SPLITS_FAMILY};
+pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MERGES_FAMILY, SPLITS_FAMILY};
 pub use snapshot::{LabelSet, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
 
 use snapshot::{millis, Families, LabelSets};
@@ -22,6 +22,8 @@ use tokio::sync::{watch, Notify};
 /// Shared state between the scrapers (writers) and the API (readers).
 pub struct Store {
     families: Arc<Families>,
+    /// See [`Store::replica_labels`].
+    replica_labels: Arc<[String]>,
     label_sets: Arc<LabelSets>,
     max_age: Duration,
     /// Snapshots started so far, across all targets (see [`Store::builder`]).
@@ -54,6 +56,7 @@ impl Store {
     pub fn new(max_age: Duration) -> Self {
         Store {
             families: Arc::default(),
+            replica_labels: Arc::from([]),
             label_sets: Arc::default(),
             max_age,
             scrapes_started: AtomicU32::new(0),
@@ -64,6 +67,14 @@ impl Store {
             merged_generation: watch::Sender::new(0),
             merge_wanted: Notify::new(),
         }
+    }
+
+    /// Labels that name the replica reporting a series rather than the
+    /// stream (Micrometer's common tag `host`): left out of every label set,
+    /// so that the replicas' series of one stream are one stream.
+    pub fn replica_labels(mut self, labels: Vec<String>) -> Self {
+        self.replica_labels = labels.into();
+        self
     }
 
     pub fn max_age(&self) -> Duration {
@@ -77,7 +88,7 @@ impl Store {
         let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         let scrape = started.map_or(u32::MAX, |n| n + 1);
         let previous = self.lock_targets().entries.get(target).map(|e| e.snapshot.clone());
-        SnapshotBuilder::new(self.families.clone(), self.label_sets.clone(), previous, scrape)
+        SnapshotBuilder::new(self.families.clone(), self.label_sets.clone(), previous, scrape, self.replica_labels.clone())
     }
 
     /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
@@ -161,9 +172,9 @@ impl Store {
         };
         let sources: Vec<merge::Source<'_>> =
             live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
-        let layout = self.view().layout().clone();
-        let view = Arc::new(merge::merge(&sources, &self.families.names(), &layout));
-        drop(layout);
+        let previous = self.view();
+        let view = Arc::new(merge::merge(&sources, &self.families.names(), &previous, millis(now)));
+        drop(previous);
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
         // Freeing a view costs time in proportion to its streams, so this
         // thread frees it, not a query: now if no query holds it (no new one
@@ -221,11 +232,17 @@ mod tests {
         )
     }
 
+    /// The served segment count of test/`stream`; None if not served
+    /// (unknown, or undecided).
     fn segments(store: &Store, stream: &str) -> Option<f64> {
+        judged(store, stream).and_then(|(value, _)| (!value.is_nan()).then_some(value))
+    }
+
+    fn judged(store: &Store, stream: &str) -> Option<(f64, Verdict)> {
         let view = store.view();
         let series: Vec<_> = view.family("pravega_controller_segments_count")?.narrowed(Some("test"), Some(stream)).collect();
         assert!(series.len() <= 1);
-        series.first().map(|s| s.value)
+        series.first().map(|s| (s.value, s.verdict))
     }
 
     #[test]
@@ -240,6 +257,23 @@ mod tests {
         // a now performs the next scale (a merge): it wins.
         scrape(&store, "a", 2, &replica("s", 6, 8, 5));
         assert_eq!(segments(&store, "s"), Some(6.0));
+    }
+
+    #[test]
+    fn replicas_tagging_their_series_with_their_host_report_one_stream() {
+        let store = Store::new(Duration::from_secs(30)).replica_labels(vec!["host".into()]);
+        let tagged = |host: &str, segments: u32, splits: u32| {
+            format!(
+                "pravega_controller_segments_count{{host=\"{host}\",scope=\"test\",stream=\"s\",}} {segments}.0\n\
+                 pravega_controller_segment_splits{{host=\"{host}\",scope=\"test\",stream=\"s\",}} {splits}.0\n"
+            )
+        };
+        scrape(&store, "a", 0, &tagged("controller-a", 2, 1));
+        scrape(&store, "b", 0, &tagged("controller-b", 4, 3));
+        let view = store.view();
+        let series: Vec<_> = view.family("pravega_controller_segments_count").unwrap().narrowed(None, None).collect();
+        assert_eq!(series.len(), 1, "one stream, not one per replica");
+        assert_eq!((series[0].value, series[0].labels.get("host")), (4.0, None));
     }
 
     #[test]
@@ -261,17 +295,83 @@ mod tests {
     }
 
     #[test]
-    fn restarted_replica_series_gone_falls_back_to_the_other() {
+    fn a_restarted_replica_does_not_hand_the_stream_to_a_stale_one() {
         let store = Store::new(Duration::from_secs(30));
         scrape(&store, "a", 0, &replica("s", 3, 2, 0));
         scrape(&store, "b", 0, &replica("s", 5, 4, 0));
         assert_eq!(segments(&store, "s"), Some(5.0));
         // b restarts: its exposition no longer has the stream.
         scrape(&store, "b", 1, "pravega_controller_hosts_count 3.0\n");
-        assert_eq!(segments(&store, "s"), Some(3.0));
+        assert_eq!(judged(&store, "s").map(|(_, v)| v), Some(Verdict::Undecided));
+        assert_eq!(segments(&store, "s"), None, "a's 3 is below the mark of 4 scale events");
+        scrape(&store, "a", 2, &replica("s", 3, 2, 0));
+        assert_eq!(segments(&store, "s"), None, "however often a is scraped");
         // After its next scale b reports the stream again and wins.
-        scrape(&store, "b", 2, &replica("s", 6, 5, 0));
-        assert_eq!(segments(&store, "s"), Some(6.0));
+        scrape(&store, "b", 3, &replica("s", 6, 5, 0));
+        assert_eq!(judged(&store, "s"), Some((6.0, Verdict::Current)));
+    }
+
+    #[test]
+    fn a_stale_replica_is_never_served_whatever_happens_to_the_current_one() {
+        let store = Store::new(Duration::from_secs(30));
+        let start = |store: &Store| {
+            scrape(store, "a", 0, &replica("s", 2, 1, 0));
+            scrape(store, "b", 0, &replica("s", 7, 5, 1));
+            scrape(store, "c", 0, &replica("other", 1, 0, 0));
+            assert_eq!(segments(store, "s"), Some(7.0));
+        };
+        start(&store);
+        // b leaves discovery (its pod stops being Ready).
+        store.remove("b");
+        store.remerge(at(1));
+        assert_eq!(segments(&store, "s"), None, "removed");
+        // b's data expires while a and c keep answering.
+        let store = Store::new(Duration::from_secs(30));
+        start(&store);
+        for t in [10, 20, 31, 40] {
+            scrape(&store, "a", t, &replica("s", 2, 1, 0));
+            scrape(&store, "c", t, &replica("other", 1, 0, 0));
+            let expected = if t <= 30 { Some(7.0) } else { None };
+            assert_eq!(segments(&store, "s"), expected, "at {t} s");
+        }
+        // b comes back with the same data: served again, to be confirmed.
+        scrape(&store, "b", 41, &replica("s", 7, 5, 1));
+        assert_eq!(judged(&store, "s"), Some((7.0, Verdict::Unconfirmed)));
+    }
+
+    #[test]
+    fn marks_outlive_every_replica_listing_the_stream_for_the_retention() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "b", 0, &replica("s", 7, 5, 1));
+        // b restarts and lists nothing of s; a never listed it.
+        scrape(&store, "b", 1, &replica("other", 1, 0, 0));
+        assert_eq!(judged(&store, "s").map(|(v, d)| (v.is_nan(), d)), Some((true, Verdict::Undecided)));
+        // A replica that reports s below the mark appears: still not served.
+        scrape(&store, "a", 2, &replica("s", 2, 1, 0));
+        assert_eq!(segments(&store, "s"), None);
+        store.remove("a");
+        store.remerge(at(2));
+        let retention = MARK_RETENTION.as_secs();
+        scrape(&store, "b", retention, &replica("other", 1, 0, 0));
+        assert!(judged(&store, "s").is_some(), "kept for the retention");
+        scrape(&store, "b", retention + 3, &replica("other", 1, 0, 0));
+        assert!(judged(&store, "s").is_none(), "forgotten after it");
+    }
+
+    #[test]
+    fn verdicts_follow_what_the_adapter_has_seen() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 4, 3, 0));
+        assert_eq!(judged(&store, "s"), Some((4.0, Verdict::Unconfirmed)), "first sight");
+        scrape(&store, "a", 1, &replica("s", 4, 3, 0));
+        assert_eq!(judged(&store, "s"), Some((4.0, Verdict::Unconfirmed)), "nothing happened");
+        scrape(&store, "a", 2, &replica("s", 5, 4, 0));
+        assert_eq!(judged(&store, "s"), Some((5.0, Verdict::Current)), "a scale seen");
+        scrape(&store, "b", 3, &replica("s", 3, 2, 0));
+        assert_eq!(judged(&store, "s"), Some((5.0, Verdict::Current)), "a stale replica changes nothing");
+        let series: Vec<_> =
+            store.view().family(SPLITS_FAMILY).unwrap().narrowed(None, None).map(|s| (s.value, s.mark)).collect::<Vec<_>>();
+        assert_eq!(series, [(4.0, 4.0)], "every family follows the replica at the mark");
     }
 
     #[test]
@@ -304,23 +404,27 @@ mod tests {
     fn data_older_than_max_age_is_not_merged() {
         let store = Store::new(Duration::from_secs(30));
         scrape(&store, "a", 0, &replica("s", 5, 9, 9));
-        scrape(&store, "b", 20, &replica("s", 3, 1, 1));
+        scrape(&store, "b", 20, &(replica("s", 3, 1, 1) + &replica("t", 3, 1, 1)));
         assert_eq!(segments(&store, "s"), Some(5.0));
+        assert_eq!(segments(&store, "t"), Some(3.0));
         store.expire();
         store.remerge(at(31));
-        assert_eq!(segments(&store, "s"), Some(3.0));
+        assert_eq!(segments(&store, "s"), None, "b is below a's mark");
+        assert_eq!(segments(&store, "t"), Some(3.0));
         store.remerge(at(51));
-        assert_eq!(segments(&store, "s"), None);
+        assert_eq!(segments(&store, "t"), None);
     }
 
     #[test]
     fn removed_target_no_longer_counts() {
         let store = Store::new(Duration::from_secs(30));
-        scrape(&store, "a", 0, &replica("s", 5, 9, 9));
+        scrape(&store, "a", 0, &(replica("s", 5, 9, 9) + &replica("t", 5, 9, 9)));
         scrape(&store, "b", 0, &replica("s", 3, 1, 1));
         store.remove("a");
         store.remerge(at(1));
-        assert_eq!(segments(&store, "s"), Some(3.0));
+        assert_eq!(segments(&store, "s"), None, "b is below a's mark");
+        assert_eq!(segments(&store, "t"), None, "nobody lists t but its mark is kept");
+        assert!(judged(&store, "t").is_some());
     }
 
     #[test]

@@ -203,6 +203,9 @@ pub struct SnapshotBuilder {
     key: String,
     order: Vec<usize>,
     rejected: u64,
+    /// Labels naming the replica that reports a series, not the stream:
+    /// left out of the stream's label set.
+    replica_labels: Arc<[String]>,
 }
 
 struct Current {
@@ -213,7 +216,13 @@ struct Current {
 }
 
 impl SnapshotBuilder {
-    pub(super) fn new(families: Arc<Families>, label_sets: Arc<LabelSets>, previous: Option<Arc<TargetSnapshot>>, scrape: u32) -> Self {
+    pub(super) fn new(
+        families: Arc<Families>,
+        label_sets: Arc<LabelSets>,
+        previous: Option<Arc<TargetSnapshot>>,
+        scrape: u32,
+        replica_labels: Arc<[String]>,
+    ) -> Self {
         let capacity = previous.as_ref().map_or(0, |p| p.streams.len());
         SnapshotBuilder {
             families,
@@ -230,6 +239,7 @@ impl SnapshotBuilder {
             key: String::new(),
             order: Vec::new(),
             rejected: 0,
+            replica_labels,
         }
     }
 
@@ -340,13 +350,15 @@ impl SnapshotBuilder {
         }
     }
 
-    /// Writes the canonical encoding of the sample's labels into `self.key`;
-    /// false if a value holds the separator or a name repeats.
+    /// Writes the canonical encoding of the sample's labels, less the
+    /// replica labels, into `self.key`; false if a value holds the
+    /// separator or a name repeats.
     fn encode_key(&mut self, sample: &Sample<'_, '_>) -> bool {
         let labels = sample.labels;
         self.order.clear();
-        self.order.extend(0..labels.len());
-        if !labels.windows(2).all(|w| w[0].name < w[1].name) {
+        let replica_labels = &self.replica_labels;
+        self.order.extend((0..labels.len()).filter(|&i| !replica_labels.iter().any(|name| name == labels[i].name)));
+        if !self.order.windows(2).all(|w| labels[w[0]].name < labels[w[1]].name) {
             self.order.sort_by(|a, b| labels[*a].name.cmp(labels[*b].name));
             if self.order.windows(2).any(|w| labels[w[0]].name == labels[w[1]].name) {
                 return false;
@@ -402,7 +414,7 @@ mod tests {
     use crate::parse::Scanner;
 
     fn snapshot(label_sets: &Arc<LabelSets>, text: &str) -> TargetSnapshot {
-        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), None, 1);
+        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), None, 1, Arc::from([]));
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         builder.finish()
     }

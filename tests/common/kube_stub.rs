@@ -7,11 +7,13 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Json;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -31,18 +33,43 @@ impl Ca {
 
     /// A leaf certificate and key, PEM, for a client (CN, O) or a server (SANs).
     pub fn leaf(&self, cn: &str, orgs: &[&str], sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        for org in orgs {
-            params.distinguished_name.push(DnType::OrganizationName, *org);
-        }
-        params.extended_key_usages = vec![usage];
-        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+        self.issue(&[cn], orgs, sans, usage, None)
     }
 
     pub fn client(&self, cn: &str, orgs: &[&str]) -> (String, String) {
         self.leaf(cn, orgs, &[], ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    /// A client certificate with these common names, in this order, valid
+    /// until `not_after` (default: far ahead).
+    pub fn client_with(&self, cns: &[&str], not_after: Option<SystemTime>) -> (String, String) {
+        self.issue(cns, &[], &[], ExtendedKeyUsagePurpose::ClientAuth, not_after)
+    }
+
+    fn issue(
+        &self,
+        cns: &[&str],
+        orgs: &[&str],
+        sans: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        not_after: Option<SystemTime>,
+    ) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        for (i, cn) in cns.iter().enumerate() {
+            // rcgen keeps one value per attribute type: further common names
+            // go in under the commonName OID as a type of their own.
+            let kind = if i == 0 { DnType::CommonName } else { DnType::CustomDnType(vec![2, 5, 4, 3]) };
+            params.distinguished_name.push(kind, *cn);
+        }
+        for org in orgs {
+            params.distinguished_name.push(DnType::OrganizationName, *org);
+        }
+        params.extended_key_usages = vec![usage];
+        if let Some(not_after) = not_after {
+            params.not_after = not_after.into();
+        }
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
     }
 }
 
@@ -54,6 +81,9 @@ pub struct StubApi {
     pub configmap: Mutex<Value>,
     /// Users allowed everything; `*` allows everyone.
     pub allowed: Vec<&'static str>,
+    /// Groups allowed every non-resource path but `/metrics`, as RBAC's
+    /// `system:discovery` role bound to `system:authenticated` allows them.
+    pub discovery_groups: Vec<&'static str>,
     pub token_reviews: AtomicU64,
     pub access_reviews: AtomicU64,
     pub reviews_unavailable: AtomicBool,
@@ -85,7 +115,10 @@ async fn access_review(State(api): State<Arc<StubApi>>, Json(review): Json<Value
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     *api.last_access_review.lock().unwrap() = review["spec"].clone();
-    let allowed = api.allowed.iter().any(|u| *u == "*" || review["spec"]["user"] == *u);
+    let spec = &review["spec"];
+    let discovery = spec["nonResourceAttributes"]["path"].as_str().is_some_and(|p| p != "/metrics")
+        && spec["groups"].as_array().is_some_and(|groups| groups.iter().any(|g| api.discovery_groups.iter().any(|d| g == d)));
+    let allowed = discovery || api.allowed.iter().any(|u| *u == "*" || spec["user"] == *u);
     let mut answer = review.clone();
     answer["status"] = json!({"allowed": allowed});
     Json(answer).into_response()
@@ -140,4 +173,17 @@ pub fn client(serving_ca: &Ca, identity: Option<(String, String)>) -> reqwest::C
         builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
     }
     builder.build().unwrap()
+}
+
+/// A raw TLS connection to `address` trusting `serving_ca`, offering only
+/// HTTP/1.1: for tests that control every byte.
+pub async fn tls_connect(serving_ca: &Ca, address: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let _ = super::http(); // installs the crypto provider
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(serving_ca.pem.as_bytes()).unwrap()).unwrap();
+    let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
 }

@@ -46,6 +46,10 @@ struct ControllerState {
     churn: std::sync::atomic::AtomicBool,
     status: Mutex<Option<StatusCode>>,
     delay: Mutex<Duration>,
+    /// Overrides the exposition format's content type.
+    content_type: Mutex<Option<&'static str>>,
+    /// Answers every scrape with a 302 to this URL.
+    redirect: Mutex<Option<String>>,
     hits: AtomicU64,
 }
 
@@ -54,17 +58,41 @@ struct ControllerState {
 pub struct FakeController {
     pub address: SocketAddr,
     state: Arc<ControllerState>,
+    server: Arc<Mutex<tokio::task::AbortHandle>>,
 }
 
 impl FakeController {
     pub async fn start(body: impl Into<String>) -> Self {
         let state = Arc::new(ControllerState::default());
         *state.body.lock().unwrap() = Bytes::from(body.into());
-        let app = axum::Router::new().route("/prometheus", get(serve_exposition)).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        FakeController { address, state }
+        let server = Arc::new(Mutex::new(Self::serve(listener, state.clone())));
+        FakeController { address, state, server }
+    }
+
+    fn serve(listener: tokio::net::TcpListener, state: Arc<ControllerState>) -> tokio::task::AbortHandle {
+        let app = axum::Router::new().route("/prometheus", get(serve_exposition)).with_state(state);
+        tokio::spawn(async move { axum::serve(listener, app).await }).abort_handle()
+    }
+
+    /// Closes the listening socket: scrapes get connection refused.
+    pub fn stop(&self) {
+        self.server.lock().unwrap().abort();
+    }
+
+    /// Listens again on the same address after [`FakeController::stop`].
+    pub async fn resume(&self) {
+        let listener = tokio::net::TcpListener::bind(self.address).await.unwrap();
+        *self.server.lock().unwrap() = Self::serve(listener, self.state.clone());
+    }
+
+    pub fn redirect_to(&self, url: Option<String>) {
+        *self.state.redirect.lock().unwrap() = url;
+    }
+
+    pub fn set_content_type(&self, content_type: Option<&'static str>) {
+        *self.state.content_type.lock().unwrap() = content_type;
     }
 
     /// Makes every scrape differ from the previous one.
@@ -103,13 +131,17 @@ async fn serve_exposition(State(state): State<Arc<ControllerState>>) -> axum::re
     if let Some(status) = *state.status.lock().unwrap() {
         return status.into_response();
     }
+    if let Some(url) = state.redirect.lock().unwrap().clone() {
+        return (StatusCode::FOUND, [("location", url)]).into_response();
+    }
     let body = state.body.lock().unwrap().clone();
     let churn = state
         .churn
         .load(Ordering::SeqCst)
         .then(|| Bytes::from(format!("pravega_controller_segments_count{{scope=\"churn\",stream=\"churn\",}} {hit}.0\n")));
     let body = axum::body::Body::new(Slices::new(std::iter::once(body).chain(churn)));
-    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    let content_type = state.content_type.lock().unwrap().unwrap_or("text/plain; version=0.0.4; charset=utf-8");
+    ([("content-type", content_type)], body).into_response()
 }
 
 /// A body sent in slices of shared buffers, with its length known: the
