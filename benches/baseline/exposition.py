@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Writes one fake Pravega controller replica's /prometheus exposition.
+"""Writes one fake Pravega controller replica's /prometheus exposition, or
+serves a directory's files as a controller serves its metrics.
 
     exposition.py FILE [scope/stream=SEGMENTS,SPLITS,MERGES ...]
     exposition.py FILE --synthetic N --replica R
+    exposition.py --serve ADDRESS PORT DIRECTORY
 
 The text is what a 0.13 controller writes (Micrometer 1.3: trailing commas in
 label sets, Java doubles, HELP and TYPE lines). A stream absent from the
@@ -53,7 +55,30 @@ def render(rows):
     return "".join(out)
 
 
+def serve(address, port, directory):
+    """Files under DIRECTORY over HTTP/1.1, with the content type of the
+    Prometheus text format (what the controller sends; the adapter refuses
+    other types)."""
+    import functools
+    import http.server
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def guess_type(self, path):
+            return "text/plain; version=0.0.4; charset=utf-8"
+
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Handler, directory=directory)
+    http.server.ThreadingHTTPServer((address, int(port)), handler).serve_forever()
+
+
 def main():
+    if sys.argv[1] == "--serve":
+        serve(*sys.argv[2:5])
+        return
     path = sys.argv[1]
     if len(sys.argv) > 2 and sys.argv[2] == "--synthetic":
         rows = synthetic(int(sys.argv[3]), int(sys.argv[5]))

@@ -239,7 +239,7 @@ done
 replica_dir=("$work/controller-0" "$work/controller-1")
 replica_pids=()
 start_replica() { # start_replica I
-  python3 -m http.server 10080 --bind "${replica_ips[$1]}" --directory "${replica_dir[$1]}" \
+  python3 "$here/exposition.py" --serve "${replica_ips[$1]}" 10080 "${replica_dir[$1]}" \
     >>"$work/logs/controller-$1.log" 2>&1 &
   replica_pids[$1]=$!
   wait_for 10 "fake controller $1" curl -sf "http://${replica_ips[$1]}:10080/prometheus"
@@ -372,10 +372,10 @@ print("none" if not items else ("%g" % total))' "$body"
 }
 served_number() { local v; v=$(served "$1" "$2"); [[ $v =~ ^[0-9.]+$ ]]; }
 replicas() { kc -n pravega get deployment flink-taskmanager -o jsonpath='{.spec.replicas}'; }
-# settle: waits until the Deployment's replicas have not changed for two HPA
-# syncs (at most 180 s) and prints them.
+# settle [SECONDS]: waits until the Deployment's replicas have not changed for
+# that long (default two HPA syncs; at most 180 s in all) and prints them.
 settle() {
-  local last r stable_since=$SECONDS deadline=$((SECONDS + 180)) hold=$((2 * ${hpa_sync%s} + 2))
+  local last r stable_since=$SECONDS deadline=$((SECONDS + 180)) hold=${1:-$((2 * ${hpa_sync%s} + 2))}
   last=$(replicas)
   while [ $((SECONDS - stable_since)) -lt $hold ] && [ $SECONDS -lt $deadline ]; do
     sleep 1
@@ -418,7 +418,7 @@ correctness() {
   for config in demo-1 corrected-1 adapter; do
     correctness_expositions
     use "$config"
-    # Past one relist of prometheus-adapter and the adapter's refresh.
+    # Both replicas' values in: Prometheus's next scrape, the adapter's refresh.
     sleep 3
     values=()
     i=0
@@ -472,7 +472,7 @@ reaction() {
       done
       list+=("${t:-timeout}")
       log "$config change $k: $before -> $r in ${t:-timeout} s"
-      settle >/dev/null
+      settle $((${hpa_sync%s} + 2)) >/dev/null
       # A random phase against the next scrape and HPA sync.
       sleep $((RANDOM % 10))
     done
@@ -483,22 +483,30 @@ reaction() {
 
 # --- restart -----------------------------------------------------------------------------
 restart() {
-  local config start v t seen
+  local config start v t noticed seen deadline
   out "### A controller replica restarts"
   out ""
-  out "Replica 1 (the one with the current value of test/stream, 6) stops for 10 s, then serves its exposition again. Time from its return to the correct value (6) through the aggregator, polled every 0.5 s; what was served meanwhile."
+  out "Replica 1 (the one with the current value of test/stream, 6) stops until the backend no longer serves 6 (at least 10 s, at most 45 s), then serves its exposition again. Polled through the aggregator every 0.5 s: when the backend noticed, the time from the replica's return to the correct value, and what was served while it was down."
   out ""
-  out "| backend | back to correct, s | served while it was down (distinct) |"
-  out "|---|---|---|"
+  out "| backend | down -> served value changes, s | back -> correct again, s | served while it was down (distinct) |"
+  out "|---|---|---|---|"
   for config in corrected-30 corrected-1 adapter; do
     correctness_expositions
     use "$config"
-    local deadline=$((SECONDS + 60))
+    deadline=$((SECONDS + 60))
     until [ "$(served test stream)" = 6 ] || [ $SECONDS -ge $deadline ]; do sleep 0.5; done
     stop_replica 1
+    start=$(now)
     seen=()
-    local until_=$((SECONDS + 10))
-    while [ $SECONDS -lt $until_ ]; do seen+=("$(served test stream)"); sleep 0.5; done
+    noticed=-
+    deadline=$((SECONDS + 45))
+    while [ $SECONDS -lt $deadline ]; do
+      v=$(served test stream)
+      seen+=("$v")
+      if [ "$v" != 6 ] && [ "$noticed" = - ]; then noticed=$(since "$start"); fi
+      if [ "$noticed" != - ] && [ "$(since "$start" | cut -d. -f1)" -ge 10 ]; then break; fi
+      sleep 0.5
+    done
     start_replica 1
     start=$(now)
     t=timeout
@@ -509,7 +517,7 @@ restart() {
       seen+=("$v")
       sleep 0.5
     done
-    out "| $(describe "$config") | $t | $(printf '%s\n' "${seen[@]}" | sort -u | tr '\n' ' ') |"
+    out "| $(describe "$config") | $noticed | $t | $(printf '%s\n' "${seen[@]}" | sort -u | tr '\n' ' ') |"
   done
   out ""
 }
