@@ -105,9 +105,11 @@ main_shell=$BASHPID
 cleanup() {
   local status=$?
   [ "$BASHPID" = "$main_shell" ] || return 0
-  for pid in "${pids[@]}" ${backend_pids[@]+"${backend_pids[@]}"} ${replica_pids[@]+"${replica_pids[@]}"}; do
-    kill "$pid" 2>/dev/null || true
-  done
+  local all=("${pids[@]}" ${backend_pids[@]+"${backend_pids[@]}"} ${replica_pids[@]+"${replica_pids[@]}"}) pid
+  for pid in "${all[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # kube-apiserver drains for up to a minute on SIGTERM: not waited for.
+  sleep 5
+  for pid in "${all[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ $status -ne 0 ]; then
     for f in "$work"/logs/*.log; do
@@ -254,13 +256,11 @@ done
 
 # --- backends -------------------------------------------------------------------------
 backend_pids=()
-current=
 stop_backend() {
   local pid
   for pid in ${backend_pids[@]+"${backend_pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
   for pid in ${backend_pids[@]+"${backend_pids[@]}"}; do wait "$pid" 2>/dev/null || true; done
   backend_pids=()
-  current=
 }
 prometheus_pid=
 start_prometheus() { # start_prometheus INTERVAL_SECONDS
@@ -283,7 +283,7 @@ EOF
   prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
     --web.listen-address=127.0.0.1:9090 >>"$work/logs/prometheus.log" 2>&1 &
   prometheus_pid=$!
-  backend_pids+=($prometheus_pid)
+  backend_pids+=("$prometheus_pid")
   wait_for 60 "Prometheus ready" curl -sf http://127.0.0.1:9090/-/ready
   # prometheus-adapter lists the series once at start (then every minute):
   # start it after the first scrape, as in a cluster that runs for a while.
@@ -302,7 +302,7 @@ start_padapter() { # start_padapter RULE (demo|corrected)
     --prometheus-url=http://127.0.0.1:9090/ --metrics-relist-interval=1m --config="$here/rules-$1.yaml" \
     >>"$work/logs/prometheus-adapter-$1.log" 2>&1 &
   padapter_pid=$!
-  backend_pids+=($padapter_pid)
+  backend_pids+=("$padapter_pid")
 }
 adapter_pid=
 start_adapter() {
@@ -311,7 +311,7 @@ start_adapter() {
     --controller-url="http://${replica_ips[0]}:10080/prometheus" --controller-url="http://${replica_ips[1]}:10080/prometheus" \
     --kubeconfig="$work/admin.kubeconfig" >>"$work/logs/adapter.log" 2>&1 &
   adapter_pid=$!
-  backend_pids+=($adapter_pid)
+  backend_pids+=("$adapter_pid")
 }
 # register NAME: the external-metrics APIService points at that backend.
 register() {
@@ -340,7 +340,6 @@ use() {
     *) start_prometheus "${1#*-}"; start_padapter "${1%-*}" ;;
   esac
   register "${1%-*}"
-  current=$1
   wait_for 120 "a value from $1" served_number test stream
   log "$1 serves"
 }
