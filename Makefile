@@ -13,7 +13,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-e2e test-pravega test-loop loop-chart bench bench-baseline lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+.PHONY: help build run run-check test test-unit test-e2e test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -84,8 +84,12 @@ bench: ## parse, scrape-round, query and serving benchmarks (figures in README)
 	$(CARGO) bench --bench parse --bench scrape_round --bench query
 	$(CARGO) bench --bench serving
 
-bench-baseline: ## the serving benchmark's load against the adapter and Prometheus alone, in one run (installs prometheus)
-	command -v prometheus >/dev/null || { apt-get update && apt-get install -y prometheus; }
+bench-baseline: ## Prometheus + prometheus-adapter (demo and corrected rules) vs the adapter behind one HPA on a real control plane (root; report in target/baseline/report.md)
+	command -v prometheus >/dev/null || { apt-get update && apt-get install -y --no-install-recommends prometheus; }
+	benches/baseline/run.sh
+
+bench-baseline-serving: ## the serving benchmark's load against the adapter and Prometheus alone, in one run (installs prometheus)
+	command -v prometheus >/dev/null || { apt-get update && apt-get install -y --no-install-recommends prometheus; }
 	$(CARGO) bench --bench baseline_prometheus
 
 lint: ## formatting and clippy

@@ -3,11 +3,13 @@
 //! replicas and the same open-loop query load.
 //!
 //! `cargo bench --bench baseline_prometheus [-- --streams 1,100,10000 --rate 5000 --seconds 10]`
-//! (`make bench-baseline` installs Prometheus first.)
+//! (`make bench-baseline-serving` installs Prometheus first.)
 //!
-//! prometheus-adapter cannot be built here, so the baseline is Prometheus
-//! without it: a lower bound on the cost of the Prometheus + prometheus-adapter
-//! stack that the adapter replaces. For each stream count both servers scrape
+//! This is Prometheus without prometheus-adapter under a heavy open-loop
+//! load: a lower bound on the serving cost of the Prometheus +
+//! prometheus-adapter stack. The whole chain, prometheus-adapter and the
+//! aggregator included, is `make bench-baseline` (benches/baseline/run.sh).
+//! For each stream count both servers scrape
 //! three replicas every second; the table reports memory, idle scraping CPU,
 //! and the latency of an external-metrics query against the adapter and of
 //! the PromQL prometheus-adapter would issue for it against Prometheus. A
