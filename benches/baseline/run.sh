@@ -572,7 +572,7 @@ resources() {
         rss=$((rss + $(pid_rss_kib "$p")))
         hwm=$((hwm + $(pid_hwm_kib "$p")))
       done
-      cpu=$(awk -v t=$((ticks1 - ticks0)) -v h="$hertz" -v w="$window" 'BEGIN { printf "%.1f", t * 1000 / h / w }')
+      cpu=$(awk -v t=$((ticks1 - ticks0)) -v h="$hertz" -v w="$window" 'BEGIN { printf "%.2f", t * 1000 / h / w }')
       through=$(latency "$apiserver$(external_path test stream)" --cacert "$pki/cluster-ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key")
       direct=$(latency "https://$ns_ip:${backend_port[${config%-*}]}$(external_path test stream)" --cacert "$pki/serving-ca.crt" \
         --cert "$pki/front-proxy-client.crt" --key "$pki/front-proxy-client.key" \
