@@ -65,9 +65,7 @@ impl Answer<'_> {
                 None => (!s.value.is_nan()).then_some(s),
             })
             .filter(|s| self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age)
-            .filter(|s| self.visible.allows(s.labels.get(SCOPE_LABEL).unwrap_or("")))
-            .filter(|s| !is_internal(s.labels))
-            .filter(|s| selector.matches(|name| s.labels.get(name)))
+            .filter(|s| selected(self.visible, selector, s.labels))
             .collect())
     }
 
@@ -327,14 +325,16 @@ pub fn openapi_v2() -> Value {
     })
 }
 
-/// Pravega's own streams: its `_system` scope, and the reader-group
-/// (`_RG...`) and watermark (`_MARK...`) streams it creates in users'
-/// scopes (Pravega reserves names starting with `_`). They are never
-/// served: a Kubernetes label selector cannot name them (label values
-/// start with a letter or digit), and a selector of a user's scope alone
-/// must not add its reader groups' streams into a job's value.
-pub(crate) fn is_internal(labels: &LabelSet) -> bool {
-    [SCOPE_LABEL, STREAM_LABEL].iter().any(|name| labels.get(name).is_some_and(|v| v.starts_with('_')))
+/// Whether a request that sees the `visible` scopes selects the stream of
+/// `labels` with `selector`. Pravega's own streams (its `_system` scope, and
+/// the reader-group `_RG...` and watermark `_MARK...` streams it creates in
+/// users' scopes: names starting with `_`) are never selected: a Kubernetes
+/// label selector cannot name them (label values start with a letter or
+/// digit), and a selector of a user's scope alone must not add its reader
+/// groups' streams into a job's value.
+pub(crate) fn selected(visible: Visible<'_>, selector: &Selector, labels: &LabelSet) -> bool {
+    let (scope, stream) = (labels.get(SCOPE_LABEL).unwrap_or(""), labels.get(STREAM_LABEL).unwrap_or(""));
+    visible.allows(scope) && !scope.starts_with('_') && !stream.starts_with('_') && selector.matches(|name| labels.get(name))
 }
 
 #[cfg(test)]

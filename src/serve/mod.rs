@@ -167,11 +167,7 @@ async fn truths(app: &App, view: &MergedView, visible: Visible<'_>, metric: &str
         Some(api) if metric == SEGMENTS_FAMILY => {
             let (scope, stream) = (selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
             let oldest = SystemTime::now().checked_sub(app.store.max_age()).unwrap_or(SystemTime::UNIX_EPOCH);
-            let selected = |s: &crate::store::Series<'_>| {
-                !metrics_api::is_internal(s.labels)
-                    && visible.allows(s.labels.get(SCOPE_LABEL).unwrap_or(""))
-                    && selector.matches(|name| s.labels.get(name))
-            };
+            let selected = |s: &crate::store::Series<'_>| metrics_api::selected(visible, selector, s.labels);
             api.resolve(view, scope, stream, oldest, selected).await
         }
         _ => Truths::default(),
