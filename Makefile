@@ -52,12 +52,14 @@ run: ## adapter + simulated Pravega controller on localhost, no cluster needed
 run-check: ## make run's printed queries, against debug binaries (part of make test)
 	$(MAKE) --no-print-directory run PROFILE=dev RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
-test: ## the whole suite: unit, integration, manifests, real Pravega, real-control-plane e2e
+test: ## the whole suite: unit, integration, manifests, real Pravega, real-control-plane e2e, the whole loop on Pravega and its chart
 	tests/prerequisites.sh
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
 	tests/pravega/run.sh
 	tests/e2e/run.sh
+	LOOP_SOURCE=pravega LOOP_HPA_SYNC=15s tests/e2e/loop.sh
+	$(MAKE) --no-print-directory loop-chart
 
 test-unit: ## cargo tests only (no root needed)
 	$(CARGO) test --workspace --locked
@@ -68,16 +70,19 @@ test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and
 test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
 	tests/pravega/run.sh
 
-test-loop: ## the whole loop on the e2e control plane (root): simulated stream -> adapter -> HPA -> supervised flink-readers, at 15 s then 3 s HPA sync (~10 min); series and charts in target/loop
-	LOOP_HPA_SYNC=15s tests/e2e/loop.sh
-	LOOP_HPA_SYNC=3s tests/e2e/loop.sh
+test-loop: ## the whole loop on the e2e control plane (root): Pravega -> adapter -> HPA (15 s sync) -> supervised flink-readers, then a simulated stream at 15 s and 3 s sync (~17 min); series and charts in target/loop
+	LOOP_SOURCE=pravega LOOP_HPA_SYNC=15s tests/e2e/loop.sh
+	LOOP_SOURCE=simulate LOOP_HPA_SYNC=15s tests/e2e/loop.sh
+	LOOP_SOURCE=simulate LOOP_HPA_SYNC=3s tests/e2e/loop.sh
 	$(MAKE) --no-print-directory loop-chart
 
 loop-chart: ## target/loop/loop-*.tsv to SVG and PNG charts (tests/loop-chart, plotters; needs fonts-dejavu-core)
-	test -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core
+	tests/prerequisites.sh
 	CARGO_TARGET_DIR=target/loop-chart $(CARGO) build --release --locked --manifest-path tests/loop-chart/Cargo.toml
 	for series in target/loop/loop-*.tsv; do \
-	  target/loop-chart/release/loop-chart --title "Segments -> adapter -> HPA (sync $$(basename $$series .tsv | sed 's/loop-//')) -> TaskManagers" $$series $${series%.tsv} || exit 1; \
+	  run=$$(basename $$series .tsv); run=$${run#loop-}; \
+	  source=$$(echo $${run%-*} | sed 's/^pravega$$/Pravega 0.13/; s/^simulate$$/Simulated controller/'); \
+	  target/loop-chart/release/loop-chart --title "$$source: segments -> adapter -> HPA (sync $${run##*-}) -> TaskManagers" $$series $${series%.tsv} || exit 1; \
 	done
 
 bench: ## parse, scrape-round, query and serving benchmarks (figures in README)

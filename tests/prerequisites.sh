@@ -2,8 +2,8 @@
 # Installs what the test suite needs beyond the Rust toolchain, from Debian's
 # packages, when it is missing: openssl (test PKI and gen-serving-cert.sh),
 # python3 (fake controllers in the e2e test), iproute2 (network namespaces),
-# and kubectl (the README's prerequisite; Debian's kubernetes-client as
-# fallback). pravega-client's build brings its own protoc on x86_64/aarch64.
+# kubectl (the README's prerequisite; Debian's kubernetes-client as
+# fallback), and DejaVu Sans (the loop's chart, make loop-chart). pravega-client's build brings its own protoc on x86_64/aarch64.
 set -euo pipefail
 
 missing=()
@@ -12,6 +12,7 @@ need openssl openssl
 need python3 python3
 need ip iproute2
 need kubectl kubernetes-client
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -54,12 +54,14 @@ fi
 bin=$E2E_BIN
 work=$(mktemp -d /tmp/pfa-e2e.XXXXXX)
 pids=()
+cleanup_hooks=() # functions the caller adds; cleanup runs them first
 main_shell=$BASHPID
 cleanup() {
-  local status=$?
+  local status=$? hook
   # Command substitutions run this trap too when they exit: only the main
   # shell may tear the cluster down.
   [ "$BASHPID" = "$main_shell" ] || return 0
+  for hook in "${cleanup_hooks[@]}"; do "$hook"; done
   # Newest first: the kube-apiserver shuts down in seconds while etcd is up,
   # and stalls for minutes once it is gone.
   local i

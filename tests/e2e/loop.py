@@ -6,7 +6,12 @@
              processes running (starts them on scale-up, SIGTERM on
              scale-down, newest first; one that is terminating still counts
              as running until it exits, as a terminating pod does).
-  record     samples the loop once a second into a TSV file.
+  record     samples the loop once a second into a TSV file: the event
+             rate the generator targets, the events the readers read per
+             second (from their sequence logs), the true segment count (the
+             simulator's gauge, or a command such as pravega-segments that
+             asks Pravega's controller), the adapter's value, the HPA's
+             desired replicas, the Deployment's replicas, running readers.
   analyze    reads the TSV and checks the loop; prints FIGURE lines.
 
 Only the standard library: it runs where run.sh runs.
@@ -28,7 +33,7 @@ EXTERNAL = (
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/pravega/pravega_controller_segments_count"
     "?labelSelector=scope%3Dtest%2Cstream%3Dstream"
 )
-COLUMNS = ["t", "event_rate", "segments", "adapter_value", "hpa_desired", "replicas", "readers"]
+COLUMNS = ["t", "event_rate", "read_rate", "segments", "adapter_value", "hpa_desired", "replicas", "readers"]
 
 
 class Api:
@@ -103,12 +108,8 @@ def supervise(args):
             next_index += 1
             out = open(os.path.join(args.log_dir, f"reader-{index}.log"), "w")
             proc = subprocess.Popen(
-                [
-                    args.reader,
-                    f"--controller-uri={args.controller_uri}",
-                    f"--reader-id=reader-{index}",
-                    f"--listen=127.0.0.1:{args.first_port + index}",
-                ],
+                [args.reader, f"--reader-id=reader-{index}", f"--listen=127.0.0.1:{args.first_port + index}"]
+                + [arg.replace("{index}", str(index)) for arg in args.reader_arg],
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -140,19 +141,67 @@ def supervise(args):
 # --- record ----------------------------------------------------------------------------
 
 
+class ReadCounter:
+    """Lines in the readers' sequence logs (one per event read), counted
+    incrementally: each call reads only what the files gained."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.offsets = {}
+        self.total = 0
+
+    def count(self):
+        for name in os.listdir(self.directory):
+            if not name.endswith(".seq"):
+                continue
+            path = os.path.join(self.directory, name)
+            with open(path, "rb") as f:
+                f.seek(self.offsets.get(path, 0))
+                chunk = f.read()
+            complete = chunk.rfind(b"\n") + 1
+            self.offsets[path] = self.offsets.get(path, 0) + complete
+            self.total += chunk.count(b"\n", 0, complete)
+        return self.total
+
+
+def segments_now(args):
+    if args.segments_command:
+        out = subprocess.run(args.segments_command, shell=True, capture_output=True, text=True, timeout=5).stdout
+        first = out.split()
+        return float(first[0]) if first and first[0].isdigit() else None
+    return sample(plain_get(args.controller), "pravega_controller_segments_count")
+
+
 def record(args):
+    stop = False
+
+    def on_term(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
     api = Api(args.server, args.pki)
+    reads = ReadCounter(args.sequence_logs) if args.sequence_logs else None
+    read_before = 0
     started = time.monotonic()
     with open(args.out, "w") as out:
         out.write("\t".join(COLUMNS) + "\n")
         tick = 0
-        while tick < args.seconds:
+        while tick < args.seconds and not stop:
             row = {"t": round(time.monotonic() - started, 2)}
             try:
                 row["event_rate"] = sample(plain_get(args.generator_metrics), "generator_target_rate")
-                row["segments"] = sample(plain_get(args.controller), "pravega_controller_segments_count")
+            except Exception:  # the generator has stopped
+                row["event_rate"] = None
+            row["read_rate"] = None
+            if reads:
+                read_now = reads.count()
+                row["read_rate"] = read_now - read_before if tick else None
+                read_before = read_now
+            try:
+                row["segments"] = segments_now(args)
             except Exception:
-                row["event_rate"] = row["segments"] = None
+                row["segments"] = None
             try:
                 items = api.get(EXTERNAL)["items"]
                 row["adapter_value"] = sum(quantity(i["value"]) for i in items) if items else None
@@ -294,8 +343,8 @@ def analyze(args):
         )
         print(f"FIGURE changes the HPA's scale-up limit (max(2 x replicas, 4) per sync) needed more than one sync for: {limited}")
     # What the loop must do.
-    if len(distinct) < 3:
-        failures.append(f"the true segment count took only {len(distinct)} values: the sine did not move the stream")
+    if len(distinct) < args.min_segment_counts:
+        failures.append(f"the true segment count took only {len(distinct)} values: the load did not move the stream")
     if not timed:
         failures.append("the Deployment never followed a segment change")
     bound = args.sync + args.handoff + args.slack
@@ -320,7 +369,7 @@ def main():
     s.add_argument("--server", required=True)
     s.add_argument("--pki", required=True)
     s.add_argument("--reader", required=True)
-    s.add_argument("--controller-uri", required=True)
+    s.add_argument("--reader-arg", action="append", default=[], help="passed to every reader; {index} becomes its number")
     s.add_argument("--state", required=True)
     s.add_argument("--log-dir", required=True)
     s.add_argument("--seconds", type=float, required=True)
@@ -330,16 +379,20 @@ def main():
     r = commands.add_parser("record")
     r.add_argument("--server", required=True)
     r.add_argument("--pki", required=True)
-    r.add_argument("--controller", required=True, help="the simulator's /prometheus URL")
-    r.add_argument("--generator-metrics", required=True, help="the simulator's /metrics URL")
+    truth = r.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--controller", help="the simulator's /prometheus URL")
+    truth.add_argument("--segments-command", help="a shell command whose output starts with the segment count")
+    r.add_argument("--generator-metrics", required=True, help="the generator's (or simulator's) /metrics URL")
+    r.add_argument("--sequence-logs", help="the directory of the readers' sequence logs (NAME.seq)")
     r.add_argument("--state", required=True)
     r.add_argument("--out", required=True)
-    r.add_argument("--seconds", type=int, required=True)
+    r.add_argument("--seconds", type=int, required=True, help="at most; SIGTERM ends the recording sooner")
     a = commands.add_parser("analyze")
     a.add_argument("tsv")
     a.add_argument("--sync", type=float, required=True, help="the HPA sync period, s")
     a.add_argument("--handoff", type=float, required=True, help="the slowest reader's SIGTERM-to-exit, s")
     a.add_argument("--slack", type=float, default=5.0, help="staleness, ticks, polls and sampling, s")
+    a.add_argument("--min-segment-counts", type=int, default=3, help="distinct true segment counts the run must see")
     args = parser.parse_args()
     if args.command == "supervise":
         supervise(args)

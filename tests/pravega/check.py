@@ -3,18 +3,19 @@
 
 Usage: check.py RUN_DIR
 
-Reads the readers' sequence logs (`sequence created_ms read_ms` per event),
-the generator's and readers' logs, the stop times of readers (`stops`) and
-the timeline; prints the figures and exits non-zero if a check fails:
-every acknowledged event read (none lost), nothing written failed, each
-reader's own count equal to its log, the stream split, and the adapter
+Reads the readers' sequence logs and logs (events.py checks them), the
+stop times of readers (`stops`) and the timeline; prints the figures and
+exits non-zero if a check fails: every acknowledged event read (none
+lost), nothing written failed, each reader's own count equal to its log,
+the stream split, and the adapter
 never serving a count other than the truth (getCurrentSegments) but while
 the truth itself changes.
 """
-import glob
 import os
 import re
 import sys
+
+from events import check_events
 
 run = sys.argv[1]
 failures = []
@@ -26,49 +27,7 @@ def check(ok, what):
         failures.append(what)
 
 
-def last_match(path, pattern):
-    found = None
-    with open(path, errors="replace") as f:
-        for line in f:
-            m = re.search(pattern, line)
-            if m:
-                found = m
-    return found
-
-
-# --- events: written, read, lost, duplicated
-gen = last_match(os.path.join(run, "generator.log"), r"events=(\d+) acknowledged=(\d+) failed=(\d+)")
-if gen is None:
-    print("generator.log has no final 'all acknowledgements in' line")
-    sys.exit(1)
-written, acknowledged, failed = map(int, gen.groups())
-reads = {}  # reader -> list of (seq, created, read)
-for path in sorted(glob.glob(os.path.join(run, "*.seq"))):
-    name = os.path.basename(path)[:-4]
-    rows = []
-    with open(path) as f:
-        for line in f:
-            seq, created, read = map(int, line.split())
-            rows.append((seq, created, read))
-    reads[name] = rows
-all_seqs = [r[0] for rows in reads.values() for r in rows]
-distinct = set(all_seqs)
-lost = sorted(set(range(written)) - distinct)
-unknown = sorted(distinct - set(range(written)))
-dups = len(all_seqs) - len(distinct)
-print(f"events: written {written}, acknowledged {acknowledged}, failed {failed}; "
-      f"read {len(all_seqs)} ({', '.join(f'{k} {len(v)}' for k, v in reads.items())}); "
-      f"distinct {len(distinct)}, lost {len(lost)}, duplicated {dups}")
-check(failed == 0 and acknowledged == written, "every event written was acknowledged")
-check(not lost, f"no event lost{'' if not lost else ': first lost ' + str(lost[:10])}")
-check(not unknown, "no event read that was not written")
-
-# --- each reader's own count (logged when it leaves) equals its log
-for name, rows in reads.items():
-    m = last_match(os.path.join(run, f"{name}.log"), r"leaving the reader group.*events=(\d+)")
-    m = m or last_match(os.path.join(run, f"{name}.log"), r"events=(\d+).*leaving the reader group")
-    counted = int(m.group(1)) if m else None
-    check(counted == len(rows), f"{name}: its count at exit ({counted}) equals the events it logged ({len(rows)})")
+reads = check_events(os.path.join(run, "generator.log"), run, check)
 
 # --- hand-off: end-to-end latency of events created right after a SIGTERM
 def latency_ms(rows, lo, hi):

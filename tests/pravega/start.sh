@@ -9,11 +9,14 @@
 #
 # RUN_DIR holds the logs (NAME.log), pids (NAME.pid), ZooKeeper's data and
 # tier 2. Jars come from obtain.sh (PRAVEGA_LIB overrides the directory).
+# PRAVEGA_REST_ADDRESSES ("IP:PORT IP:PORT", controller A's then B's) moves
+# the controllers' REST servers (and /prometheus) off 127.0.0.1:10080 and
+# :10081, e.g. to the pod addresses of the e2e loop.
 #
-# Loopback only: every address below is 127.0.0.1, but the controller's gRPC
-# server (io.grpc NettyServerBuilder.forPort) binds every interface and has
-# no address setting, so run.sh starts this in a network namespace of its
-# own whose only interface is lo.
+# Loopback only: every address is 127.0.0.1 (or one the caller added to
+# lo), but the controller's gRPC server (io.grpc NettyServerBuilder.forPort)
+# binds every interface and has no address setting, so the callers start
+# this in a network namespace of their own whose only interface is lo.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 run=${1:?usage: start.sh RUN_DIR [controller-a|controller-b|stop]}
@@ -28,8 +31,9 @@ SEGMENTSTORE_PORT=${SEGMENTSTORE_PORT:-12345}
 # The test stream's segments live on these containers; the controllers and
 # the segment store must agree on the count (Pravega checks it).
 CONTAINERS=2
-# name grpc-port rest-port
-CONTROLLERS=("controller-a 9090 10080" "controller-b 9091 10081")
+# name grpc-port rest-address
+read -r rest_a rest_b <<<"${PRAVEGA_REST_ADDRESSES:-127.0.0.1:10080 127.0.0.1:10081}"
+CONTROLLERS=("controller-a 9090 $rest_a" "controller-b 9091 $rest_b")
 
 # Small heaps and C1 only: four JVMs share two cores with the workload, and
 # the servers' hot paths here are light; C2 compilations would compete
@@ -130,7 +134,7 @@ start_segmentstore() {
     wait_for segmentstore "segment store" 120 port_open "$SEGMENTSTORE_PORT" || { tail -40 "$run/segmentstore.log" >&2; exit 1; }
 }
 
-start_controller() { # name grpc-port rest-port
+start_controller() { # name grpc-port rest-address
     local name=$1 grpc=$2 rest=$3
     # Properties: controller Config ("controller."), MetricsConfig under
     # "controller.metrics."; see docs/pravega-test-setup.md.
@@ -148,8 +152,8 @@ start_controller() { # name grpc-port rest-port
         -Dcontroller.service.rpc.listener.port=$grpc \
         -Dcontroller.service.rpc.published.host.nameOrIp=127.0.0.1 \
         -Dcontroller.service.rpc.published.port=$grpc \
-        -Dcontroller.service.rest.listener.host.ip=127.0.0.1 \
-        -Dcontroller.service.rest.listener.port=$rest \
+        -Dcontroller.service.rest.listener.host.ip="${rest%:*}" \
+        -Dcontroller.service.rest.listener.port="${rest##*:}" \
         -Dcontroller.service.asyncTaskPool.size=16 \
         -Dcontroller.metrics.statistics.enable=true \
         -Dcontroller.metrics.prometheus.enable=true \
@@ -157,8 +161,8 @@ start_controller() { # name grpc-port rest-port
         io.pravega.controller.server.Main
 }
 
-controller_ready() { # rest-port: /prometheus answers once the REST server and metrics are up
-    curl -fsS --max-time 2 "http://127.0.0.1:$1/prometheus" >/dev/null
+controller_ready() { # rest-address: /prometheus answers once the REST server and metrics are up
+    curl -fsS --max-time 2 "http://$1/prometheus" >/dev/null
 }
 
 case $what in

@@ -1,8 +1,9 @@
 //! loop-chart: draws the series tests/e2e/loop.sh records (a TSV with
-//! columns t, event_rate, segments, adapter_value, hpa_desired, replicas,
-//! readers; empty cells are missing samples) as OUT.svg and OUT.png.
+//! columns t, event_rate, read_rate, segments, adapter_value, hpa_desired,
+//! replicas, readers; empty cells are missing samples) as OUT.svg and OUT.png.
 //!
-//! Top: the simulated event rate. Bottom: the true segment count and each
+//! Top: the event rate the generator writes and, where readers read events,
+//! the rate they read. Bottom: the true segment count and each
 //! stage after it, as step lines drawn widest first so that where they agree
 //! they nest, and where one lags its colour shows.
 //!
@@ -69,7 +70,9 @@ where
     let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 * 3 / 10);
     let rate = data.column("event_rate")?;
     let t_end = data.series.iter().flatten().map(|p| p.0).fold(0.0, f64::max).max(1.0);
-    let rate_max = rate.iter().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+    // The readers' rate is absent when they read nothing (a simulated stream).
+    let read = data.column("read_rate").ok().filter(|r| r.iter().any(|p| p.1 > 0.0));
+    let rate_max = rate.iter().chain(read.into_iter().flatten()).map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
 
     let mut upper =
         ChartBuilder::on(&top).margin(10).x_label_area_size(20).y_label_area_size(70).build_cartesian_2d(0.0..t_end, 0.0..rate_max)?;
@@ -83,8 +86,14 @@ where
         .draw()?;
     upper
         .draw_series(LineSeries::new(rate.iter().copied(), ShapeStyle::from(&RGBColor(90, 90, 90)).stroke_width(2)))?
-        .label("event rate written (simulated)")
+        .label("event rate the generator writes")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(90, 90, 90)));
+    if let Some(read) = read {
+        upper
+            .draw_series(LineSeries::new(read.iter().copied(), ShapeStyle::from(&RGBColor(40, 150, 80)).stroke_width(1)))?
+            .label("events the readers read per second")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RGBColor(40, 150, 80)));
+    }
     upper
         .configure_series_labels()
         .position(SeriesLabelPosition::UpperRight)
@@ -94,7 +103,7 @@ where
         .draw()?;
 
     let lines: [(&str, &str, RGBColor, u32); 5] = [
-        ("segments", "true segment count (simulator)", RGBColor(200, 200, 200), 9),
+        ("segments", "true segment count", RGBColor(200, 200, 200), 9),
         ("adapter_value", "value the adapter serves", RGBColor(250, 160, 150), 6),
         ("hpa_desired", "HPA desired replicas", RGBColor(240, 180, 40), 4),
         ("replicas", "Deployment replicas", RGBColor(40, 90, 220), 2),
