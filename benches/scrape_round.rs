@@ -4,22 +4,16 @@
 //! the replicas listing the same streams as at the previous merge, as they
 //! do scrape after scrape (`cargo bench --bench scrape_round`).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use pravega_metrics_adapter::parse::Scanner;
 use pravega_metrics_adapter::store::Store;
 use std::time::{Duration, SystemTime};
-
-#[path = "common/exposition.rs"]
-mod exposition;
-#[path = "common/replicas.rs"]
-mod replicas;
-use exposition::exposition;
-use replicas::merged_store;
+use test_support::exposition::many_streams;
+use test_support::store::{merged_store, publish};
 
 fn scrape_round(c: &mut Criterion) {
     let mut group = c.benchmark_group("scrape_round_3_replicas");
     group.sample_size(10);
     for streams in [1_000, 20_000] {
-        let bodies: Vec<String> = (0..3).map(|r| exposition(streams, r)).collect();
+        let bodies: Vec<String> = (0..3).map(|r| many_streams(streams, r)).collect();
         let bytes: usize = bodies.iter().map(String::len).sum();
         group.throughput(Throughput::Bytes(bytes as u64));
         let store = Store::new(Duration::from_secs(30));
@@ -27,10 +21,7 @@ fn scrape_round(c: &mut Criterion) {
             b.iter(|| {
                 let now = SystemTime::now();
                 for (i, body) in bodies.iter().enumerate() {
-                    let target = format!("replica-{i}");
-                    let mut builder = store.builder(&target);
-                    Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), body.as_bytes(), |s| builder.push(s));
-                    store.publish(&target, builder.finish(), now);
+                    publish(&store, &format!("replica-{i}"), body, now);
                 }
                 store.remerge(now);
             })
