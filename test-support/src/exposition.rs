@@ -53,6 +53,17 @@ pub fn stream_labels(i: usize) -> (String, String) {
     (format!("scope-{}", i % 20), format!("stream-{i}"))
 }
 
+/// `families` families of one sample each, `pravega_controller_fF` valued
+/// F on stream `sF%100` of scope `test`: a controller whose family names
+/// are many.
+pub fn many_families(families: usize) -> String {
+    let mut text = String::with_capacity(families * 60);
+    for f in 0..families {
+        let _ = writeln!(text, "pravega_controller_f{f}{{scope=\"test\",stream=\"s{}\"}} {f}", f % 100);
+    }
+    text
+}
+
 /// What a controller sends when every per-stream family costs a column of
 /// every stream: `segments_count` over `streams` streams of scope `test`
 /// (`stream-0`, `stream-1`...), then `singles` families
