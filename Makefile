@@ -29,8 +29,9 @@ run: ## adapter + simulated Pravega controller on localhost, no cluster needed
 run-check: ## make run's printed queries, against debug binaries (part of make test)
 	$(MAKE) --no-print-directory run PROFILE=dev RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
-test: ## the whole suite: unit, integration, manifests, real Pravega, real-control-plane e2e
+test: ## the whole suite: lint, unit, integration, manifests, real Pravega, real-control-plane e2e
 	tests/prerequisites.sh
+	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
 	tests/pravega/run.sh
