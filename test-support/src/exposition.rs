@@ -2,11 +2,9 @@
 //! controller's format (Micrometer style: trailing commas in label sets,
 //! Java doubles): one stream, many synthetic streams, and hostile shapes.
 
+pub use pravega_metrics_adapter::controller_api::SEGMENTS_FAMILY as SEGMENTS;
+pub use pravega_metrics_adapter::store::{MERGES_FAMILY as MERGES, SPLITS_FAMILY as SPLITS};
 use std::fmt::Write as _;
-
-pub const SEGMENTS: &str = "pravega_controller_segments_count";
-pub const SPLITS: &str = "pravega_controller_segment_splits";
-pub const MERGES: &str = "pravega_controller_segment_merges";
 
 /// Exposition of one stream as a controller replica writes it.
 pub fn stream_exposition(scope: &str, stream: &str, segments: u32, splits: u32, merges: u32) -> String {
