@@ -61,13 +61,7 @@ async fn run(args: Args) -> process::Outcome {
         move || m.render()
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server_stopped = {
-        let mut s = stopped.clone();
-        async move {
-            let _ = s.wait_for(|v| *v).await;
-        }
-    };
-    let server = tokio::spawn(http::serve(args.listen, http::router(render, ready.clone()), server_stopped));
+    let server = tokio::spawn(http::serve(args.listen, http::router(render, ready.clone()), stopped.clone()));
     let on_signal = stop.clone();
     tokio::spawn(async move {
         process::shutdown_signal().await;

@@ -123,12 +123,6 @@ async fn run(args: Args) -> process::Outcome {
     };
     let mut router = http::router(render, ready.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server_stopped = {
-        let mut s = stopped.clone();
-        async move {
-            let _ = s.wait_for(|v| *v).await;
-        }
-    };
     let writer = match client_config {
         None => {
             let simulation = Arc::new(Mutex::new(StreamModel::new(
@@ -162,7 +156,7 @@ async fn run(args: Args) -> process::Outcome {
             }))
         }
     };
-    let server = tokio::spawn(http::serve(args.listen, router, server_stopped));
+    let server = tokio::spawn(http::serve(args.listen, router, stopped.clone()));
     let mut writer_stopped = stopped.clone();
     tokio::select! {
         _ = process::shutdown_signal() => {}
