@@ -4,7 +4,7 @@ CARGO   ?= cargo
 KUBECTL ?= kubectl
 IMAGE_REPO ?= ghcr.io/pravega-flink-autoscaler
 VERSION ?= 0.1.0
-# make run: where the simulated controller and the adapter listen.
+# make run (scripts/run.sh): where the simulated controller and the adapter listen.
 SIM_ADDR     ?= 127.0.0.1:10080
 ADAPTER_ADDR ?= 127.0.0.1:8080
 # Cargo profile for make run; its binaries land in target/debug for dev.
@@ -23,37 +23,15 @@ build: ## release build of the adapter, generator and flink-reader
 
 run: ## adapter + simulated Pravega controller on localhost, no cluster needed
 	$(CARGO) build --profile $(PROFILE) --locked -p pravega-metrics-adapter -p generator
-	@set -e; \
-	$(BIN)/generator --simulate --listen $(SIM_ADDR) --period 120s --scale-hold 5s & sim=$$!; \
-	$(BIN)/pravega-metrics-adapter --secure-port 0 --insecure-bind-address $(ADAPTER_ADDR) \
-	  --controller-url http://$(SIM_ADDR)/prometheus --scrape-interval 2s --scrape-timeout 1s & adapter=$$!; \
-	trap 'kill $$sim $$adapter 2>/dev/null' EXIT; trap 'exit 0' INT TERM; \
-	sleep 2; \
-	echo; \
-	echo "Simulated Pravega controller: http://$(SIM_ADDR)/prometheus (stream test/stream, 2-minute sine)"; \
-	echo "Adapter (plain HTTP, loopback, no auth): http://$(ADAPTER_ADDR)"; \
-	echo; \
-	echo "  $(KUBECTL) --server http://$(ADAPTER_ADDR) get --raw '$(EXTERNAL_QUERY)'"; \
-	echo "  $(KUBECTL) --server http://$(ADAPTER_ADDR) get --raw '$(CUSTOM_QUERY)'"; \
-	echo "  $(KUBECTL) --server http://$(ADAPTER_ADDR) get --raw /apis/custom.metrics.k8s.io/v1beta1"; \
-	echo "  curl -s http://$(ADAPTER_ADDR)/metrics"; \
-	echo "  watch -n1 \"curl -s 'http://$(ADAPTER_ADDR)$(EXTERNAL_QUERY)'\""; \
-	echo; \
-	if [ -z "$(RUN_CHECK)" ]; then echo "Ctrl-C stops both."; wait; exit 0; fi; \
-	for query in '$(EXTERNAL_QUERY)' '$(CUSTOM_QUERY)'; do \
-	  for attempt in $$(seq 30); do \
-	    if $(KUBECTL) --server http://$(ADAPTER_ADDR) get --raw "$$query" | grep -q '"value":"[0-9]'; then break; fi; \
-	    [ $$attempt -lt 30 ] || { echo "make run check: no value for $$query" >&2; exit 1; }; \
-	    sleep 1; \
-	  done; \
-	done; \
-	echo "make run check: both printed queries answer with a value"
+	@exec env BIN='$(BIN)' SIM_ADDR='$(SIM_ADDR)' ADAPTER_ADDR='$(ADAPTER_ADDR)' KUBECTL='$(KUBECTL)' RUN_CHECK='$(RUN_CHECK)' \
+	  EXTERNAL_QUERY='$(EXTERNAL_QUERY)' CUSTOM_QUERY='$(CUSTOM_QUERY)' scripts/run.sh
 
 run-check: ## make run's printed queries, against debug binaries (part of make test)
 	$(MAKE) --no-print-directory run PROFILE=dev RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
-test: ## the whole suite: unit, integration, manifests, real Pravega, real-control-plane e2e, the whole loop on Pravega and its chart
+test: ## the whole suite: lint, unit, integration, manifests, real Pravega, real-control-plane e2e, the whole loop on Pravega and its chart
 	tests/prerequisites.sh
+	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
 	tests/pravega/run.sh

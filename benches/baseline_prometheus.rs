@@ -16,30 +16,23 @@
 //! freshness table follows: how long a controller's change takes to reach a
 //! client polling every 200 ms. Results go to stdout as Markdown.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "common/exposition.rs"]
-mod exposition;
-#[path = "common/load.rs"]
-mod load;
-#[path = "common/measure.rs"]
-mod measure;
-#[path = "common/setup.rs"]
-mod setup;
-
-use common::{encode, free_port, http, wait_ready, FakeController};
-use exposition::exposition;
-use load::Target;
-use measure::{change_to_served, idle_cpu_per_second, loaded_run, memory, nearest_rank, options, stream_labels, LoadedRun, Options};
-use setup::{external_path, served_value, Bench, SEGMENTS};
 use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use test_support::adapter::wait_ready;
+use test_support::adapter_binary;
+use test_support::bench::load::Target;
+use test_support::bench::measure::{change_to_served, loaded_run, nearest_rank, LoadedRun};
+use test_support::bench::options::{options, Options};
+use test_support::bench::process_stats::{idle_cpu_per_second, memory};
+use test_support::bench::setup::{segments_query, served_value, Bench};
+use test_support::exposition::{many_streams, stream_labels, MERGES, SEGMENTS, SPLITS};
+use test_support::fake_controller::FakeController;
+use test_support::net::{free_port, http};
+use test_support::queries::encode;
 
-const SPLITS: &str = "pravega_controller_segment_splits";
-const MERGES: &str = "pravega_controller_segment_merges";
 /// Before measuring an idle server: Prometheus's head block then holds 15
 /// samples per series, and both servers are past their start-up.
 const WARM_UP: Duration = Duration::from_secs(15);
@@ -206,7 +199,7 @@ async fn adapter_figures(bench: &Bench, controllers: &[FakeController], streams:
     for stream in 0..streams.min(CHECKED_STREAMS) {
         values.push(served_value(query(stream)).await);
     }
-    let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), streams, options, external_path).await;
+    let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), streams, options, segments_query).await;
     Figures { warm_rss, idle_rss, idle_cpu, peak_rss: idle_peak.max(run.memory.1), run, values }
 }
 
@@ -276,7 +269,7 @@ async fn compare(bench: &Bench, binary: &Path, streams: usize, options: &Options
     let _ = writeln!(
         out,
         "\n### Streams: {streams} ({:.1} MB exposition per replica, 3 replicas)\n",
-        exposition(streams, 0).len() as f64 / 1e6
+        many_streams(streams, 0).len() as f64 / 1e6
     );
     let _ = writeln!(out, "| metric | adapter | Prometheus | ratio (Prometheus/adapter) |\n|---|---|---|---|");
     let warm_up = WARM_UP.as_secs();
@@ -353,7 +346,7 @@ fn main() {
     };
     let options = options("baseline_prometheus");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let bench = runtime.block_on(Bench::new());
+    let bench = runtime.block_on(Bench::new(adapter_binary!()));
     let arguments: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
     let command = if arguments.is_empty() {
         "cargo bench --bench baseline_prometheus".to_owned()

@@ -3,14 +3,10 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pravega_metrics_adapter::parse::Scanner;
 use std::hint::black_box;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pravega-controller").join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use test_support::repo::fixture;
 
 fn extraction(c: &mut Criterion) {
-    let input = fixture("many-streams.prom");
+    let input = fixture("many-streams.prom").into_bytes();
     let mut group = c.benchmark_group("extract_pravega_families");
     group.throughput(Throughput::Bytes(input.len() as u64));
     group.bench_function("many-streams.prom", |b| {

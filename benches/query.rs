@@ -9,14 +9,8 @@ use pravega_metrics_adapter::serve::metrics_api::Answer;
 use pravega_metrics_adapter::serve::scopes::Visible;
 use pravega_metrics_adapter::serve::selector::Selector;
 use std::time::{Duration, SystemTime};
-
-#[path = "common/exposition.rs"]
-mod exposition;
-#[path = "common/replicas.rs"]
-mod replicas;
-use replicas::merged_store;
-
-const SEGMENTS: &str = "pravega_controller_segments_count";
+use test_support::exposition::{stream_labels, SEGMENTS};
+use test_support::store::merged_store;
 
 fn query(c: &mut Criterion) {
     let mut group = c.benchmark_group("external_query_3_replicas");
@@ -25,8 +19,10 @@ fn query(c: &mut Criterion) {
         let store = merged_store(streams, now);
         let truths = Truths::default();
         // The selectors an HPA per stream sends, visited in a scattered order.
-        let selectors: Vec<String> =
-            (0..streams).map(|i| (i * 7919) % streams).map(|i| format!("scope=scope-{},stream=stream-{i}", i % 20)).collect();
+        let selectors: Vec<String> = (0..streams)
+            .map(|i| stream_labels((i * 7919) % streams))
+            .map(|(scope, stream)| format!("scope={scope},stream={stream}"))
+            .collect();
         group.bench_with_input(BenchmarkId::from_parameter(streams), &selectors, |b, selectors| {
             let mut next = selectors.iter().cycle();
             b.iter(|| {

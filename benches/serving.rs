@@ -25,26 +25,19 @@
 //! `BENCH_ADAPTER_ARGS="--max-staleness 5s"` passes extra adapter flags to
 //! the loaded rows (memory and query latency), for trying a flag's effect.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "common/exposition.rs"]
-mod exposition;
-#[path = "common/load.rs"]
-mod load;
-#[path = "common/measure.rs"]
-mod measure;
-#[path = "common/setup.rs"]
-mod setup;
-
-use exposition::exposition;
-use measure::{change_to_served, idle_cpu_per_second, loaded_run, nearest_rank, options, LoadedRun, Options};
-use setup::{external_path, served_value, Bench, TOKEN};
 use std::fmt::Write as _;
 use std::time::Duration;
+use test_support::adapter_binary;
+use test_support::bench::load;
+use test_support::bench::measure::{change_to_served, loaded_run, nearest_rank, LoadedRun};
+use test_support::bench::options::{options, Options};
+use test_support::bench::process_stats::idle_cpu_per_second;
+use test_support::bench::setup::{segments_query, served_value, Bench, TOKEN};
+use test_support::exposition::many_streams;
 
 async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut String) {
     let controllers = bench.replicas(streams).await;
-    let body_bytes = exposition(streams, 0).len();
+    let body_bytes = many_streams(streams, 0).len();
 
     // Scrape CPU: rounds every second, nothing else going on.
     let adapter = bench.adapter(&controllers, &["--scrape-interval", "1s", "--scrape-timeout", "900ms"]).await;
@@ -57,7 +50,7 @@ async fn scale_row(bench: &Bench, streams: usize, options: &Options, out: &mut S
     let extra: Vec<&str> = extra.split_whitespace().collect();
     let adapter = bench.adapter(&controllers, &extra).await;
     let reviews = bench.reviews();
-    let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), streams, options, external_path).await;
+    let run = loaded_run(adapter.pid(), &bench.load_target(&adapter), streams, options, segments_query).await;
     report_slow(&format!("{streams} streams"), &run);
     let reviews = bench.reviews() - reviews;
     let (rss, hwm) = run.memory;
@@ -163,7 +156,7 @@ async fn freshness(bench: &Bench, out: &mut String) {
 fn main() {
     let options = options("serving");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let bench = runtime.block_on(Bench::new());
+    let bench = runtime.block_on(Bench::new(adapter_binary!()));
     runtime.block_on(async {
         let mut out = String::new();
         let _ = writeln!(

@@ -444,8 +444,8 @@ mod tests {
     #[tokio::test]
     async fn a_failing_endpoint_is_skipped_for_a_while() {
         // A port nothing listens on: connection refused.
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let api = ControllerApi::new(settings(vec![format!("http://{closed}")]), Vec::new, Arc::default());
+        let closed = test_support::net::free_port();
+        let api = ControllerApi::new(settings(vec![format!("http://127.0.0.1:{closed}")]), Vec::new, Arc::default());
         let first = api.current_segments("test", "s").await;
         assert!(matches!(first, Err(ControllerApiError::Call { .. } | ControllerApiError::Timeout { .. })), "{first:?}");
         let second = api.current_segments("test", "s").await;

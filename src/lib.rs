@@ -22,9 +22,9 @@ pub mod serve;
 pub mod store;
 pub mod telemetry;
 
-use config::Config;
+use config::{AuthFlags, Config, ControllerFlags};
 use controller_api::{ControllerApi, ControllerApiSettings};
-use scrape::{Pool, ScrapeSettings, Target};
+use scrape::{Pool, Target};
 use serve::App;
 use std::sync::Arc;
 use store::Store;
@@ -71,41 +71,30 @@ pub enum RunError {
 /// Runs the adapter until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), RunError> {
     config.validate()?;
-    let store =
-        Arc::new(Store::new(config.metrics_max_age).with_limits(config.scrape_limits()).replica_labels(config.replica_labels.clone()));
+    let (serving, controllers, scraping) = (&config.serving, &config.controllers, &config.scraping);
+    let store = Arc::new(
+        Store::new(scraping.metrics_max_age).with_limits(scraping.limits.limits()).replica_labels(scraping.replica_labels.clone()),
+    );
     tokio::spawn(store.clone().keep_merged());
     let telemetry = Arc::new(Telemetry::default());
-    let settings = ScrapeSettings {
-        interval: config.scrape_interval,
-        timeout: config.scrape_timeout,
-        max_body_bytes: config.scrape_max_body_bytes,
-        max_staleness: config.max_staleness,
-        allow: config.metrics_allow_regex.clone(),
-        bearer_token_file: config.controller_bearer_token_file.clone(),
-    };
+    let settings = scraping.settings(controllers.controller_bearer_token_file.clone());
     let scrape_runtime = resources::background_runtime("scrape").map_err(RunError::ScrapeRuntime)?;
-    let pool = Arc::new(Pool::new(controller_client(&config)?, settings, store.clone(), telemetry.clone(), scrape_runtime));
-    let fixed: Vec<Target> = config.controller_urls.iter().map(|url| Target { id: Arc::from(url.as_str()), url: url.clone() }).collect();
-    match &config.controller_namespace {
-        Some(namespace) => {
-            let client = kube_client(kube_config(config.kubeconfig.as_ref()).await?)?;
-            let discovery = discover::PodDiscovery {
-                namespace: namespace.clone(),
-                selector: config.controller_selector.clone(),
-                scheme: config.controller_scheme.as_str().to_owned(),
-                port: config.controller_port,
-                path: config.controller_path.clone(),
-            };
-            tracing::info!(%namespace, selector = %config.controller_selector, "discovering controller pods");
+    let pool = Arc::new(Pool::new(controller_client(controllers)?, settings, store.clone(), telemetry.clone(), scrape_runtime));
+    let fixed: Vec<Target> =
+        controllers.controller_urls.iter().map(|url| Target { id: Arc::from(url.as_str()), url: url.clone() }).collect();
+    match controllers.discovery.pod_discovery() {
+        Some(discovery) => {
+            let client = kube_client(kube_config(controllers.kubeconfig.as_ref()).await?)?;
+            tracing::info!(namespace = %discovery.namespace, selector = %discovery.selector, "discovering controller pods");
             tokio::spawn(discover::watch_pods(client, discovery, fixed, pool.clone()));
         }
         None => pool.set_targets(fixed),
     }
-    let controller_api = controller_api(&config, &pool, &telemetry)?;
+    let controller_api = controller_api(controllers, scraping.max_staleness, &pool, &telemetry)?;
     if let Some(api) = &controller_api {
         tokio::spawn(api.clone().keep_checking(store.clone()));
     }
-    let scopes = Arc::new(serve::scopes::ScopePolicy::new(config.namespace_scopes, &config.namespace_scope));
+    let scopes = Arc::new(serve::scopes::ScopePolicy::new(config.scopes.namespace_scopes, &config.scopes.namespace_scope));
     let app = |guard| {
         serve::router(Arc::new(App {
             store: store.clone(),
@@ -117,29 +106,21 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         }))
     };
     let mut servers = tokio::task::JoinSet::new();
-    if config.secure_port != 0 {
-        let address = std::net::SocketAddr::new(config.bind_address, config.secure_port);
-        let router = app(Some(guard(&config).await?));
-        let certificate = auth::tls::ServingCertificate::load(certificate_source(&config))?;
+    if serving.secure_port != 0 {
+        let address = std::net::SocketAddr::new(serving.bind_address, serving.secure_port);
+        let router = app(Some(guard(&config.auth, controllers.kubeconfig.as_ref()).await?));
+        let certificate = auth::tls::ServingCertificate::load(config.tls.certificate_source(serving.bind_address))?;
         let tls = certificate.server_config()?;
         tokio::spawn(certificate.keep_fresh());
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::info!(%address, "serving HTTPS with authentication and authorization");
-        let limits = serve::listen::Limits {
-            max_connections: config.max_connections as usize,
-            tls_handshake_timeout: config.tls_handshake_timeout,
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
-            http2_keepalive_interval: config.http2_keepalive_interval,
-            http2_keepalive_timeout: config.http2_keepalive_timeout,
-            max_connection_age: config.max_connection_age,
-        };
+        let limits = serving.connections.limits();
         servers.spawn(async move {
             serve::listen::serve_tls(listener, tls, router, limits, shutdown_signal()).await;
             Ok(())
         });
     }
-    if let Some(address) = config.insecure_bind_address {
+    if let Some(address) = serving.insecure_bind_address {
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::warn!(%address, "serving plain HTTP WITHOUT authentication or authorization (demo mode)");
         let router = app(None);
@@ -160,23 +141,29 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 }
 
 /// The controllers' gRPC API, if any endpoint can be known: fixed URLs, or
-/// discovered pods at the API port.
-fn controller_api(config: &Config, pool: &Arc<Pool>, telemetry: &Arc<Telemetry>) -> Result<Option<Arc<ControllerApi>>, RunError> {
-    let ca_pem = match &config.controller_ca_file {
+/// discovered pods at the API port. Answers are cached for `cache_for`.
+fn controller_api(
+    controllers: &ControllerFlags,
+    cache_for: std::time::Duration,
+    pool: &Arc<Pool>,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Option<Arc<ControllerApi>>, RunError> {
+    let ca_pem = match &controllers.controller_ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|source| RunError::ReadFile { path: path.clone(), source })?),
         None => None,
     };
+    let (api, discovery) = (&controllers.api, &controllers.discovery);
     let settings = ControllerApiSettings {
-        endpoints: config.controller_api_urls.clone(),
-        port: if config.controller_namespace.is_some() { config.controller_api_port } else { 0 },
-        tls: config.controller_scheme == config::Scheme::Https,
+        endpoints: api.controller_api_urls.clone(),
+        port: if discovery.controller_namespace.is_some() { api.controller_api_port } else { 0 },
+        tls: discovery.controller_scheme == config::Scheme::Https,
         ca_pem,
-        bearer_token_file: config.controller_bearer_token_file.clone(),
-        timeout: config.controller_api_timeout,
-        cache_for: config.max_staleness,
+        bearer_token_file: controllers.controller_bearer_token_file.clone(),
+        timeout: api.controller_api_timeout,
+        cache_for,
         concurrency: CONTROLLER_API_CONCURRENCY,
         per_query: CONTROLLER_API_STREAMS_PER_QUERY,
-        check_interval: config.controller_api_check_interval,
+        check_interval: api.controller_api_check_interval,
         check_batch: CONTROLLER_API_CHECK_BATCH,
     };
     let hosts = {
@@ -199,14 +186,14 @@ const CONTROLLER_API_STREAMS_PER_QUERY: usize = 16;
 const CONTROLLER_API_CHECK_BATCH: usize = 4;
 
 /// HTTP client for the controllers: rustls, optional private CA.
-fn controller_client(config: &Config) -> Result<reqwest::Client, RunError> {
+fn controller_client(controllers: &ControllerFlags) -> Result<reqwest::Client, RunError> {
     // Redirects are not followed: a controller answering 3xx must not send
     // the adapter to another host, port or scheme; the scrape fails.
     let mut builder = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("pravega-metrics-adapter/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = &config.controller_ca_file {
+    if let Some(path) = &controllers.controller_ca_file {
         let pem = std::fs::read(path).map_err(|source| RunError::ReadFile { path: path.clone(), source })?;
         let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(RunError::ControllerCa)?;
         builder = builder.tls_certs_only(roots);
@@ -215,41 +202,21 @@ fn controller_client(config: &Config) -> Result<reqwest::Client, RunError> {
 }
 
 /// Authentication (front proxy, client CA, TokenReview) and authorization
-/// (SubjectAccessReview) against the cluster.
-async fn guard(config: &Config) -> Result<Arc<auth::Guard>, RunError> {
-    let authentication = review_client(config.authentication_kubeconfig.as_ref().or(config.kubeconfig.as_ref())).await?;
-    let authorization = review_client(config.authorization_kubeconfig.as_ref().or(config.kubeconfig.as_ref())).await?;
-    let overrides = auth::trust::TrustOverrides {
-        requestheader_client_ca_file: config.requestheader_client_ca_file.clone(),
-        requestheader_allowed_names: config.requestheader_allowed_names.clone(),
-        requestheader_username_headers: config.requestheader_username_headers.clone(),
-        requestheader_group_headers: config.requestheader_group_headers.clone(),
-        requestheader_extra_headers_prefix: config.requestheader_extra_headers_prefix.clone(),
-        client_ca_file: config.client_ca_file.clone(),
-    };
-    let lookup = (!config.authentication_skip_lookup).then(|| authentication.clone());
-    let trust = Arc::new(auth::trust::TrustStore::new(overrides, lookup));
+/// (SubjectAccessReview) against the cluster; `kubeconfig` is the default
+/// for both reviews' API access.
+async fn guard(auth: &AuthFlags, kubeconfig: Option<&std::path::PathBuf>) -> Result<Arc<auth::Guard>, RunError> {
+    let authentication = review_client(auth.authentication_kubeconfig.as_ref().or(kubeconfig)).await?;
+    let authorization = review_client(auth.authorization_kubeconfig.as_ref().or(kubeconfig)).await?;
+    let lookup = (!auth.authentication_skip_lookup).then(|| authentication.clone());
+    let trust = Arc::new(auth::trust::TrustStore::new(auth.trust.overrides(), lookup));
     tokio::spawn(trust.clone().keep_fresh());
-    let authenticator = auth::authn::Authenticator::new(trust, Some(authentication), config.authentication_token_webhook_cache_ttl);
+    let authenticator = auth::authn::Authenticator::new(trust, Some(authentication), auth.authentication_token_webhook_cache_ttl);
     let authorizer = auth::authz::Authorizer::new(
         authorization,
-        config.authorization_webhook_cache_authorized_ttl,
-        config.authorization_webhook_cache_unauthorized_ttl,
+        auth.authorization_webhook_cache_authorized_ttl,
+        auth.authorization_webhook_cache_unauthorized_ttl,
     );
-    Ok(Arc::new(auth::Guard::new(authenticator, authorizer, config.authorization_always_allow_paths.clone())))
-}
-
-fn certificate_source(config: &Config) -> auth::tls::CertificateSource {
-    match (&config.tls_cert_file, &config.tls_private_key_file) {
-        (Some(cert), Some(key)) => auth::tls::CertificateSource::Files { cert: cert.clone(), key: key.clone() },
-        _ => {
-            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-            if !config.bind_address.is_unspecified() {
-                names.push(config.bind_address.to_string());
-            }
-            auth::tls::CertificateSource::SelfSigned(names)
-        }
-    }
+    Ok(Arc::new(auth::Guard::new(authenticator, authorizer, auth.authorization_always_allow_paths.clone())))
 }
 
 async fn kube_config(kubeconfig: Option<&std::path::PathBuf>) -> Result<kube::Config, RunError> {

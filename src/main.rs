@@ -18,13 +18,14 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     pravega_metrics_adapter::resources::tune_allocator();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(config.serving_threads.into()).enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the Tokio runtime");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(config.serving.serving_threads.into()).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the Tokio runtime");
+                return ExitCode::FAILURE;
+            }
+        };
     match runtime.block_on(pravega_metrics_adapter::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

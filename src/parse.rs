@@ -498,6 +498,7 @@ fn token_end(bytes: &[u8], mut i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use test_support::repo::fixture;
 
     #[derive(Debug, PartialEq)]
     struct Owned {
@@ -663,7 +664,7 @@ mod tests {
 
     #[test]
     fn chunk_boundaries_anywhere_give_the_same_samples() {
-        let input = std::fs::read(fixture("edge-cases.prom")).unwrap();
+        let input = fixture("edge-cases.prom").into_bytes();
         let (whole, whole_stats) = scan(std::str::from_utf8(&input).unwrap(), pravega);
         for chunk_size in [1, 2, 3, 7, 64, 1000] {
             let mut out = Vec::new();
@@ -712,15 +713,11 @@ mod tests {
         assert!(stats.malformed >= 1);
     }
 
-    pub(crate) fn fixture(name: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pravega-controller").join(name)
-    }
-
     /// Checks the shared fixture against its `.expected` table.
     #[test]
     fn edge_cases_fixture_matches_expected_table() {
-        let input = std::fs::read_to_string(fixture("edge-cases.prom")).unwrap();
-        let expected = std::fs::read_to_string(fixture("edge-cases.expected")).unwrap();
+        let input = fixture("edge-cases.prom");
+        let expected = fixture("edge-cases.expected");
         let (out, stats) = scan(&input, |n| n == "pravega_controller_segments_count" || n == "pravega_controller_segment_splits");
         let finite: Vec<_> = out
             .iter()
@@ -740,7 +737,7 @@ mod tests {
     #[test]
     fn agrees_with_prometheus_parse_on_large_fixtures() {
         for name in ["many-streams.prom", "plain-format.prom", "seed-demo.prom"] {
-            let text = std::fs::read_to_string(fixture(name)).unwrap();
+            let text = fixture(name);
             let oracle = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
             // The oracle reports a summary's _sum and _count as untyped samples.
             let summaries: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" summary")).collect();

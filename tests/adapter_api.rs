@@ -1,13 +1,15 @@
 //! The adapter binary against fake Pravega controllers, queried over HTTP
 //! and with the real `kubectl get --raw`.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
-
-const SEGMENTS: &str = "pravega_controller_segments_count";
+use test_support::adapter::Adapter;
+use test_support::adapter_binary;
+use test_support::exposition::{stream_exposition, SEGMENTS};
+use test_support::fake_controller::FakeController;
+use test_support::net::http;
+use test_support::queries::{external_path, kubectl_raw, object_path};
+use test_support::repo::fixture;
 
 fn args(controllers: &[&FakeController], extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = controllers.iter().flat_map(|c| ["--controller-url".to_owned(), c.url()]).collect();
@@ -27,7 +29,7 @@ fn values(body: &Value) -> Vec<(String, String)> {
 #[tokio::test]
 async fn serves_the_demo_fixture_through_both_apis_and_kubectl() {
     let controller = FakeController::start(fixture("seed-demo.prom")).await;
-    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let adapter = Adapter::start(adapter_binary!(), &args(&[&controller], &[])).await;
 
     let (code, body) = adapter.get(&external_path(SEGMENTS, "scope=test,stream=stream")).await;
     assert_eq!(code, 200, "{body}");
@@ -66,7 +68,7 @@ async fn serves_the_demo_fixture_through_both_apis_and_kubectl() {
 #[tokio::test]
 async fn discovery_openapi_health_and_own_metrics() {
     let controller = FakeController::start(fixture("plain-format.prom")).await;
-    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let adapter = Adapter::start(adapter_binary!(), &args(&[&controller], &[])).await;
     for path in [
         "/apis",
         "/apis/custom.metrics.k8s.io",
@@ -116,8 +118,11 @@ async fn disagreeing_replicas_are_merged_not_summed() {
     // b performed the latest scale of test/s; a still holds its older value.
     let a = FakeController::start(stream_exposition("test", "s", 5, 6, 4)).await;
     let b = FakeController::start(stream_exposition("test", "s", 7, 7, 4)).await;
-    let adapter =
-        Adapter::start(&args(&[&a, &b], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    let adapter = Adapter::start(
+        adapter_binary!(),
+        &args(&[&a, &b], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"]),
+    )
+    .await;
     let (_, body) = adapter.get(&external_path(SEGMENTS, "scope=test,stream=s")).await;
     assert_eq!(values(&body), vec![("s".to_owned(), "7".to_owned())]);
 
@@ -144,7 +149,7 @@ async fn object_metric_sums_the_streams_of_one_job() {
     let body = [stream_exposition("test", "a", 3, 2, 0), stream_exposition("test", "b", 4, 3, 0), stream_exposition("other", "c", 9, 8, 0)]
         .concat();
     let controller = FakeController::start(body).await;
-    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let adapter = Adapter::start(adapter_binary!(), &args(&[&controller], &[])).await;
     let (_, body) = adapter.get(&object_path("v1beta2", SEGMENTS, "scope=test,stream in (a,b)")).await;
     assert_eq!(body["items"][0]["value"], "7", "{body}");
     assert_eq!(body["items"].as_array().unwrap().len(), 1, "an Object metric has exactly one item");
@@ -158,8 +163,11 @@ async fn object_metric_sums_the_streams_of_one_job() {
 #[tokio::test]
 async fn concurrent_stale_queries_share_one_scrape() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    let adapter =
-        Adapter::start(&args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    let adapter = Adapter::start(
+        adapter_binary!(),
+        &args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "60s", "--metrics-max-age", "120s"]),
+    )
+    .await;
     controller.set_delay(Duration::from_millis(300));
     tokio::time::sleep(Duration::from_millis(150)).await;
     let before = controller.hits();
@@ -174,8 +182,11 @@ async fn concurrent_stale_queries_share_one_scrape() {
 #[tokio::test]
 async fn half_stale_data_is_served_at_once_and_refreshed_behind() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    let adapter =
-        Adapter::start(&args(&[&controller], &["--max-staleness", "1s", "--scrape-interval", "60s", "--metrics-max-age", "120s"])).await;
+    let adapter = Adapter::start(
+        adapter_binary!(),
+        &args(&[&controller], &["--max-staleness", "1s", "--scrape-interval", "60s", "--metrics-max-age", "120s"]),
+    )
+    .await;
     controller.set_body(stream_exposition("test", "s", 4, 3, 0));
     controller.set_delay(Duration::from_millis(400));
     tokio::time::sleep(Duration::from_millis(650)).await;
@@ -257,10 +268,22 @@ async fn a_fast_round_does_not_make_queries_wait_for_the_next_slow_one() {
 async fn behind_a_slow_first_round(max_staleness: &str, scrape_timeout: &str) -> (FakeController, Adapter) {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
     controller.set_delay(Duration::from_millis(1000));
-    let adapter = Adapter::start(&args(
-        &[&controller],
-        &["--max-staleness", max_staleness, "--scrape-interval", "60s", "--metrics-max-age", "120s", "--scrape-timeout", scrape_timeout],
-    ))
+    let adapter = Adapter::start(
+        adapter_binary!(),
+        &args(
+            &[&controller],
+            &[
+                "--max-staleness",
+                max_staleness,
+                "--scrape-interval",
+                "60s",
+                "--metrics-max-age",
+                "120s",
+                "--scrape-timeout",
+                scrape_timeout,
+            ],
+        ),
+    )
     .await;
     (controller, adapter)
 }
@@ -268,10 +291,13 @@ async fn behind_a_slow_first_round(max_staleness: &str, scrape_timeout: &str) ->
 #[tokio::test]
 async fn data_outlives_a_failing_controller_only_until_max_age() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    let adapter = Adapter::start(&args(
-        &[&controller],
-        &["--scrape-interval", "500ms", "--scrape-timeout", "200ms", "--metrics-max-age", "2s", "--max-staleness", "100ms"],
-    ))
+    let adapter = Adapter::start(
+        adapter_binary!(),
+        &args(
+            &[&controller],
+            &["--scrape-interval", "500ms", "--scrape-timeout", "200ms", "--metrics-max-age", "2s", "--max-staleness", "100ms"],
+        ),
+    )
     .await;
     controller.fail_with(Some(axum::http::StatusCode::INTERNAL_SERVER_ERROR));
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -301,21 +327,24 @@ async fn data_outlives_a_failing_controller_only_until_max_age() {
 #[tokio::test]
 async fn oversized_and_slow_bodies_fail_the_scrape_but_keep_old_data() {
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    let adapter = Adapter::start(&args(
-        &[&controller],
-        &[
-            "--scrape-max-body-bytes",
-            "4Ki",
-            "--max-staleness",
-            "100ms",
-            "--scrape-interval",
-            "60s",
-            "--metrics-max-age",
-            "120s",
-            "--scrape-timeout",
-            "300ms",
-        ],
-    ))
+    let adapter = Adapter::start(
+        adapter_binary!(),
+        &args(
+            &[&controller],
+            &[
+                "--scrape-max-body-bytes",
+                "4Ki",
+                "--max-staleness",
+                "100ms",
+                "--scrape-interval",
+                "60s",
+                "--metrics-max-age",
+                "120s",
+                "--scrape-timeout",
+                "300ms",
+            ],
+        ),
+    )
     .await;
     let mut huge = stream_exposition("test", "s", 5, 9, 0);
     huge.push_str(&"# padding\n".repeat(1000));
@@ -359,7 +388,7 @@ async fn a_body_larger_than_the_read_ahead_budget_is_served_whole() {
     assert_eq!(expected.len(), 100);
     let streams = text.lines().filter(|l| l.starts_with("pravega_controller_segments_count{")).count();
     let controller = FakeController::start(text).await;
-    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let adapter = Adapter::start(adapter_binary!(), &args(&[&controller], &[])).await;
     let (code, body) = adapter.get(&external_path(SEGMENTS, "scope=scope-3")).await;
     assert_eq!(code, 200, "{body}");
     let mut served = values(&body);
@@ -378,7 +407,7 @@ async fn a_body_larger_than_the_read_ahead_budget_is_served_whole() {
 #[tokio::test]
 async fn escaped_labels_and_non_finite_values() {
     let controller = FakeController::start(fixture("edge-cases.prom")).await;
-    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let adapter = Adapter::start(adapter_binary!(), &args(&[&controller], &[])).await;
     let (code, body) = adapter.get(&external_path(SEGMENTS, "")).await;
     assert_eq!(code, 200);
     let mut served: Vec<(String, String, String)> = body["items"]
@@ -409,7 +438,7 @@ async fn escaped_labels_and_non_finite_values() {
 #[tokio::test]
 async fn bad_input_gets_a_status_never_a_500() {
     let controller = FakeController::start(fixture("seed-demo.prom")).await;
-    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let adapter = Adapter::start(adapter_binary!(), &args(&[&controller], &[])).await;
     let huge = "a".repeat(10_000);
     let cases: Vec<(String, u16)> = vec![
         (external_path(SEGMENTS, "scope in x"), 400),
@@ -439,9 +468,12 @@ async fn bad_input_gets_a_status_never_a_500() {
 #[tokio::test]
 async fn environment_overrides_flags_defaults() {
     let controller = FakeController::start(fixture("seed-demo.prom")).await;
-    let adapter =
-        Adapter::start_with_env(&[], &[("PRAVEGA_ADAPTER_CONTROLLER_URLS", &controller.url()), ("PRAVEGA_ADAPTER_SCRAPE_INTERVAL", "7s")])
-            .await;
+    let adapter = Adapter::start_with_env(
+        adapter_binary!(),
+        &[],
+        &[("PRAVEGA_ADAPTER_CONTROLLER_URLS", &controller.url()), ("PRAVEGA_ADAPTER_SCRAPE_INTERVAL", "7s")],
+    )
+    .await;
     let (_, body) = adapter.get(&external_path(SEGMENTS, "")).await;
     assert_eq!(body["items"][0]["window"], 7, "{body}");
 }
@@ -450,7 +482,9 @@ async fn environment_overrides_flags_defaults() {
 async fn namespace_scoping_serves_each_namespace_its_scopes() {
     let both = format!("{}{}", stream_exposition("flink", "s", 3, 2, 0), stream_exposition("ops", "t", 5, 4, 0).replace("# TYPE", "# X"));
     let controller = FakeController::start(both).await;
-    let adapter = Adapter::start(&args(&[&controller], &["--namespace-scopes", "same", "--namespace-scope", "shared=flink,ops"])).await;
+    let adapter =
+        Adapter::start(adapter_binary!(), &args(&[&controller], &["--namespace-scopes", "same", "--namespace-scope", "shared=flink,ops"]))
+            .await;
     let external = |namespace: &str| format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{SEGMENTS}");
     let scopes = |body: &Value| -> Vec<String> {
         body["items"].as_array().unwrap().iter().map(|i| i["metricLabels"]["scope"].as_str().unwrap().to_owned()).collect()
@@ -474,7 +508,7 @@ async fn namespace_scoping_serves_each_namespace_its_scopes() {
 
 #[test]
 fn help_documents_every_flag_and_bad_config_fails_clearly() {
-    let help = std::process::Command::new(adapter_binary()).arg("--help").output().unwrap();
+    let help = std::process::Command::new(adapter_binary!()).arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
     for flag in [
@@ -506,7 +540,7 @@ fn help_documents_every_flag_and_bad_config_fails_clearly() {
     ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
-    let bad = std::process::Command::new(adapter_binary())
+    let bad = std::process::Command::new(adapter_binary!())
         .args(["--secure-port", "0", "--insecure-bind-address", "127.0.0.1:1"])
         .output()
         .unwrap();
@@ -518,9 +552,11 @@ fn help_documents_every_flag_and_bad_config_fails_clearly() {
 async fn redirects_are_not_followed() {
     let elsewhere = FakeController::start(stream_exposition("test", "planted", 99, 50, 0)).await;
     let controller = FakeController::start(stream_exposition("test", "s", 3, 2, 0)).await;
-    let adapter =
-        Adapter::start(&args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "300ms", "--scrape-timeout", "200ms"]))
-            .await;
+    let adapter = Adapter::start(
+        adapter_binary!(),
+        &args(&[&controller], &["--max-staleness", "100ms", "--scrape-interval", "300ms", "--scrape-timeout", "200ms"]),
+    )
+    .await;
     controller.redirect_to(Some(elsewhere.url()));
     for _ in 0..30 {
         let (_, metrics) = adapter.get_text("/metrics").await;
@@ -539,7 +575,7 @@ async fn redirects_are_not_followed() {
 async fn control_bytes_of_malformed_lines_reach_the_log_escaped() {
     let body = stream_exposition("test", "s", 3, 2, 0) + "pravega_controller_segments_count{scope=\"x\x1b[31m\r\" oops\n";
     let controller = FakeController::start(body).await;
-    let adapter = Adapter::start(&args(&[&controller], &[])).await;
+    let adapter = Adapter::start(adapter_binary!(), &args(&[&controller], &[])).await;
     for _ in 0..30 {
         let log = adapter.log();
         if log.contains("skipped malformed lines") {

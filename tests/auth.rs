@@ -2,19 +2,21 @@
 //! TokenReview and SubjectAccessReview, against a stub of the Kubernetes API.
 //! Every case checks the HTTP code and that refused answers leak no metric.
 
-mod common;
-
-use common::kube_stub::{client, tls_connect, write_kubeconfig, Ca, StubApi};
-use common::*;
 use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use test_support::adapter::Adapter;
+use test_support::adapter_binary;
+use test_support::exposition::{stream_exposition, SEGMENTS};
+use test_support::fake_controller::FakeController;
+use test_support::kube_api::{client, tls_connect, write_kubeconfig, StubApi};
+use test_support::net::{free_port, http, install_crypto_provider};
+use test_support::pki::Ca;
+use test_support::queries::external_path;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
-const SEGMENTS: &str = "pravega_controller_segments_count";
 
 struct Setup {
     adapter: Adapter,
@@ -34,7 +36,7 @@ impl Drop for Setup {
 
 impl Setup {
     async fn start(extra: &[&str]) -> Self {
-        let _ = http(); // installs the crypto provider
+        install_crypto_provider();
         let dir = std::env::temp_dir().join(format!("adapter-auth-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
         let (serving_ca, front_proxy_ca, client_ca) = (Ca::new("serving-ca"), Ca::new("front-proxy-ca"), Ca::new("client-ca"));
@@ -72,7 +74,7 @@ impl Setup {
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let anonymous = client(&serving_ca, None);
-        let adapter = Adapter::start_secure(&args, port, anonymous).await;
+        let adapter = Adapter::start_secure(adapter_binary!(), &args, port, anonymous).await;
         Setup { adapter, api, serving_ca, front_proxy_ca, client_ca, dir, _controller: controller }
     }
 

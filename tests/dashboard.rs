@@ -6,7 +6,9 @@
 //! HorizontalPodAutoscaler families.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use test_support::adapter::Adapter;
+use test_support::adapter_binary;
+use test_support::repo::repo;
 
 const DASHBOARD: &str = "manifests/grafana/pravega-autoscaling.json";
 
@@ -25,7 +27,7 @@ const KUBE_STATE_METRICS_HPA: &[&str] = &[
 ];
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// The string literal that follows each occurrence of `marker` in `source`.
@@ -207,50 +209,13 @@ fn the_name_scan_finds_metrics_and_skips_the_rest() {
     assert!(!belongs("flink_reader_event_total", &families));
 }
 
-/// Stops the adapter when the test ends, passing or not.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// GET `path` over plain HTTP/1.1, the body as text, or None while nothing answers.
-fn get(address: std::net::SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-#[test]
-fn the_running_adapter_exports_every_adapter_family_the_dashboard_queries() {
-    // A free loopback port for the adapter's plain-HTTP listener.
-    let address = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let _adapter = Running(
-        std::process::Command::new(env!("CARGO_BIN_EXE_pravega-metrics-adapter"))
-            .args(["--secure-port", "0", "--insecure-bind-address", &address.to_string()])
-            // Nothing listens there: the adapter still serves its own /metrics.
-            .args(["--controller-url", "http://127.0.0.1:9/prometheus"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the adapter binary starts"),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let text = loop {
-        if let Some(text) = get(address, "/metrics") {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "the adapter's /metrics did not answer within 30 s");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+#[tokio::test]
+async fn the_running_adapter_exports_every_adapter_family_the_dashboard_queries() {
+    // Nothing listens there: the adapter still serves its own /metrics.
+    let args = ["--controller-url".to_owned(), "http://127.0.0.1:9/prometheus".to_owned()];
+    let adapter = Adapter::start(adapter_binary!(), &args).await;
+    let (status, text) = adapter.get_text("/metrics").await;
+    assert_eq!(status, 200, "{text}");
     // Every family is announced with its # TYPE line, samples or not.
     let live: BTreeSet<String> =
         text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect();

@@ -6,18 +6,23 @@
 //! shipped RBAC. Server-side dry runs against a real kube-apiserver are the
 //! end-to-end test's part.
 
-mod common;
-
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use common::kube_stub::{write_kubeconfig, Ca, StubApi};
-use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
+use test_support::adapter::Adapter;
+use test_support::adapter_binary;
+use test_support::exposition::stream_exposition;
+use test_support::fake_controller::FakeController;
+use test_support::kube_api::{tls_client, write_kubeconfig, StubApi};
+use test_support::net::{free_port, install_crypto_provider};
+use test_support::pki::Ca;
+use test_support::queries::encode;
+use test_support::repo::repo;
 
 const ROOTS: &[&str] = &["apiservice", "manifests", "hpa"];
 const ADAPTER_NAMESPACE: &str = "pravega-metrics";
@@ -64,10 +69,6 @@ impl Doc {
     fn is_patch(&self) -> bool {
         self.source.contains(".patch.yaml#")
     }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A directory under the system temp dir, removed on drop.
@@ -349,7 +350,7 @@ struct Help {
 fn adapter_help() -> &'static Help {
     static HELP: OnceLock<Help> = OnceLock::new();
     HELP.get_or_init(|| {
-        let output = Command::new(adapter_binary()).arg("--help").output().expect("run the adapter's --help");
+        let output = Command::new(adapter_binary!()).arg("--help").output().expect("run the adapter's --help");
         assert!(output.status.success(), "--help failed: {output:?}");
         parse_help(&String::from_utf8(output.stdout).unwrap())
     })
@@ -763,18 +764,6 @@ fn hpa_metric_path(hpa: &Doc) -> String {
     format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/deployments.apps/{object}/{name}?metricLabelSelector={selector}")
 }
 
-fn tls_client(ca_pem: &[u8], identity: Option<(String, String)>, resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
-    let _ = http(); // installs the crypto provider
-    let mut builder = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()]);
-    if let Some((cert, key)) = identity {
-        builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
-    }
-    for (host, address) in resolve {
-        builder = builder.resolve(host, *address);
-    }
-    builder.build().unwrap()
-}
-
 #[tokio::test]
 async fn the_adapter_serves_both_hpa_forms_with_the_shipped_cert_flags_and_rbac() {
     let out = TempDir::new("serve");
@@ -804,9 +793,9 @@ async fn the_adapter_serves_both_hpa_forms_with_the_shipped_cert_flags_and_rbac(
         format!("--kubeconfig={}", kubeconfig.display()),
         format!("--controller-url={}", controller.url()),
     ]);
-    let _ = http();
+    install_crypto_provider();
     let readiness = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().unwrap();
-    let adapter = Adapter::start_secure(&args, port, readiness).await;
+    let adapter = Adapter::start_secure(adapter_binary!(), &args, port, readiness).await;
 
     // The aggregator dials the Service's DNS name and checks it against the
     // APIService's caBundle: the script's CA and names must satisfy that.

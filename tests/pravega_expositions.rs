@@ -5,15 +5,15 @@
 //! after the test stream split (replica B created the stream, replica A
 //! split it), and after it merged back (A restarted in between, B merged).
 
-mod common;
-
-use common::*;
 use pravega_metrics_adapter::parse::Scanner;
 use std::collections::BTreeMap;
+use test_support::adapter::Adapter;
+use test_support::adapter_binary;
+use test_support::exposition::{MERGES, SEGMENTS, SPLITS};
+use test_support::fake_controller::FakeController;
+use test_support::queries::external_path;
+use test_support::repo::fixture;
 
-const SEGMENTS: &str = "pravega_controller_segments_count";
-const SPLITS: &str = "pravega_controller_segment_splits";
-const MERGES: &str = "pravega_controller_segment_merges";
 const MOMENTS: [&str; 2] = ["after-split", "after-merge"];
 
 fn replicas(moment: &str) -> [String; 2] {
@@ -111,7 +111,7 @@ async fn adapter_serves_the_truth(moment: &str) {
     let b = FakeController::start(fixture(&b)).await;
     for (first, second) in [(&a, &b), (&b, &a)] {
         let args: Vec<String> = ["--controller-url".to_owned(), first.url(), "--controller-url".to_owned(), second.url()].into();
-        let adapter = Adapter::start(&args).await;
+        let adapter = Adapter::start(adapter_binary!(), &args).await;
         let (code, body) = adapter.get(&external_path(SEGMENTS, "scope=test,stream=stream")).await;
         assert_eq!(code, 200, "{moment}: {body}");
         // One item, as the HPA needs for an Object metric (and sums for an

@@ -4,9 +4,6 @@
 //! the controller's gRPC API it serves the API's count when B cannot tell;
 //! without it, nothing (the HPA holds).
 
-mod common;
-
-use common::{stream_exposition, Adapter, FakeController};
 use pravega_metrics_adapter::controller_api::proto::{SegmentRange, SegmentRanges, StreamInfo};
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,6 +12,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use test_support::adapter::Adapter;
+use test_support::adapter_binary;
+use test_support::exposition::{stream_exposition, SEGMENTS};
+use test_support::fake_controller::FakeController;
+use test_support::queries::external_path;
 
 const STALE: u32 = 2;
 const CURRENT: u32 = 7;
@@ -77,7 +79,7 @@ impl FakeControllerApi {
 }
 
 fn segments_path(stream: &str) -> String {
-    format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest%2Cstream%3D{stream}")
+    external_path(SEGMENTS, &format!("scope=test,stream={stream}"))
 }
 
 /// The values served for test/s: empty if none.
@@ -142,8 +144,8 @@ async fn a_failing_authoritative_replica_never_hands_the_stream_to_a_stale_one()
     api.set("s", CURRENT);
     let api_address = api.start().await;
     let api_url = format!("http://{api_address}");
-    let adapter = Adapter::start(&replicas.args(&["--controller-api-url", &api_url])).await;
-    let bare = Adapter::start(&replicas.args(&[])).await;
+    let adapter = Adapter::start(adapter_binary!(), &replicas.args(&["--controller-api-url", &api_url])).await;
+    let bare = Adapter::start(adapter_binary!(), &replicas.args(&[])).await;
     for adapter in [&adapter, &bare] {
         assert_eq!(never_stale(adapter, 5, "start").await, [vec![CURRENT.to_string()]]);
     }
@@ -208,7 +210,7 @@ async fn the_controller_api_overrules_a_stale_gauge_the_adapter_cannot_see() {
     let api_address = api.start().await;
     let args: Vec<String> =
         ["--controller-url", &a.url(), "--controller-api-url", &format!("http://{api_address}")].iter().map(|s| (*s).to_owned()).collect();
-    let adapter = Adapter::start(&args).await;
+    let adapter = Adapter::start(adapter_binary!(), &args).await;
     let values = served(&adapter).await;
     assert_eq!(values, [CURRENT.to_string()], "{}", adapter.log());
     let (_, metrics) = adapter.get_text("/metrics").await;
@@ -229,7 +231,7 @@ async fn bodies_that_are_not_a_whole_exposition_fail_the_scrape() {
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
-    let adapter = Adapter::start(&args).await;
+    let adapter = Adapter::start(adapter_binary!(), &args).await;
     let failures = |metrics: &str, reason: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with("pravega_adapter_scrapes_total") && l.contains(&format!("result=\"{reason}\"")));
         line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
@@ -279,7 +281,7 @@ async fn streams_whose_gauge_is_gone_are_answered_by_the_controller_api() {
     let api_address = api.start().await;
     let args: Vec<String> =
         ["--controller-url", &b.url(), "--controller-api-url", &format!("http://{api_address}")].iter().map(|s| (*s).to_owned()).collect();
-    let adapter = Adapter::start(&args).await;
+    let adapter = Adapter::start(adapter_binary!(), &args).await;
     assert_eq!(served(&adapter).await, ["3"], "no replica reports the family at all\n{}", adapter.log());
     // Another stream's gauge brings the family back: s still has none.
     b.set_body(format!("{counters_only}pravega_controller_segments_count{{host=\"b\",scope=\"test\",stream=\"t\",}} 2.0\n"));

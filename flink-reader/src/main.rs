@@ -6,6 +6,7 @@ mod pravega;
 
 use clap::Parser;
 use flink_reader::read_loop::{self, ReaderMetrics};
+use pravega_workload::{controller, http, process};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,12 +42,12 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    generator::process::main(|| run(args))
+    process::main(|| run(args))
 }
 
-async fn run(args: Args) -> generator::process::Outcome {
+async fn run(args: Args) -> process::Outcome {
     // Checked before anything starts: the client panics on a malformed URI.
-    let client_config = generator::controller::client_config(&args.controller_uri)?;
+    let client_config = controller::client_config(&args.controller_uri)?;
     let log = match &args.sequence_log {
         Some(path) => Some(read_loop::SequenceLog::new(
             std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| format!("{}: {e}", path.display()))?,
@@ -60,16 +61,10 @@ async fn run(args: Args) -> generator::process::Outcome {
         move || m.render()
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server_stopped = {
-        let mut s = stopped.clone();
-        async move {
-            let _ = s.wait_for(|v| *v).await;
-        }
-    };
-    let server = tokio::spawn(generator::http::serve(args.listen, generator::http::router(render, ready.clone()), server_stopped));
+    let server = tokio::spawn(http::serve(args.listen, http::router(render, ready.clone()), stopped.clone()));
     let on_signal = stop.clone();
     tokio::spawn(async move {
-        generator::process::shutdown_signal().await;
+        process::shutdown_signal().await;
         let _ = on_signal.send(true);
     });
     let reader_id =

@@ -1,12 +1,12 @@
 //! The Pravega side: join the reader group and read the segments it assigns.
 
 use flink_reader::source::{EventSource, SourceError};
-use generator::controller;
 use pravega_client::client_factory::ClientFactoryAsync;
 use pravega_client::event::reader::EventReader;
 use pravega_client::event::reader_group_state::ReaderGroupStateError;
 use pravega_client_config::ClientConfig;
 use pravega_client_shared::{Scope, ScopedStream, Stream};
+use pravega_workload::retry;
 use tokio::sync::watch;
 
 pub struct PravegaSource {
@@ -26,7 +26,7 @@ impl PravegaSource {
     ) -> Option<Self> {
         let factory = ClientFactoryAsync::new(config, tokio::runtime::Handle::current());
         let stream = ScopedStream { scope: Scope { name: scope.to_owned() }, stream: Stream { name: stream.to_owned() } };
-        let reader = controller::retry("joining the reader group", stopped, || {
+        let reader = retry::with_backoff("joining the reader group", stopped, || {
             let (factory, stream, group, reader_id) = (factory.clone(), stream.clone(), group.to_owned(), reader_id.to_owned());
             // The client panics instead of returning some errors (a reader
             // already in the group, an unreachable controller): a task turns

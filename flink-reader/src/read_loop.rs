@@ -3,10 +3,10 @@
 
 use crate::source::{EventSource, SourceError};
 use crate::work;
-use generator::event::Event;
-use generator::metrics::{Counter, Exposition, Gauge, Timer};
+use pravega_workload::event::{now_ms, Event};
+use pravega_workload::metrics::{Counter, Exposition, Gauge, RateMeter, Timer};
 use std::io::Write;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Where the reader records each event it processed, one line per event:
@@ -29,10 +29,6 @@ impl SequenceLog {
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Default)]
@@ -67,7 +63,7 @@ pub async fn run<S: EventSource>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let log_failed = |e: std::io::Error| SourceError(format!("writing the sequence log failed: {e}"));
-    let mut meter = generator::metrics::RateMeter::new(0);
+    let mut meter = RateMeter::new(0);
     let mut last_report = std::time::Instant::now();
     while !*stop.borrow() {
         let batch = tokio::select! {

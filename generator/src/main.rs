@@ -5,9 +5,10 @@
 mod pravega;
 
 use clap::Parser;
-use generator::metrics::{Counter, Exposition, Gauge, Timer};
 use generator::rate::Sinusoid;
 use generator::simulate::{ScalingPolicy, StreamModel};
+use pravega_workload::metrics::{Counter, Exposition, Gauge, Timer};
+use pravega_workload::{controller, http, process};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -107,27 +108,21 @@ impl Metrics {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    generator::process::main(|| run(args))
+    process::main(|| run(args))
 }
 
-async fn run(args: Args) -> generator::process::Outcome {
+async fn run(args: Args) -> process::Outcome {
     args.validate()?;
     // Checked before anything starts: the client panics on a malformed URI.
-    let client_config = if args.simulate { None } else { Some(generator::controller::client_config(&args.controller_uri)?) };
+    let client_config = if args.simulate { None } else { Some(controller::client_config(&args.controller_uri)?) };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(args.simulate));
     let render = {
         let m = metrics.clone();
         move || m.render()
     };
-    let mut router = generator::http::router(render, ready.clone());
+    let mut router = http::router(render, ready.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let server_stopped = {
-        let mut s = stopped.clone();
-        async move {
-            let _ = s.wait_for(|v| *v).await;
-        }
-    };
     let writer = match client_config {
         None => {
             let simulation = Arc::new(Mutex::new(StreamModel::new(
@@ -145,7 +140,7 @@ async fn run(args: Args) -> generator::process::Outcome {
                 "/prometheus",
                 axum::routing::get(move || {
                     let body = model.lock().map(|m| m.exposition(&scope, &stream, &host, started.elapsed())).unwrap_or_default();
-                    generator::http::text(body)
+                    http::text(body)
                 }),
             );
             tokio::spawn(simulate(args.clone(), simulation, metrics.clone(), started, stopped.clone()));
@@ -161,10 +156,10 @@ async fn run(args: Args) -> generator::process::Outcome {
             }))
         }
     };
-    let server = tokio::spawn(generator::http::serve(args.listen, router, server_stopped));
+    let server = tokio::spawn(http::serve(args.listen, router, stopped.clone()));
     let mut writer_stopped = stopped.clone();
     tokio::select! {
-        _ = generator::process::shutdown_signal() => {}
+        _ = process::shutdown_signal() => {}
         _ = writer_stopped.wait_for(|v| *v) => {}
     }
     let _ = stop.send(true);

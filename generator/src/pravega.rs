@@ -3,13 +3,13 @@
 //! then write at the sinusoid's pace and flush on shutdown.
 
 use crate::{Args, Metrics};
-use generator::controller;
-use generator::event::{routing_key, Event};
-use generator::metrics::RateMeter;
 use generator::rate::Pacer;
 use pravega_client::client_factory::ClientFactoryAsync;
 use pravega_client_config::ClientConfig;
 use pravega_client_shared::{Retention, ScaleType, Scaling, Scope, ScopedStream, Stream, StreamConfiguration};
+use pravega_workload::event::{routing_key, Event};
+use pravega_workload::metrics::RateMeter;
+use pravega_workload::retry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -107,7 +107,7 @@ async fn ensure_stream(factory: &ClientFactoryAsync, stream: &ScopedStream, args
         retention: Retention::default(),
         tags: None,
     };
-    let created = controller::retry("creating the scope and stream (is the controller up?)", stopped, || async {
+    let created = retry::with_backoff("creating the scope and stream (is the controller up?)", stopped, || async {
         let controller = factory.controller_client();
         controller.create_scope(&stream.scope).await?;
         controller.create_stream(&config).await.map(|_| ())

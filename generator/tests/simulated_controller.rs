@@ -3,47 +3,43 @@
 //! serving what it simulates (the loop `make run` shows).
 
 use clap::Parser;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::adapter::wait_ready;
+use test_support::exposition::SEGMENTS;
+use test_support::net::{free_port, http};
+use test_support::queries::external_path;
 
 struct Simulator {
     child: Child,
     base: String,
+    log: PathBuf,
 }
 
 impl Drop for Simulator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
 }
 
 /// A fast-moving simulation: 1 s hold, 100 events/s per segment, 50 to
 /// 1,000 events/s over 8 s.
 async fn simulator() -> Simulator {
     let port = free_port();
+    let log = std::env::temp_dir().join(format!("simulator-test-{}-{port}.log", std::process::id()));
     let child = Command::new(env!("CARGO_BIN_EXE_generator"))
         .args(["--simulate", "--listen", &format!("127.0.0.1:{port}"), "--period", "8s", "--scale-hold", "1s"])
         .args(["--min-rate", "50", "--max-rate", "1000", "--scaling-rate", "100"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let simulator = Simulator { child, base: format!("http://127.0.0.1:{port}") };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client().get(format!("{}/readyz", simulator.base)).send().await.is_err() {
-        assert!(Instant::now() < deadline, "simulator did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut simulator = Simulator { child, base: format!("http://127.0.0.1:{port}"), log };
+    let ready = format!("{}/readyz", simulator.base);
+    wait_ready("simulator", &mut simulator.child, http(), &ready, &simulator.log).await;
     simulator
 }
 
@@ -62,7 +58,7 @@ async fn simulated_segments_follow_the_load_in_the_controller_format() {
     let started = Instant::now();
     let mut text = String::new();
     while started.elapsed() < Duration::from_secs(10) {
-        text = client().get(format!("{}/prometheus", simulator.base)).send().await.unwrap().text().await.unwrap();
+        text = http().get(format!("{}/prometheus", simulator.base)).send().await.unwrap().text().await.unwrap();
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         // As a real controller: splits and merges only once the stream
         // has scaled, both or neither.
@@ -81,7 +77,7 @@ async fn simulated_segments_follow_the_load_in_the_controller_format() {
     assert!(last_merges >= 1.0, "the trough must merge");
     assert!(text.contains("pravega_controller_segments_count{host=\""), "{text}");
     assert!(text.contains("\",scope=\"test\",stream=\"stream\",} "), "{text}");
-    let metrics = client().get(format!("{}/metrics", simulator.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = http().get(format!("{}/metrics", simulator.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("generator_target_rate"), "{metrics}");
 }
 
@@ -102,11 +98,9 @@ async fn the_adapter_serves_what_the_simulator_reports() {
         "100ms",
     ]);
     tokio::spawn(pravega_metrics_adapter::run(config));
-    let query = format!(
-        "http://127.0.0.1:{port}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest%2Cstream%3Dstream"
-    );
+    let query = format!("http://127.0.0.1:{port}{}", external_path(SEGMENTS, "scope=test,stream=stream"));
     let truth = || async {
-        let simulated = client().get(format!("{}/prometheus", simulator.base)).send().await.unwrap().text().await.unwrap();
+        let simulated = http().get(format!("{}/prometheus", simulator.base)).send().await.unwrap().text().await.unwrap();
         // Series carry the replica's host label before scope and stream.
         simulated
             .lines()
@@ -122,7 +116,7 @@ async fn the_adapter_serves_what_the_simulator_reports() {
     let (mut answered, mut matched, mut distinct) = (0, 0, std::collections::BTreeSet::new());
     for _ in 0..ROUNDS {
         let before = truth().await;
-        let served = client().get(&query).send().await.ok();
+        let served = http().get(&query).send().await.ok();
         let body: serde_json::Value = match served {
             Some(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default(),
             None => serde_json::Value::Null,

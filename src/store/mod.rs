@@ -224,6 +224,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::parse::Scanner;
+    use test_support::exposition::{amplifying, stream_exposition};
 
     const T0: Duration = Duration::from_secs(1_700_000_000);
 
@@ -239,13 +240,9 @@ mod tests {
         store.remerge(at(secs));
     }
 
-    /// Exposition of one stream as a replica reports it.
+    /// Exposition of one stream of scope `test` as a replica reports it.
     fn replica(stream: &str, segments: u32, splits: u32, merges: u32) -> String {
-        format!(
-            "pravega_controller_segments_count{{scope=\"test\",stream=\"{stream}\",}} {segments}.0\n\
-             pravega_controller_segment_splits{{scope=\"test\",stream=\"{stream}\",}} {splits}.0\n\
-             pravega_controller_segment_merges{{scope=\"test\",stream=\"{stream}\",}} {merges}.0\n"
-        )
+        stream_exposition("test", stream, segments, splits, merges)
     }
 
     /// The served segment count of test/`stream`; None if not served
@@ -636,17 +633,6 @@ mod tests {
         assert_eq!(family.narrowed(Some("x"), Some("a")).count(), 0);
     }
 
-    /// One family of `streams` streams, and `singles` families of one
-    /// sample each, of streams spread over all of them.
-    fn amplifying(streams: usize, singles: usize) -> String {
-        let mut text: String =
-            (0..streams).map(|i| format!("pravega_controller_segments_count{{scope=\"test\",stream=\"s{i}\"}} 1\n")).collect();
-        for f in 0..singles {
-            text += &format!("pravega_controller_single_{f}{{scope=\"test\",stream=\"s{}\"}} {f}\n", f * 7919 % streams);
-        }
-        text
-    }
-
     #[test]
     fn families_of_few_streams_cost_their_cells_not_the_streams() {
         let store = Store::new(Duration::from_secs(30));
@@ -659,12 +645,12 @@ mod tests {
         assert_eq!(view.stored_cells(), 1_200);
         // Sparse families read as dense ones do, whatever the narrowing.
         let name = "pravega_controller_single_3";
-        let stream = format!("s{}", 3 * 7919 % 1_000);
+        let stream = format!("stream-{}", 3 * 7919 % 1_000);
         let family = view.family(name).unwrap();
         let all: Vec<_> = family.narrowed(None, None).map(|s| (s.labels.get("stream").unwrap().to_owned(), s.value)).collect();
         assert_eq!(all, [(stream.clone(), 3.0)]);
         assert_eq!(family.narrowed(Some("test"), Some(&stream)).map(|s| s.value).collect::<Vec<_>>(), [3.0]);
-        assert_eq!(family.narrowed(Some("test"), Some("s1")).count(), 0);
+        assert_eq!(family.narrowed(Some("test"), Some("stream-1")).count(), 0);
         assert_eq!(family.narrowed(Some("test"), None).count(), 1);
     }
 

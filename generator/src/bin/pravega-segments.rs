@@ -26,11 +26,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    generator::process::main(|| run(args))
+    pravega_workload::process::main(|| run(args))
 }
 
-async fn run(args: Args) -> generator::process::Outcome {
-    let config = generator::controller::client_config(&args.controller_uri)?;
+async fn run(args: Args) -> pravega_workload::process::Outcome {
+    let config = pravega_workload::controller::client_config(&args.controller_uri)?;
     let factory = ClientFactoryAsync::new(config, tokio::runtime::Handle::current());
     let stream = ScopedStream { scope: Scope { name: args.scope }, stream: Stream { name: args.stream } };
     let controller = factory.controller_client();

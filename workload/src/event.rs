@@ -19,8 +19,7 @@ pub struct TooShort(pub usize);
 
 impl Event {
     pub fn now(sequence: u64) -> Self {
-        let created_ms = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Event { sequence, created_ms }
+        Event { sequence, created_ms: now_ms() }
     }
 
     /// Big-endian sequence and time, then zero padding up to `size` bytes.
@@ -43,9 +42,13 @@ impl Event {
 
     /// Time since creation, as seen now.
     pub fn age(&self) -> Duration {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Duration::from_millis(now.saturating_sub(self.created_ms))
+        Duration::from_millis(now_ms().saturating_sub(self.created_ms))
     }
+}
+
+/// Milliseconds since the Unix epoch, now: the clock events carry.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The routing key of the `sequence`-th event: `keys` distinct keys in turn,

@@ -8,8 +8,6 @@
 //! batch them and add up to 1 ms to every measurement), and requests go
 //! straight to hyper's connection API, without a client pool in between.
 
-#![allow(dead_code)] // each benchmark uses a different part of this module
-
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::client::conn::{http1, http2};
@@ -70,7 +68,7 @@ fn address(base: &str, scheme: &str) -> SocketAddr {
 /// A TLS client configuration that trusts `ca_pem` and offers HTTP/2.
 pub fn http2_tls(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::{pem::PemObject as _, CertificateDer};
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::net::install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).expect("CA PEM")).expect("CA certificate");
     let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
@@ -118,7 +116,7 @@ fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     if sorted_us.is_empty() {
         return f64::NAN;
     }
-    crate::measure::nearest_rank(sorted_us, p) as f64 / 1000.0
+    super::measure::nearest_rank(sorted_us, p) as f64 / 1000.0
 }
 
 /// Open-loop load: request `i` is due at `start + i / rate`, and its

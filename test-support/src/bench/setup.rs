@@ -1,30 +1,33 @@
 //! The release adapter as the benchmarks run it: HTTPS with a throw-away
 //! serving certificate, bearer-token requests reviewed by a stub Kubernetes
 //! API, in front of fake controller replicas serving synthetic expositions.
-#![allow(dead_code)] // each benchmark uses a different part of this module
 
-use crate::common::kube_stub::{client, write_kubeconfig, Ca, StubApi};
-use crate::common::{free_port, Adapter, FakeController};
-use crate::exposition::exposition;
-use crate::load::{self, Target};
-use crate::measure::stream_labels;
+use super::load::{self, Target};
+use crate::adapter::Adapter;
+use crate::exposition::{many_streams, stream_labels, SEGMENTS};
+use crate::fake_controller::FakeController;
+use crate::kube_api::{client, write_kubeconfig, StubApi};
+use crate::net::free_port;
+use crate::pki::Ca;
+use crate::queries::external_path;
 use rcgen::ExtendedKeyUsagePurpose;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-pub const SEGMENTS: &str = "pravega_controller_segments_count";
 /// The bearer token the stub API reviews as valid.
 pub const TOKEN: &str = "good-token";
 
 /// The path of the external-metrics query an HPA makes for one synthetic
 /// stream's segment count.
-pub fn external_path(stream: usize) -> String {
+pub fn segments_query(stream: usize) -> String {
     let (scope, stream) = stream_labels(stream);
-    format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{SEGMENTS}?labelSelector=scope%3D{scope}%2Cstream%3D{stream}")
+    external_path(SEGMENTS, &format!("scope={scope},stream={stream}"))
 }
 
 pub struct Bench {
+    /// The adapter binary the benchmark runs.
+    binary: PathBuf,
     controllers: tokio::runtime::Runtime,
     pki_dir: PathBuf,
     kubeconfig: PathBuf,
@@ -38,7 +41,8 @@ impl Bench {
         self.api.token_reviews.load(Ordering::SeqCst) + self.api.access_reviews.load(Ordering::SeqCst)
     }
 
-    pub async fn new() -> Self {
+    /// The set-up for running `binary` (see [`crate::adapter_binary`]).
+    pub async fn new(binary: &Path) -> Self {
         let pki_dir = std::env::temp_dir().join(format!("adapter-bench-{}", std::process::id()));
         std::fs::create_dir_all(&pki_dir).unwrap();
         let serving_ca = Ca::new("bench-serving-ca");
@@ -55,7 +59,7 @@ impl Bench {
             .enable_all()
             .build()
             .unwrap();
-        Bench { controllers, pki_dir, kubeconfig, serving_ca, api }
+        Bench { binary: binary.to_owned(), controllers, pki_dir, kubeconfig, serving_ca, api }
     }
 
     /// Starts three fake replicas whose threads only get CPU nobody else
@@ -64,7 +68,7 @@ impl Bench {
     pub async fn replicas(&self, streams: usize) -> Vec<FakeController> {
         let mut controllers = Vec::new();
         for r in 0..3 {
-            let body = exposition(streams, r);
+            let body = many_streams(streams, r);
             let controller = self.controllers.spawn(FakeController::start(body)).await.unwrap();
             // Every scrape changes a value, so every round costs a full merge.
             controller.churn();
@@ -73,6 +77,8 @@ impl Bench {
         controllers
     }
 
+    /// The adapter serving HTTPS with bearer-token authentication, scraping
+    /// `controllers`, with `extra` flags.
     pub async fn adapter(&self, controllers: &[FakeController], extra: &[&str]) -> Adapter {
         let port = free_port();
         let mut args: Vec<String> = vec![
@@ -91,7 +97,7 @@ impl Bench {
             args.extend(["--controller-url".into(), c.url()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        Adapter::start_secure(&args, port, self.client()).await
+        Adapter::start_secure(&self.binary, &args, port, self.client()).await
     }
 
     pub fn client(&self) -> reqwest::Client {
@@ -102,7 +108,7 @@ impl Bench {
     /// segment count, authenticated with the token the stub API accepts.
     pub fn external_query(&self, adapter: &Adapter) -> impl Fn(usize) -> reqwest::RequestBuilder {
         let (client, base) = (self.client(), adapter.base.clone());
-        move |stream| client.get(format!("{base}{}", external_path(stream))).bearer_auth(TOKEN)
+        move |stream| client.get(format!("{base}{}", segments_query(stream))).bearer_auth(TOKEN)
     }
 
     /// Where a query load against `adapter` goes: HTTPS and HTTP/2, with

@@ -1,77 +1,20 @@
-//! A stub of the Kubernetes API for the adapter's security reviews, and a
-//! throw-away PKI: what the auth tests and the serving benchmark share.
+//! A stub of the Kubernetes API for the adapter's security reviews (the
+//! authentication configmap, TokenReview, SubjectAccessReview), a
+//! kubeconfig pointing at it, and clients of the adapter's secure port.
 
+use crate::net::install_crypto_provider;
+use crate::pki::Ca;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Json;
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
-
-pub struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pub pem: String,
-}
-
-impl Ca {
-    pub fn new(name: &str) -> Self {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let pem = params.self_signed(&key).unwrap().pem();
-        Ca { issuer: Issuer::new(params, key), pem }
-    }
-
-    /// A leaf certificate and key, PEM, for a client (CN, O) or a server (SANs).
-    pub fn leaf(&self, cn: &str, orgs: &[&str], sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
-        self.issue(&[cn], orgs, sans, usage, None)
-    }
-
-    pub fn client(&self, cn: &str, orgs: &[&str]) -> (String, String) {
-        self.leaf(cn, orgs, &[], ExtendedKeyUsagePurpose::ClientAuth)
-    }
-
-    /// A client certificate with these common names, in this order, valid
-    /// until `not_after` (default: far ahead).
-    pub fn client_with(&self, cns: &[&str], not_after: Option<SystemTime>) -> (String, String) {
-        self.issue(cns, &[], &[], ExtendedKeyUsagePurpose::ClientAuth, not_after)
-    }
-
-    fn issue(
-        &self,
-        cns: &[&str],
-        orgs: &[&str],
-        sans: &[&str],
-        usage: ExtendedKeyUsagePurpose,
-        not_after: Option<SystemTime>,
-    ) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        for (i, cn) in cns.iter().enumerate() {
-            // rcgen keeps one value per attribute type: further common names
-            // go in under the commonName OID as a type of their own.
-            let kind = if i == 0 { DnType::CommonName } else { DnType::CustomDnType(vec![2, 5, 4, 3]) };
-            params.distinguished_name.push(kind, *cn);
-        }
-        for org in orgs {
-            params.distinguished_name.push(DnType::OrganizationName, *org);
-        }
-        params.extended_key_usages = vec![usage];
-        if let Some(not_after) = not_after {
-            params.not_after = not_after.into();
-        }
-        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
-    }
-}
 
 /// Stub of the Kubernetes API: the authentication configmap, TokenReview
 /// (token "good-token" is user tina) and SubjectAccessReview (users in
@@ -167,10 +110,20 @@ pub fn write_kubeconfig(path: &Path, server: SocketAddr) {
 
 /// An HTTPS client trusting `serving_ca`, optionally with a client identity.
 pub fn client(serving_ca: &Ca, identity: Option<(String, String)>) -> reqwest::Client {
-    let _ = super::http(); // installs the crypto provider
-    let mut builder = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(serving_ca.pem.as_bytes()).unwrap()]);
+    tls_client(serving_ca.pem.as_bytes(), identity, &[])
+}
+
+/// An HTTPS client trusting the CA bundle `ca_pem`, optionally with a
+/// client identity (certificate and key, PEM), that reaches the host names
+/// of `resolve` at the addresses given.
+pub fn tls_client(ca_pem: &[u8], identity: Option<(String, String)>, resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
+    install_crypto_provider();
+    let mut builder = reqwest::Client::builder().tls_certs_only([reqwest::Certificate::from_pem(ca_pem).unwrap()]);
     if let Some((cert, key)) = identity {
         builder = builder.identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap());
+    }
+    for (host, address) in resolve {
+        builder = builder.resolve(host, *address);
     }
     builder.build().unwrap()
 }
@@ -178,7 +131,7 @@ pub fn client(serving_ca: &Ca, identity: Option<(String, String)>) -> reqwest::C
 /// A raw TLS connection to `address` trusting `serving_ca`, offering only
 /// HTTP/1.1: for tests that control every byte.
 pub async fn tls_connect(serving_ca: &Ca, address: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let _ = super::http(); // installs the crypto provider
+    install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls::pki_types::CertificateDer::from_pem_slice(serving_ca.pem.as_bytes()).unwrap()).unwrap();
     let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
