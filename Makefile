@@ -4,7 +4,10 @@ CARGO   ?= cargo
 KUBECTL ?= kubectl
 IMAGE_REPO ?= ghcr.io/pravega-flink-autoscaler
 VERSION ?= 0.1.0
-# make run (scripts/run.sh): where the simulated controller and the adapter listen.
+# make run (scripts/run.sh): where the simulated controller and the adapter
+# listen. It builds the generator without its `pravega` feature (the
+# simulator needs no pravega-client), so target/*/generator runs only
+# --simulate until the next full build (make build, make test).
 SIM_ADDR     ?= 127.0.0.1:10080
 ADAPTER_ADDR ?= 127.0.0.1:8080
 # Cargo profile for make run; its binaries land in target/debug for dev.
@@ -22,7 +25,7 @@ build: ## release build of the adapter, generator and flink-reader
 	$(CARGO) build --release --locked --workspace
 
 run: ## adapter + simulated Pravega controller on localhost, no cluster needed
-	$(CARGO) build --profile $(PROFILE) --locked -p pravega-metrics-adapter -p generator
+	$(CARGO) build --profile $(PROFILE) --locked -p pravega-metrics-adapter -p generator --no-default-features
 	@exec env BIN='$(BIN)' SIM_ADDR='$(SIM_ADDR)' ADAPTER_ADDR='$(ADAPTER_ADDR)' KUBECTL='$(KUBECTL)' RUN_CHECK='$(RUN_CHECK)' \
 	  EXTERNAL_QUERY='$(EXTERNAL_QUERY)' CUSTOM_QUERY='$(CUSTOM_QUERY)' scripts/run.sh
 

@@ -1,9 +1,11 @@
 //! What the workload binaries (generator, flink-reader) share: the process
 //! frame (logging, runtime, exit code, signals), the `/metrics`, `/livez`
 //! and `/readyz` endpoints and the metrics behind them, the event format,
-//! the Pravega controller's client configuration from a checked URI, and
-//! retrying with backoff while the controller is not up.
+//! the Pravega controller's client configuration from a checked URI
+//! (feature `pravega`), and retrying with backoff while the controller is
+//! not up.
 
+#[cfg(feature = "pravega")]
 pub mod controller;
 pub mod event;
 pub mod http;
