@@ -1,13 +1,14 @@
 //! Scraping: one task per controller replica, on an interval and on demand.
 //!
-//! Each task fetches its target's exposition with a timeout and a body-size
-//! cap, scans it chunk by chunk into a new snapshot and publishes it to the
-//! store. A scrape is published only if its body is a whole, well-formed
-//! exposition: text of the exposition format's content type, ending at a
-//! line boundary, with at least one sample of a wanted family. Anything
-//! else (an error page, a body cut short, a restarting controller that
-//! reports nothing yet) is a failed scrape, which keeps the previous
-//! snapshot until the store's max age drops it. Queries call [`Pool::refresh_stale`] so that a value is
+//! Each task fetches its target's exposition (through [`Fetch`]: HTTP in
+//! the adapter) with a timeout and a body-size cap, scans it chunk by
+//! chunk into a new snapshot and publishes it to the store. A scrape is
+//! published only if its body is a whole, well-formed exposition: text of
+//! the exposition format's content type, ending at a line boundary, with
+//! at least one sample of a wanted family. Anything else (an error page, a
+//! body cut short, a restarting controller that reports nothing yet) is a
+//! failed scrape, which keeps the previous snapshot until the store's max
+//! age drops it. Queries call [`Pool::refresh_stale`] so that a value is
 //! never older than `max_staleness` (three of its slowest recent scrape
 //! rounds, for a target whose rounds are slower) when a fresh one can be
 //! had within the scrape timeout; concurrent queries share the scrape in
@@ -18,12 +19,14 @@ use crate::store::{LimitExceeded, SnapshotBuilder, Store, TargetSnapshot};
 use crate::telemetry::Telemetry;
 use regex::Regex;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
 /// One controller replica's metrics endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,9 +52,70 @@ pub struct ScrapeSettings {
     pub max_staleness: Duration,
     /// Metric names to keep (the scanner skips every other family).
     pub allow: Regex,
+}
+
+/// Where a scrape's bytes come from: the controller's HTTP endpoint
+/// ([`Http`]) in the adapter, a scripted source in the pool's tests.
+/// Whatever the source, the pool applies the size cap and publishes only a
+/// whole exposition.
+pub trait Fetch: Send + Sync + 'static {
+    type Response: Chunks;
+
+    /// Asks `target` for its exposition; fails if the answer is not one to
+    /// read (a request error, an error status, a content type that is not
+    /// text).
+    fn fetch(&self, target: &Target) -> impl Future<Output = Result<Self::Response, ScrapeError>> + Send;
+}
+
+/// A fetched exposition, read as it arrives.
+pub trait Chunks: Send {
+    /// The length the source announced, if any.
+    fn content_length(&self) -> Option<u64>;
+
+    /// The next piece of the body; `None` once it is complete.
+    fn chunk(&mut self) -> impl Future<Output = Result<Option<bytes::Bytes>, ScrapeError>> + Send;
+}
+
+/// Fetches over HTTP with the adapter's controller client.
+pub struct Http {
+    client: reqwest::Client,
     /// Sent as `Authorization: Bearer`, re-read every scrape so rotated
     /// tokens are picked up.
-    pub bearer_token_file: Option<PathBuf>,
+    bearer_token_file: Option<PathBuf>,
+}
+
+impl Http {
+    pub fn new(client: reqwest::Client, bearer_token_file: Option<PathBuf>) -> Self {
+        Http { client, bearer_token_file }
+    }
+}
+
+impl Fetch for Http {
+    type Response = reqwest::Response;
+
+    async fn fetch(&self, target: &Target) -> Result<reqwest::Response, ScrapeError> {
+        let mut request = self.client.get(&target.url).header(reqwest::header::ACCEPT, "text/plain;version=0.0.4");
+        if let Some(path) = &self.bearer_token_file {
+            let token = tokio::fs::read_to_string(path).await.map_err(|source| ScrapeError::Token { path: path.clone(), source })?;
+            request = request.bearer_auth(token.trim());
+        }
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            return Err(ScrapeError::Status(response.status()));
+        }
+        check_content_type(response.headers())?;
+        Ok(response)
+    }
+}
+
+impl Chunks for reqwest::Response {
+    fn content_length(&self) -> Option<u64> {
+        reqwest::Response::content_length(self)
+    }
+
+    async fn chunk(&mut self) -> Result<Option<bytes::Bytes>, ScrapeError> {
+        Ok(reqwest::Response::chunk(self).await?)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,16 +282,16 @@ struct TargetState {
 }
 
 /// What every scrape task shares.
-struct Scraper {
-    client: reqwest::Client,
+struct Scraper<F> {
+    fetch: F,
     settings: ScrapeSettings,
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
 }
 
 /// The set of scraped targets, kept in line with discovery.
-pub struct Pool {
-    scraper: Arc<Scraper>,
+pub struct Pool<F = Http> {
+    scraper: Arc<Scraper<F>>,
     /// Where the scrape tasks run (see [`crate::resources::background_runtime`]).
     runtime: tokio::runtime::Handle,
     targets: RwLock<BTreeMap<Arc<str>, Arc<TargetState>>>,
@@ -237,17 +301,11 @@ pub struct Pool {
     ready: AtomicBool,
 }
 
-impl Pool {
-    /// Scrape tasks run on `runtime`.
-    pub fn new(
-        client: reqwest::Client,
-        settings: ScrapeSettings,
-        store: Arc<Store>,
-        telemetry: Arc<Telemetry>,
-        runtime: tokio::runtime::Handle,
-    ) -> Self {
+impl<F: Fetch> Pool<F> {
+    /// Scrape tasks fetch through `fetch` and run on `runtime`.
+    pub fn new(fetch: F, settings: ScrapeSettings, store: Arc<Store>, telemetry: Arc<Telemetry>, runtime: tokio::runtime::Handle) -> Self {
         Pool {
-            scraper: Arc::new(Scraper { client, settings, store, telemetry }),
+            scraper: Arc::new(Scraper { fetch, settings, store, telemetry }),
             runtime,
             targets: RwLock::default(),
             synced: AtomicBool::new(false),
@@ -376,7 +434,7 @@ fn staleness_bound(max_staleness: Duration, round: Duration) -> Duration {
     max_staleness.max(round.saturating_mul(3))
 }
 
-impl Scraper {
+impl<F: Fetch> Scraper<F> {
     async fn run(self: Arc<Self>, state: Arc<TargetState>) {
         let target = &state.target;
         let mut failing = false;
@@ -432,23 +490,14 @@ impl Scraper {
                 r.slowest_recent = slowest_recent;
             });
             tokio::select! {
-                _ = tokio::time::sleep_until((started + self.settings.interval).into()) => {}
+                _ = tokio::time::sleep_until(started + self.settings.interval) => {}
                 _ = state.refresh.notified() => {}
             }
         }
     }
 
     async fn scrape(&self, target: &Target, scraped_at: SystemTime) -> Result<Landed, ScrapeError> {
-        let mut request = self.client.get(&target.url).header(reqwest::header::ACCEPT, "text/plain;version=0.0.4");
-        if let Some(path) = &self.settings.bearer_token_file {
-            let token = tokio::fs::read_to_string(path).await.map_err(|source| ScrapeError::Token { path: path.clone(), source })?;
-            request = request.bearer_auth(token.trim());
-        }
-        let mut response = request.send().await?;
-        if !response.status().is_success() {
-            return Err(ScrapeError::Status(response.status()));
-        }
-        check_content_type(response.headers())?;
+        let mut response = self.fetch.fetch(target).await?;
         let cap = self.settings.max_body_bytes;
         if response.content_length().is_some_and(|len| len > cap) {
             return Err(ScrapeError::TooLarge(cap));
