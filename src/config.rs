@@ -560,16 +560,14 @@ impl DiscoveryFlags {
 }
 
 impl ScrapeFlags {
-    /// The scrape pool's settings; `bearer_token_file` is sent to the
-    /// controllers.
-    pub fn settings(&self, bearer_token_file: Option<PathBuf>) -> ScrapeSettings {
+    /// The scrape pool's settings.
+    pub fn settings(&self) -> ScrapeSettings {
         ScrapeSettings {
             interval: self.scrape_interval,
             timeout: self.scrape_timeout,
             max_body_bytes: self.scrape_max_body_bytes,
             max_staleness: self.max_staleness,
             allow: self.metrics_allow_regex.clone(),
-            bearer_token_file,
         }
     }
 }

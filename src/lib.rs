@@ -77,9 +77,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
     tokio::spawn(store.clone().keep_merged());
     let telemetry = Arc::new(Telemetry::default());
-    let settings = scraping.settings(controllers.controller_bearer_token_file.clone());
     let scrape_runtime = resources::background_runtime("scrape").map_err(RunError::ScrapeRuntime)?;
-    let pool = Arc::new(Pool::new(controller_client(controllers)?, settings, store.clone(), telemetry.clone(), scrape_runtime));
+    let fetch = scrape::Http::new(controller_client(controllers)?, controllers.controller_bearer_token_file.clone());
+    let pool = Arc::new(Pool::new(fetch, scraping.settings(), store.clone(), telemetry.clone(), scrape_runtime));
     let fixed: Vec<Target> =
         controllers.controller_urls.iter().map(|url| Target { id: Arc::from(url.as_str()), url: url.clone() }).collect();
     match controllers.discovery.pod_discovery() {

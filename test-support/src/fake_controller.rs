@@ -1,6 +1,6 @@
 //! A fake Pravega controller: `/prometheus` served in-process from memory,
-//! with the ways a real one fails (status codes, delays, redirects, a
-//! foreign content type, closing its socket) at the test's command.
+//! with the ways a real one fails (status codes, redirects, a foreign
+//! content type, closing its socket) at the test's command.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 #[derive(Default)]
 struct ControllerState {
@@ -23,7 +22,6 @@ struct ControllerState {
     /// scrape changes something (as a live controller's counters do).
     churn: AtomicBool,
     status: Mutex<Option<StatusCode>>,
-    delay: Mutex<Duration>,
     /// Overrides the exposition format's content type.
     content_type: Mutex<Option<&'static str>>,
     /// Answers every scrape with a 302 to this URL.
@@ -91,10 +89,6 @@ impl FakeController {
         *self.state.status.lock().unwrap() = status;
     }
 
-    pub fn set_delay(&self, delay: Duration) {
-        *self.state.delay.lock().unwrap() = delay;
-    }
-
     pub fn hits(&self) -> u64 {
         self.state.hits.load(Ordering::SeqCst)
     }
@@ -102,10 +96,6 @@ impl FakeController {
 
 async fn serve_exposition(State(state): State<Arc<ControllerState>>) -> axum::response::Response {
     let hit = state.hits.fetch_add(1, Ordering::SeqCst);
-    let delay = *state.delay.lock().unwrap();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     if let Some(status) = *state.status.lock().unwrap() {
         return status.into_response();
     }
