@@ -3,122 +3,11 @@
 //! request counts and latencies, and the age of served values.
 
 use crate::store::Store;
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use prom_text::{Counter, Exposition, Family, Histogram, Kind};
 use std::time::Duration;
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 const AGE_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0, 30.0];
-
-#[derive(Default)]
-struct Counter(AtomicU64);
-
-struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, seconds: f64) {
-        if let Some(i) = self.bounds.iter().position(|b| seconds <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-    }
-}
-
-/// Metrics of one name, one instance per label-value tuple.
-struct Family<M> {
-    name: &'static str,
-    help: &'static str,
-    label_names: &'static [&'static str],
-    members: RwLock<BTreeMap<Vec<String>, Arc<M>>>,
-    make: fn() -> M,
-}
-
-impl<M> Family<M> {
-    fn new(name: &'static str, help: &'static str, label_names: &'static [&'static str], make: fn() -> M) -> Self {
-        Family { name, help, label_names, members: RwLock::default(), make }
-    }
-
-    fn with(&self, values: &[&str]) -> Arc<M> {
-        let found = self
-            .members
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .find_map(|(k, m)| (k.len() == values.len() && k.iter().zip(values).all(|(a, b)| a == b)).then(|| m.clone()));
-        found.unwrap_or_else(|| {
-            let key = values.iter().map(|v| (*v).to_owned()).collect();
-            let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
-            members.entry(key).or_insert_with(|| Arc::new((self.make)())).clone()
-        })
-    }
-
-    fn forget(&self, label: usize, value: &str) {
-        self.members.write().unwrap_or_else(PoisonError::into_inner).retain(|k, _| k[label] != value);
-    }
-
-    fn header(&self, out: &mut String, kind: &str) {
-        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {kind}", self.name, self.help, self.name);
-    }
-
-    fn labels(&self, values: &[String], extra: Option<(&str, &str)>) -> String {
-        let mut pairs: Vec<String> = self.label_names.iter().zip(values).map(|(n, v)| format!("{n}=\"{}\"", escape(v))).collect();
-        pairs.extend(extra.map(|(n, v)| format!("{n}=\"{v}\"")));
-        if pairs.is_empty() {
-            String::new()
-        } else {
-            format!("{{{}}}", pairs.join(","))
-        }
-    }
-}
-
-impl Family<Counter> {
-    fn render(&self, out: &mut String) {
-        self.header(out, "counter");
-        for (values, counter) in self.members.read().unwrap_or_else(PoisonError::into_inner).iter() {
-            let _ = writeln!(out, "{}{} {}", self.name, self.labels(values, None), counter.0.load(Ordering::Relaxed));
-        }
-    }
-}
-
-impl Family<Histogram> {
-    fn render(&self, out: &mut String) {
-        self.header(out, "histogram");
-        for (values, h) in self.members.read().unwrap_or_else(PoisonError::into_inner).iter() {
-            let mut cumulative = 0;
-            for (bound, bucket) in h.bounds.iter().zip(&h.buckets) {
-                cumulative += bucket.load(Ordering::Relaxed);
-                let le = bound.to_string();
-                let _ = writeln!(out, "{}_bucket{} {cumulative}", self.name, self.labels(values, Some(("le", &le))));
-            }
-            let count = h.count.load(Ordering::Relaxed);
-            let plain = self.labels(values, None);
-            let _ = writeln!(out, "{}_bucket{} {count}", self.name, self.labels(values, Some(("le", "+Inf"))));
-            let _ = writeln!(out, "{}_sum{plain} {}", self.name, h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
-            let _ = writeln!(out, "{}_count{plain} {count}", self.name);
-        }
-    }
-}
-
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
 
 pub struct Telemetry {
     scrapes: Family<Counter>,
@@ -190,10 +79,10 @@ impl Telemetry {
     /// Counts a scrape: `failure` is None for success, else the reason.
     pub fn scrape(&self, target: &str, failure: Option<&str>, duration: Duration, malformed: u64) {
         let result = failure.unwrap_or("success");
-        self.scrapes.with(&[target, result]).0.fetch_add(1, Ordering::Relaxed);
+        self.scrapes.with(&[target, result]).add(1);
         self.scrape_duration.with(&[target]).observe(duration.as_secs_f64());
         if malformed > 0 {
-            self.malformed_lines.with(&[target]).0.fetch_add(malformed, Ordering::Relaxed);
+            self.malformed_lines.with(&[target]).add(malformed);
         }
     }
 
@@ -205,7 +94,7 @@ impl Telemetry {
     }
 
     pub fn request(&self, route: &str, code: u16, duration: Duration) {
-        self.requests.with(&[route, &code.to_string()]).0.fetch_add(1, Ordering::Relaxed);
+        self.requests.with(&[route, &code.to_string()]).add(1);
         self.request_duration.with(&[route]).observe(duration.as_secs_f64());
     }
 
@@ -219,36 +108,29 @@ impl Telemetry {
             Some(crate::controller_api::ControllerApiError::Timeout { .. }) => "timeout",
             Some(_) => "error",
         };
-        self.controller_api_calls.with(&[result]).0.fetch_add(1, Ordering::Relaxed);
+        self.controller_api_calls.with(&[result]).add(1);
     }
 
     pub fn stale_gauge(&self, scope: &str, stream: &str) {
-        self.stale_gauges.with(&[scope, stream]).0.fetch_add(1, Ordering::Relaxed);
+        self.stale_gauges.with(&[scope, stream]).add(1);
     }
 
     pub fn render(&self, store: &Store) -> String {
-        let mut out = String::new();
-        self.scrapes.render(&mut out);
-        self.scrape_duration.render(&mut out);
-        self.malformed_lines.render(&mut out);
-        out.push_str("# HELP pravega_adapter_series Series (stream x family) held per target.\n");
-        out.push_str("# TYPE pravega_adapter_series gauge\n");
+        let mut out = Exposition::default();
+        out.counters(&self.scrapes).histograms(&self.scrape_duration).counters(&self.malformed_lines);
+        out.header("pravega_adapter_series", "Series (stream x family) held per target.", Kind::Gauge);
         for (target, count) in store.series_counts() {
-            let _ = writeln!(out, "pravega_adapter_series{{target=\"{}\"}} {count}", escape(&target));
+            out.sample("pravega_adapter_series", &[("target", &target)], count);
         }
         let (family_names, label_sets) = store.names_held();
-        out.push_str("# HELP pravega_adapter_family_names Family names held by snapshots and served views.\n");
-        out.push_str("# TYPE pravega_adapter_family_names gauge\n");
-        let _ = writeln!(out, "pravega_adapter_family_names {family_names}");
-        out.push_str("# HELP pravega_adapter_label_sets Label sets (streams) held by snapshots and served views.\n");
-        out.push_str("# TYPE pravega_adapter_label_sets gauge\n");
-        let _ = writeln!(out, "pravega_adapter_label_sets {label_sets}");
-        self.requests.render(&mut out);
-        self.request_duration.render(&mut out);
-        self.served_value_age.render(&mut out);
-        self.controller_api_calls.render(&mut out);
-        self.stale_gauges.render(&mut out);
-        out
+        out.gauge("pravega_adapter_family_names", "Family names held by snapshots and served views.", family_names as f64)
+            .gauge("pravega_adapter_label_sets", "Label sets (streams) held by snapshots and served views.", label_sets as f64)
+            .counters(&self.requests)
+            .histograms(&self.request_duration)
+            .histograms(&self.served_value_age)
+            .counters(&self.controller_api_calls)
+            .counters(&self.stale_gauges)
+            .finish()
     }
 }
 

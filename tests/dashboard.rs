@@ -46,19 +46,13 @@ fn literals_after(source: &str, marker: &str) -> Vec<String> {
 /// The families the project's binaries export.
 fn exported_families() -> BTreeSet<String> {
     let mut families = BTreeSet::new();
-    let telemetry = read("src/telemetry.rs");
-    // Families with labels and histograms are declared with Family::new; the
-    // per-target series gauge is written by hand with its # TYPE line.
-    families.extend(literals_after(&telemetry, "Family::new("));
-    for line in telemetry.lines() {
-        if let Some(at) = line.find("# TYPE pravega_adapter_") {
-            families.insert(line[at + 7..].split_whitespace().next().unwrap().to_owned());
-        }
-    }
-    for path in ["generator/src/main.rs", "flink-reader/src/read_loop.rs"] {
+    // Families with labels and histograms are declared with Family::new,
+    // those of one unlabelled sample written with prom-text's .gauge(),
+    // .counter() and .timer(), and others headed with .header().
+    for path in ["src/telemetry.rs", "generator/src/main.rs", "flink-reader/src/read_loop.rs"] {
         let source = read(path);
-        for kind in [".gauge(", ".counter(", ".timer("] {
-            families.extend(literals_after(&source, kind));
+        for marker in ["Family::new(", ".header(", ".gauge(", ".counter(", ".timer("] {
+            families.extend(literals_after(&source, marker));
         }
     }
     families

@@ -4,7 +4,8 @@
 use crate::source::{EventSource, SourceError};
 use crate::work;
 use pravega_workload::event::{now_ms, Event};
-use pravega_workload::metrics::{Counter, Exposition, Gauge, RateMeter, Timer};
+use pravega_workload::metrics::RateMeter;
+use prom_text::{Counter, Exposition, Gauge, Timer};
 use std::io::Write;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -9,6 +9,7 @@
 //! (never below `min_segments`). Pravega weighs 2- to 20-minute rates; the
 //! hold time stands in for that so a demo moves within minutes.
 
+use prom_text::escape;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -150,10 +151,6 @@ pub fn host_tag() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()))
         .unwrap_or_else(|| "unknown".to_owned())
-}
-
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// A double as Java's `Double.toString` writes it: `3.0`, `0.05`, `1.0E7`.
