@@ -116,7 +116,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         tracing::info!(%address, "serving HTTPS with authentication and authorization");
         let limits = serving.connections.limits();
         servers.spawn(async move {
-            serve::listen::serve_tls(listener, tls, router, limits, shutdown_signal()).await;
+            serve::listen::serve_tls(listener, tls, router, limits, shutdown_signal::wait()).await;
             Ok(())
         });
     }
@@ -127,7 +127,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
+        servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal::wait()).await });
     }
     while let Some(result) = servers.join_next().await {
         match result {
@@ -245,22 +245,3 @@ async fn review_client(kubeconfig: Option<&std::path::PathBuf>) -> Result<kube::
 
 /// Longest wait for a TokenReview or SubjectAccessReview answer.
 const REVIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Resolves on SIGTERM (Kubernetes stopping the pod) or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received, shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-    }
-}

@@ -64,7 +64,7 @@ async fn run(args: Args) -> process::Outcome {
     let server = tokio::spawn(http::serve(args.listen, http::router(render, ready.clone()), stopped.clone()));
     let on_signal = stop.clone();
     tokio::spawn(async move {
-        process::shutdown_signal().await;
+        shutdown_signal::wait().await;
         let _ = on_signal.send(true);
     });
     let reader_id =

@@ -163,7 +163,7 @@ async fn run(args: Args) -> process::Outcome {
     let server = tokio::spawn(http::serve(args.listen, router, stopped.clone()));
     let mut writer_stopped = stopped.clone();
     tokio::select! {
-        _ = process::shutdown_signal() => {}
+        _ = shutdown_signal::wait() => {}
         _ = writer_stopped.wait_for(|v| *v) => {}
     }
     let _ = stop.send(true);

@@ -1,5 +1,5 @@
 //! What the workload binaries (generator, flink-reader) share: the process
-//! frame (logging, runtime, exit code, signals), the `/metrics`, `/livez`
+//! frame (logging, runtime, exit code), the `/metrics`, `/livez`
 //! and `/readyz` endpoints and the rates they report, the event format,
 //! the Pravega controller's client configuration from a checked URI
 //! (feature `pravega`), and retrying with backoff while the controller is

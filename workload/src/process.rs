@@ -1,5 +1,5 @@
 //! What both workload binaries do as processes: log to stderr, run on a
-//! Tokio runtime, turn the outcome into the exit code, stop on a signal.
+//! Tokio runtime, turn the outcome into the exit code.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -24,21 +24,5 @@ pub fn main<F: Future<Output = Outcome>>(run: impl FnOnce() -> F) -> ExitCode {
             tracing::error!(%error, "exiting");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
 }
