@@ -3,7 +3,7 @@
 
 use crate::source::{EventSource, SourceError};
 use crate::work;
-use pravega_workload::event::{now_ms, Event};
+use pravega_workload::event::Event;
 use pravega_workload::metrics::RateMeter;
 use prom_text::{Counter, Exposition, Gauge, Timer};
 use std::io::Write;
@@ -74,7 +74,7 @@ pub async fn run<S: EventSource>(
         if batch.is_empty() {
             tokio::time::sleep(IDLE).await;
         }
-        let read_ms = now_ms();
+        let read_ms = epoch_millis::now();
         for event in &batch {
             work::process(event, iterations);
             match Event::decode(event) {

@@ -13,7 +13,7 @@ mod snapshot;
 pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MERGES_FAMILY, SPLITS_FAMILY};
 pub use snapshot::{LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
 
-use snapshot::{millis, Interner};
+use snapshot::Interner;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -104,7 +104,7 @@ impl Store {
     /// the generation a merge must reach to include it (see [`Store::merged`]).
     pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> u64 {
         let mut targets = self.lock_targets();
-        let now = millis(scraped_at);
+        let now = epoch_millis::of(scraped_at);
         // Unchanged content needs no merge, unless the target's data had
         // expired, which a merge may already have dropped from the view.
         let max_age = self.max_age.as_millis() as u64;
@@ -168,7 +168,7 @@ impl Store {
         // its queries to finish: free it before building the next, so that
         // at most two views exist at once.
         drop(self.retired.lock().unwrap_or_else(PoisonError::into_inner).take());
-        let oldest = millis(now).saturating_sub(self.max_age.as_millis() as u64);
+        let oldest = epoch_millis::of(now).saturating_sub(self.max_age.as_millis() as u64);
         let (live, generation) = {
             let targets = self.lock_targets();
             let live: Vec<(Arc<TargetSnapshot>, Arc<AtomicU64>)> = targets
@@ -182,7 +182,7 @@ impl Store {
         let sources: Vec<merge::Source<'_>> =
             live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
         let previous = self.view();
-        let view = Arc::new(merge::merge(&sources, &previous, millis(now)));
+        let view = Arc::new(merge::merge(&sources, &previous, epoch_millis::of(now)));
         drop(previous);
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
         // Freeing a view costs time in proportion to its streams, so this

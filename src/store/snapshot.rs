@@ -6,7 +6,6 @@ use crate::parse::Sample;
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
 
 pub const SCOPE_LABEL: &str = "scope";
 pub const STREAM_LABEL: &str = "stream";
@@ -131,11 +130,6 @@ impl LimitExceeded {
             LimitExceeded::Streams(_) => "too_many_streams",
         }
     }
-}
-
-/// Milliseconds since the Unix epoch: compact, and comparable across targets.
-pub(super) fn millis(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One family's value for one stream. Served values are finite, so NaN

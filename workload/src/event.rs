@@ -2,7 +2,7 @@
 //! measure end-to-end latency), padded to the configured size, and routing
 //! keys spread so that every segment gets a share of the load.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub const HEADER_LEN: usize = 16;
 
@@ -19,7 +19,7 @@ pub struct TooShort(pub usize);
 
 impl Event {
     pub fn now(sequence: u64) -> Self {
-        Event { sequence, created_ms: now_ms() }
+        Event { sequence, created_ms: epoch_millis::now() }
     }
 
     /// Big-endian sequence and time, then zero padding up to `size` bytes.
@@ -42,13 +42,8 @@ impl Event {
 
     /// Time since creation, as seen now.
     pub fn age(&self) -> Duration {
-        Duration::from_millis(now_ms().saturating_sub(self.created_ms))
+        Duration::from_millis(epoch_millis::now().saturating_sub(self.created_ms))
     }
-}
-
-/// Milliseconds since the Unix epoch, now: the clock events carry.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The routing key of the `sequence`-th event: `keys` distinct keys in turn,
