@@ -37,11 +37,11 @@ impl PravegaSource {
                 // life held, or create_reader panics on the duplicate.
                 match group.reader_offline(reader_id.clone(), None).await {
                     Ok(()) | Err(ReaderGroupStateError::ReaderAlreadyOfflineError { .. }) => {}
-                    Err(error) => return Err(SourceError(format!("{error:?}"))),
+                    Err(error) => return Err(SourceError::pravega("taking the reader's previous life offline", error)),
                 }
                 Ok(group.create_reader(reader_id).await)
             });
-            async move { attempt.await.map_err(|panic| SourceError(format!("the Pravega client failed: {panic}")))? }
+            async move { attempt.await.map_err(SourceError::ClientPanicked)? }
         })
         .await?;
         Some(PravegaSource { reader })
@@ -50,15 +50,15 @@ impl PravegaSource {
 
 impl EventSource for PravegaSource {
     async fn next_batch(&mut self) -> Result<Vec<Vec<u8>>, SourceError> {
-        let Some(mut slice) = self.reader.acquire_segment().await.map_err(|e| SourceError(format!("{e:?}")))? else {
+        let Some(mut slice) = self.reader.acquire_segment().await.map_err(|e| SourceError::pravega("acquiring a segment", e))? else {
             return Ok(Vec::new());
         };
         let events = (&mut slice).map(|event| event.value).collect();
-        self.reader.release_segment(slice).await.map_err(|e| SourceError(format!("{e:?}")))?;
+        self.reader.release_segment(slice).await.map_err(|e| SourceError::pravega("releasing a segment", e))?;
         Ok(events)
     }
 
     async fn leave(mut self) -> Result<(), SourceError> {
-        self.reader.reader_offline().await.map_err(|e| SourceError(format!("{e:?}")))
+        self.reader.reader_offline().await.map_err(|e| SourceError::pravega("leaving the reader group", e))
     }
 }

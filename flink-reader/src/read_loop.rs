@@ -63,7 +63,6 @@ pub async fn run<S: EventSource>(
     mut log: Option<SequenceLog>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
-    let log_failed = |e: std::io::Error| SourceError(format!("writing the sequence log failed: {e}"));
     let mut meter = RateMeter::new(0);
     let mut last_report = std::time::Instant::now();
     while !*stop.borrow() {
@@ -81,7 +80,7 @@ pub async fn run<S: EventSource>(
                 Ok(header) => {
                     metrics.end_to_end.observe(header.age());
                     if let Some(log) = log.as_mut() {
-                        log.record(&header, read_ms).map_err(log_failed)?;
+                        log.record(&header, read_ms).map_err(SourceError::SequenceLog)?;
                     }
                 }
                 Err(_) => metrics.malformed.add(1),
@@ -89,7 +88,7 @@ pub async fn run<S: EventSource>(
             metrics.events.add(1);
         }
         if let (Some(log), false) = (log.as_mut(), batch.is_empty()) {
-            log.flush().map_err(log_failed)?;
+            log.flush().map_err(SourceError::SequenceLog)?;
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             metrics.events_per_second.set(meter.tick(metrics.events.get()));

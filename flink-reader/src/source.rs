@@ -6,8 +6,32 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SourceError(pub String);
+pub enum SourceError {
+    /// A call of the Pravega client failed; `what` names the call.
+    #[error("{what} failed")]
+    Pravega {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The Pravega client panicked (it panics instead of returning some
+    /// errors) in the task that ran it.
+    #[error("the Pravega client panicked")]
+    ClientPanicked(#[source] tokio::task::JoinError),
+    #[error("writing the sequence log failed")]
+    SequenceLog(#[source] std::io::Error),
+    #[error("read after leaving the group")]
+    Left,
+    #[error("the in-memory source's lock is poisoned")]
+    Poisoned,
+}
+
+impl SourceError {
+    /// Wraps an error of the Pravega client call `what`.
+    pub fn pravega(what: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        SourceError::Pravega { what, source: source.into() }
+    }
+}
 
 /// A reader-group member: hands out batches of events from the segments it
 /// holds, and leaves the group so its segments go to the other readers.
@@ -48,16 +72,16 @@ impl MemorySource {
 
 impl EventSource for MemorySource {
     async fn next_batch(&mut self) -> Result<Vec<Vec<u8>>, SourceError> {
-        let mut state = self.inner.lock().map_err(|_| SourceError("poisoned".into()))?;
+        let mut state = self.inner.lock().map_err(|_| SourceError::Poisoned)?;
         if state.left {
-            return Err(SourceError("read after leaving the group".into()));
+            return Err(SourceError::Left);
         }
         let n = self.batch.min(state.queue.len());
         Ok(state.queue.drain(..n).collect())
     }
 
     async fn leave(self) -> Result<(), SourceError> {
-        self.inner.lock().map_err(|_| SourceError("poisoned".into()))?.left = true;
+        self.inner.lock().map_err(|_| SourceError::Poisoned)?.left = true;
         Ok(())
     }
 }

@@ -17,8 +17,8 @@ use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("flushing on shutdown failed: {0}")]
-    Flush(String),
+    #[error("flushing on shutdown failed")]
+    Flush(#[source] pravega_client::error::Error),
 }
 
 /// Pravega's acknowledgement of one event.
@@ -81,7 +81,7 @@ pub async fn write(
         }
     }
     tracing::info!(events = sequence, "flushing before exit");
-    let flushed = writer.flush().await.map_err(|e| WriteError::Flush(e.to_string()));
+    let flushed = writer.flush().await.map_err(WriteError::Flush);
     drop(acks);
     let _ = acknowledger.await;
     tracing::info!(
