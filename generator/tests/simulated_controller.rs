@@ -99,36 +99,58 @@ async fn the_adapter_serves_what_the_simulator_reports() {
     ]);
     tokio::spawn(pravega_metrics_adapter::run(config));
     let query = format!("http://127.0.0.1:{port}{}", external_path(SEGMENTS, "scope=test,stream=stream"));
-    let truth = || async {
-        let simulated = http().get(format!("{}/prometheus", simulator.base)).send().await.unwrap().text().await.unwrap();
-        // Series carry the replica's host label before scope and stream.
-        simulated
-            .lines()
-            .filter(|l| l.starts_with("pravega_controller_segments_count{"))
-            .find_map(|l| l.split_once(",scope=\"test\",stream=\"stream\",} ").map(|(_, v)| v))
-            .map(|v| v.trim_end_matches(".0").to_owned())
+    // The simulator's count, sampled every 50 ms into a history the
+    // assertions read: a served value counts as right if the simulator
+    // reported it at some point from STALENESS before the query until its
+    // answer (a loaded machine stretches the adapter's staleness bound to
+    // three slow scrape rounds; the simulation scales every second).
+    const STALENESS: Duration = Duration::from_secs(1);
+    let history = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    let sampler = {
+        let (history, url) = (history.clone(), format!("{}/prometheus", simulator.base));
+        tokio::spawn(async move {
+            loop {
+                if let Ok(response) = http().get(&url).send().await {
+                    let simulated = response.text().await.unwrap_or_default();
+                    // Series carry the replica's host label before scope and stream.
+                    let count = simulated
+                        .lines()
+                        .filter(|l| l.starts_with("pravega_controller_segments_count{"))
+                        .find_map(|l| l.split_once(",scope=\"test\",stream=\"stream\",} ").map(|(_, v)| v))
+                        .map(|v| v.trim_end_matches(".0").to_owned());
+                    if let Some(count) = count {
+                        history.lock().unwrap().push((Instant::now(), count));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
     };
     // Rounds, not wall-clock time, bound the loop: a loaded machine slows
-    // every round alike. A served value counts as right if it equals the
-    // simulated count read just before or just after the query (a scale
-    // may land in between).
+    // every round alike.
     const ROUNDS: usize = 30;
     let (mut answered, mut matched, mut distinct) = (0, 0, std::collections::BTreeSet::new());
     for _ in 0..ROUNDS {
-        let before = truth().await;
+        let asked = Instant::now();
         let served = http().get(&query).send().await.ok();
         let body: serde_json::Value = match served {
             Some(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default(),
             None => serde_json::Value::Null,
         };
-        let after = truth().await;
+        let answered_at = Instant::now();
         if let Some(served) = body["items"][0]["value"].as_str() {
             answered += 1;
-            matched += usize::from(before.as_deref() == Some(served) || after.as_deref() == Some(served));
+            let reported = history
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(at, count)| *at + STALENESS >= asked && *at <= answered_at + Duration::from_millis(100) && count == served);
+            matched += usize::from(reported);
             distinct.insert(served.to_owned());
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    sampler.abort();
     assert!(answered >= ROUNDS - 5, "the adapter answered only {answered} of {ROUNDS} queries");
     assert!(matched * 10 >= answered * 9, "the adapter served the simulated count in only {matched} of {answered} answers");
     assert!(distinct.len() >= 3, "the served count must move with the simulation: {distinct:?}");
