@@ -42,16 +42,13 @@ cargo_build_args=(--workspace --bins)
 if [ -z "${E2E_INSIDE_NETNS:-}" ] && [ "$source_kind" = pravega ]; then
   # Pravega's jars, before entering the namespace (Maven needs the network).
   pravega_tests=$(cd "$(dirname "$0")/../pravega" && pwd)
-  for tool in java mvn curl; do
-    command -v $tool >/dev/null || { echo "loop.sh SKIPPED: $tool is not installed (Pravega needs a JDK 11+ and Maven)"; exit 0; }
+  for tool in java curl; do
+    command -v $tool >/dev/null || { echo "loop.sh SKIPPED: $tool is not installed (Pravega needs a JDK 11+)"; exit 0; }
   done
   obtained=0
   lib=$("$pravega_tests/obtain.sh") || obtained=$?
-  if [ $obtained -eq 3 ]; then
-    echo "loop.sh SKIPPED: Maven could not get Pravega's jars:"
-    cat "${PRAVEGA_AUTOSCALER_CACHE:-$HOME/.cache/pravega-flink-autoscaler}/pravega-0.13.0.error"
-    exit 0
-  fi
+  # obtain.sh has printed Maven's error (or that mvn is missing) on stderr.
+  [ $obtained -ne 3 ] || { echo "loop.sh SKIPPED: Maven could not get Pravega's jars (see above)"; exit 0; }
   [ $obtained -eq 0 ] || { echo "loop.sh: tests/pravega/obtain.sh failed (exit status $obtained)" >&2; exit 1; }
   export PRAVEGA_LIB=$lib/lib
 fi
