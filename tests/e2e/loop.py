@@ -24,6 +24,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -66,6 +67,14 @@ def log(*words):
     print(time.strftime("%H:%M:%S"), *words, flush=True)
 
 
+def stop_on(*signals):
+    """A flag that any of SIGNALS sets: the loops end at their next turn."""
+    stop = threading.Event()
+    for signum in signals:
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
 # --- supervise -----------------------------------------------------------------------
 
 
@@ -75,14 +84,7 @@ def supervise(args):
     terminating = {}  # pid -> (Popen, time SIGTERM was sent)
     handoffs = []  # seconds from SIGTERM to exit
     next_index = 0
-    stop = False
-
-    def on_term(*_):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
+    stop = stop_on(signal.SIGTERM, signal.SIGINT)
 
     def write_state():
         tmp = args.state + ".tmp"
@@ -91,7 +93,7 @@ def supervise(args):
         os.replace(tmp, args.state)
 
     deadline = time.monotonic() + args.seconds
-    while not stop and time.monotonic() < deadline:
+    while not stop.is_set() and time.monotonic() < deadline:
         try:
             want = api.get(DEPLOYMENT)["spec"].get("replicas", 1)
         except Exception as error:  # the apiserver is briefly away: keep what runs
@@ -155,11 +157,12 @@ class ReadCounter:
             if not name.endswith(".seq"):
                 continue
             path = os.path.join(self.directory, name)
+            offset = self.offsets.get(path, 0)
             with open(path, "rb") as f:
-                f.seek(self.offsets.get(path, 0))
+                f.seek(offset)
                 chunk = f.read()
             complete = chunk.rfind(b"\n") + 1
-            self.offsets[path] = self.offsets.get(path, 0) + complete
+            self.offsets[path] = offset + complete
             self.total += chunk.count(b"\n", 0, complete)
         return self.total
 
@@ -173,13 +176,7 @@ def segments_now(args):
 
 
 def record(args):
-    stop = False
-
-    def on_term(*_):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop = stop_on(signal.SIGTERM)
     api = Api(args.server, args.pki)
     reads = ReadCounter(args.sequence_logs) if args.sequence_logs else None
     read_before = 0
@@ -187,7 +184,7 @@ def record(args):
     with open(args.out, "w") as out:
         out.write("\t".join(COLUMNS) + "\n")
         tick = 0
-        while tick < args.seconds and not stop:
+        while tick < args.seconds and not stop.is_set():
             row = {"t": round(time.monotonic() - started, 2)}
             try:
                 row["event_rate"] = sample(plain_get(args.generator_metrics), "generator_target_rate")
