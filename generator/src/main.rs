@@ -3,7 +3,7 @@
 //! serves a Pravega-controller `/prometheus` endpoint without any Pravega.
 //! Built without the `pravega` feature, it runs only `--simulate`.
 
-#[cfg(feature = "pravega")]
+#[cfg_attr(not(feature = "pravega"), path = "without_pravega.rs")]
 mod pravega;
 
 use clap::Parser;
@@ -115,7 +115,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> process::Outcome {
     args.validate()?;
-    let client_config = if args.simulate { None } else { Some(pravega_client_config(&args)?) };
+    let client_config = if args.simulate { None } else { Some(pravega::client_config(&args.controller_uri)?) };
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(args.simulate));
     let render = {
@@ -124,7 +124,7 @@ async fn run(args: Args) -> process::Outcome {
     };
     let mut router = http::router(render, ready.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let writer: Option<tokio::task::JoinHandle<Result<(), WriteError>>> = match client_config {
+    let writer = match client_config {
         None => {
             let simulation = Arc::new(Mutex::new(StreamModel::new(
                 ScalingPolicy {
@@ -148,7 +148,6 @@ async fn run(args: Args) -> process::Outcome {
             tracing::info!(scope = %args.scope, stream = %args.stream, "simulating a Pravega controller at /prometheus");
             None
         }
-        #[cfg(feature = "pravega")]
         Some(config) => {
             let (args, metrics, ready, stopped, stop) = (args.clone(), metrics.clone(), ready.clone(), stopped.clone(), stop.clone());
             Some(tokio::spawn(async move {
@@ -157,8 +156,6 @@ async fn run(args: Args) -> process::Outcome {
                 written
             }))
         }
-        #[cfg(not(feature = "pravega"))]
-        Some(never) => match never {},
     };
     let server = tokio::spawn(http::serve(args.listen, router, stopped.clone()));
     let mut writer_stopped = stopped.clone();
@@ -174,24 +171,6 @@ async fn run(args: Args) -> process::Outcome {
     };
     server.await??;
     Ok(written?)
-}
-
-#[cfg(feature = "pravega")]
-type WriteError = pravega::WriteError;
-#[cfg(not(feature = "pravega"))]
-type WriteError = std::convert::Infallible;
-
-/// The controller's client configuration, checked before anything starts:
-/// the client panics on a malformed URI.
-#[cfg(feature = "pravega")]
-fn pravega_client_config(args: &Args) -> Result<pravega_client_config::ClientConfig, Box<dyn std::error::Error>> {
-    Ok(pravega_workload::controller::client_config(&args.controller_uri)?)
-}
-
-/// Without the `pravega` feature there is no writer to configure.
-#[cfg(not(feature = "pravega"))]
-fn pravega_client_config(_: &Args) -> Result<std::convert::Infallible, Box<dyn std::error::Error>> {
-    Err("this generator is built without the `pravega` feature: only --simulate runs (build it with default features to write into Pravega)".into())
 }
 
 /// Drives the simulated stream with the sinusoidal rate.

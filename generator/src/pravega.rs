@@ -15,6 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// The controller's client configuration, checked before anything starts:
+/// the client panics on a malformed URI.
+pub use pravega_workload::controller::client_config;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("flushing on shutdown failed")]
