@@ -96,6 +96,8 @@ pub struct MergedView {
     verdicts: Vec<Verdict>,
     /// When the merge ran, ms since epoch.
     merged_at: u64,
+    /// Scale-event totals not believed in this merge (see [`scale_events`]).
+    implausible: usize,
 }
 
 /// One family's series in a [`MergedView`].
@@ -267,6 +269,12 @@ impl MergedView {
         self.columns.values().map(Column::stored).sum()
     }
 
+    /// Replicas' scale-event totals of streams that this view did not
+    /// believe: not whole numbers from 0 to 2^53.
+    pub fn implausible_totals(&self) -> usize {
+        self.implausible
+    }
+
     pub fn family(&self, name: &str) -> Option<Family<'_>> {
         self.columns.get(name).map(|cells| Family { view: self, cells })
     }
@@ -365,16 +373,23 @@ fn expired(unlisted_since: u64, now: u64) -> bool {
 /// Merges `sources` at `now` (ms since epoch), carrying the marks of
 /// `previous` (the served view) over and reusing its layout if it still
 /// fits the sources.
-pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64) -> MergedView {
-    let reused = previous.layout.fits(sources, now);
-    let layout = if reused { previous.layout.clone() } else { Arc::new(Layout::new(sources, unlisted(sources, previous, now))) };
-    // Each row's mark and verdict in the previous view (None: a new stream).
+pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64, forgotten: &Forgotten) -> MergedView {
+    let reused = previous.layout.fits(sources, now) && forgotten.is_empty();
+    let layout = if reused { previous.layout.clone() } else { Arc::new(Layout::new(sources, unlisted(sources, previous, now, forgotten))) };
+    // Each row's mark and verdict in the previous view (None: a new stream,
+    // or one deleted since, whose marks start anew).
     let previous_row = |row: usize| -> Option<(f64, Verdict)> {
-        let old = if reused { row } else { previous.layout.row(&layout.streams[row].labels)? };
+        let labels = &layout.streams[row].labels;
+        if forgotten.contains(&owned(labels.scope_and_stream())) {
+            return None;
+        }
+        let old = if reused { row } else { previous.layout.row(labels)? };
         Some((previous.marks[old], previous.verdicts[old]))
     };
     let rank_columns: Vec<RankColumns<'_>> =
         sources.iter().map(|s| (s.snapshot.column(SPLITS_FAMILY), s.snapshot.column(MERGES_FAMILY))).collect();
+    let count_columns: Vec<Option<&Column<Cell>>> = sources.iter().map(|s| s.snapshot.column(COUNT_FAMILY)).collect();
+    let mut implausible = 0;
 
     // Row by row: the mark, the verdict, and which sources compete for the
     // row's values (row-major, like the layout's slots).
@@ -389,9 +404,22 @@ pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64) -> 
         let row_slots = &layout.slots[row * width..(row + 1) * width];
         slices.done(width);
         for (i, &slot) in row_slots.iter().enumerate() {
-            ranks[i] = present(slot).and_then(|slot| scale_events(rank_columns[i], slot));
+            ranks[i] = present(slot).and_then(|slot| {
+                let events = scale_events(rank_columns[i], slot);
+                implausible += usize::from(events.is_err());
+                events.ok().flatten()
+            });
         }
-        let (mark, verdict) = judge(&ranks, row_slots, previous_row(row));
+        // Whether a source that lists the row began to list it, or changed
+        // it, after its first scrape: a change the adapter watched.
+        let watched = |i: usize| {
+            present(row_slots[i]).is_some_and(|slot| {
+                let first = sources[i].snapshot.first_scrape;
+                let (splits, merges) = rank_columns[i];
+                [splits, merges, count_columns[i]].iter().flatten().any(|c| c.get(slot).is_some_and(|cell| cell.changed_in > first))
+            })
+        };
+        let (mark, verdict) = judge(&ranks, row_slots, previous_row(row), watched);
         marks.push(mark);
         verdicts.push(verdict);
         // Only replicas at the mark compete; none does for an undecided row.
@@ -419,7 +447,9 @@ pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64) -> 
         .into_iter()
         .map(|(family, columns)| {
             let stored = columns.iter().map(|(_, c)| c.stored()).sum();
-            let merged = if Column::<MergedCell>::dense_for(stored, rows) {
+            let merged = if is_activity_counter(&family) {
+                merging.summed(&columns, &mut slices)
+            } else if Column::<MergedCell>::dense_for(stored, rows) {
                 merging.dense(&columns, &mut changed_in, &mut slices)
             } else {
                 merging.sparse(&columns, &mut slices)
@@ -427,7 +457,15 @@ pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64) -> 
             (family, merged)
         })
         .collect();
-    MergedView { layout, columns, scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect(), marks, verdicts, merged_at: now }
+    MergedView {
+        layout,
+        columns,
+        scraped_at: sources.iter().map(|s| s.scraped_at.clone()).collect(),
+        marks,
+        verdicts,
+        merged_at: now,
+        implausible,
+    }
 }
 
 /// What merging one family needs to know of the rows.
@@ -467,6 +505,25 @@ impl Merging<'_> {
         Column::Dense(merged)
     }
 
+    /// Per row, the sum over every live source that reports the row: for
+    /// a per-replica activity counter, each replica counting the requests
+    /// it handled. The cell names the first of those sources.
+    fn summed(&self, columns: &[(usize, &Column<Cell>)], slices: &mut Slices) -> Column<MergedCell> {
+        let mut merged = vec![MergedCell::EMPTY; self.layout.streams.len()];
+        for &(source, column) in columns {
+            let rows_of = &self.layout.rows_of[source];
+            for (slot, cell) in column.iter() {
+                let row = rows_of[slot] as usize;
+                merged[row] = match merged[row].is_empty() {
+                    true => MergedCell { value: cell.value, target: source as u32 },
+                    false => MergedCell { value: merged[row].value + cell.value, target: merged[row].target },
+                };
+                slices.done(1);
+            }
+        }
+        Column::Dense(merged)
+    }
+
     /// (row, cell) pairs: for a family few streams have. Same choice as
     /// [`Merging::dense`].
     fn sparse(&self, columns: &[(usize, &Column<Cell>)], slices: &mut Slices) -> Column<MergedCell> {
@@ -486,10 +543,11 @@ impl Merging<'_> {
 
 /// The streams of `previous` that no source lists now but whose marks are
 /// kept: since when each has been unlisted.
-fn unlisted(sources: &[Source<'_>], previous: &MergedView, now: u64) -> Vec<(LabelSet, u64)> {
+fn unlisted(sources: &[Source<'_>], previous: &MergedView, now: u64, forgotten: &Forgotten) -> Vec<(LabelSet, u64)> {
     let layout = &previous.layout;
     (0..layout.streams.len())
         .filter(|&row| !previous.marks[row].is_nan())
+        .filter(|&row| !forgotten.contains(&owned(layout.streams[row].scope_and_stream())))
         .filter_map(|row| {
             let labels = &layout.streams[row].labels;
             let listed = sources.iter().any(|s| s.snapshot.index.contains_key(labels_str(labels)));
@@ -506,18 +564,26 @@ fn unlisted(sources: &[Source<'_>], previous: &MergedView, now: u64) -> Vec<(Lab
 /// totals (`ranks`, None where a source does not report the stream's
 /// counters), which sources list the stream (`slots`), and the row's mark
 /// and verdict in the previous view.
-fn judge(ranks: &[Option<f64>], slots: &[u32], before: Option<(f64, Verdict)>) -> (f64, Verdict) {
+/// `watched(i)` tells whether source `i` began to list the stream, or
+/// changed it, after its first scrape.
+fn judge(ranks: &[Option<f64>], slots: &[u32], before: Option<(f64, Verdict)>, watched: impl Fn(usize) -> bool) -> (f64, Verdict) {
     let highest = ranks.iter().flatten().copied().fold(f64::NAN, f64::max);
     let previous_mark = before.map_or(f64::NAN, |(mark, _)| mark);
     let mark = previous_mark.max(highest); // NaN only if both are
-    let at_mark = slots.iter().zip(ranks).any(|(&slot, rank)| present(slot).is_some() && (mark.is_nan() || *rank == Some(mark)));
+    let at_mark = |slot: u32, rank: &Option<f64>| present(slot).is_some() && (mark.is_nan() || *rank == Some(mark));
+    let listed_at_mark = slots.iter().zip(ranks).any(|(&slot, rank)| at_mark(slot, rank));
+    let watched_at_mark = || slots.iter().zip(ranks).enumerate().any(|(i, (&slot, rank))| at_mark(slot, rank) && watched(i));
     let verdict = match before {
-        _ if !at_mark => Verdict::Undecided,
-        // The mark rose while the adapter watched: a scale it saw.
-        Some(_) if mark > previous_mark => Verdict::Current,
-        Some((_, Verdict::Current)) => Verdict::Current,
-        // New, or undecided until now: the replica at the mark may have
-        // been stale all along.
+        _ if !listed_at_mark => Verdict::Undecided,
+        // The mark rose while the adapter watched a replica at it: a scale
+        // it saw (not a replica's first scrape that brings a higher mark).
+        Some(_) if mark > previous_mark && watched_at_mark() => Verdict::Current,
+        Some((_, Verdict::Current)) if mark == previous_mark => Verdict::Current,
+        // A new stream that a replica at the mark began to report while
+        // the adapter watched it: created or scaled since.
+        None if watched_at_mark() => Verdict::Current,
+        // Known since before the adapter watched, or undecided until now:
+        // the replica at the mark may have been stale all along.
         _ => Verdict::Unconfirmed,
     };
     (mark, verdict)
@@ -532,10 +598,48 @@ type RankColumns<'a> = (Option<&'a Column<Cell>>, Option<&'a Column<Cell>>);
 
 /// A replica's claim to know a stream's latest state: the number of scale
 /// events it has seen (`None` if it reports neither counter).
-fn scale_events((splits, merges): RankColumns<'_>, slot: usize) -> Option<f64> {
+///
+/// Totals that are not whole numbers from 0 to 2^53 (where doubles stop
+/// counting exactly) are not believed: `Err`, and the replica does not
+/// rank for the stream.
+fn scale_events((splits, merges): RankColumns<'_>, slot: usize) -> Result<Option<f64>, Implausible> {
     let get = |column: Option<&Column<Cell>>| column.and_then(|c| c.get(slot)).map(|c| c.value);
-    match (get(splits), get(merges)) {
-        (None, None) => None,
-        (s, m) => Some(s.unwrap_or(0.0) + m.unwrap_or(0.0)),
+    let plausible = |total: Option<f64>| match total {
+        Some(total) if !(0.0..MAX_EXACT).contains(&total) || total.fract() != 0.0 => Err(Implausible),
+        total => Ok(total),
+    };
+    match (plausible(get(splits))?, plausible(get(merges))?) {
+        (None, None) => Ok(None),
+        (s, m) => Ok(Some(s.unwrap_or(0.0) + m.unwrap_or(0.0))),
     }
 }
+
+/// 2^53: past it, consecutive whole numbers are not all doubles.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Whether `family` counts what one replica did (requests it handled,
+/// retention runs it made) rather than stating a stream's state: Pravega's
+/// per-stream counters (`_total`) and the retention-run summary. These
+/// are summed over the live replicas; state gauges follow the replica at
+/// the mark (see docs/inventory.md).
+fn is_activity_counter(family: &str) -> bool {
+    family.ends_with("_total")
+        || family == "pravega_controller_retention_frequency_count"
+        || family == "pravega_controller_retention_frequency_sum"
+}
+
+/// A replica's scale-event total that cannot be a count.
+#[derive(Debug)]
+struct Implausible;
+
+/// Streams (scope, stream) deleted since the last merge: their marks and
+/// verdicts start anew.
+pub(super) type Forgotten = std::collections::HashSet<(String, String)>;
+
+fn owned((scope, stream): (&str, &str)) -> (String, String) {
+    (scope.to_owned(), stream.to_owned())
+}
+
+/// The family whose cells tell, beside the totals, when a replica began to
+/// report a stream.
+const COUNT_FAMILY: &str = "pravega_controller_segments_count";

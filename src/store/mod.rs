@@ -38,6 +38,8 @@ pub struct Store {
     /// The [`Targets::generation`] the current view was merged from.
     merged_generation: watch::Sender<u64>,
     merge_wanted: Notify,
+    /// Streams deleted since the last merge (see [`Store::forget_marks`]).
+    forgotten: Mutex<merge::Forgotten>,
 }
 
 #[derive(Default)]
@@ -45,13 +47,21 @@ struct Targets {
     entries: BTreeMap<Arc<str>, TargetEntry>,
     /// Counts changes that a merge has to take in.
     generation: u64,
+    /// Removed targets and the generation of their removal: a scrape that
+    /// started before it must not publish (bounded, oldest dropped first).
+    removed: BTreeMap<Arc<str>, u64>,
 }
 
 struct TargetEntry {
     snapshot: Arc<TargetSnapshot>,
     /// Last successful scrape, ms since epoch; read by the served view.
     scraped_at: Arc<AtomicU64>,
+    /// Whether the last merge took this target in (not yet expired).
+    merged: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Removed targets remembered at most (see [`Targets::removed`]).
+const MAX_REMOVED: usize = 1_024;
 
 impl Store {
     /// `max_age`: data scraped longer ago than this is never served. Each
@@ -70,6 +80,7 @@ impl Store {
             retired: Mutex::default(),
             merged_generation: watch::Sender::new(0),
             merge_wanted: Notify::new(),
+            forgotten: Mutex::default(),
         }
     }
 
@@ -96,27 +107,38 @@ impl Store {
         // tie with each other in the merge instead of ranking first.
         let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         let scrape = started.map_or(u32::MAX, |n| n + 1);
-        let previous = self.lock_targets().entries.get(target).map(|e| e.snapshot.clone());
+        let (previous, generation) = {
+            let targets = self.lock_targets();
+            (targets.entries.get(target).map(|e| e.snapshot.clone()), targets.generation)
+        };
         SnapshotBuilder::new(self.family_names.clone(), self.label_sets.clone(), self.limits, previous, scrape, self.replica_labels.clone())
+            .started_at(generation)
     }
 
     /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
     /// the generation a merge must reach to include it (see [`Store::merged`]).
+    /// A scrape of a target removed after the scrape started is dropped.
     pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> u64 {
         let mut targets = self.lock_targets();
+        if targets.removed.get(target).is_some_and(|&removal| removal > snapshot.started_at) {
+            return targets.generation;
+        }
         let now = epoch_millis::of(scraped_at);
-        // Unchanged content needs no merge, unless the target's data had
-        // expired, which a merge may already have dropped from the view.
+        // Unchanged content needs no merge, unless the last merge left the
+        // target's data out as expired.
         let max_age = self.max_age.as_millis() as u64;
-        let unchanged = targets
-            .entries
-            .get(target)
-            .filter(|e| !snapshot.changed && now.saturating_sub(e.scraped_at.load(Ordering::Relaxed)) <= max_age);
+        let unchanged = targets.entries.get(target).filter(|e| {
+            !snapshot.changed && e.merged.load(Ordering::Acquire) && now.saturating_sub(e.scraped_at.load(Ordering::Relaxed)) <= max_age
+        });
         if let Some(entry) = unchanged {
             entry.scraped_at.store(now, Ordering::Relaxed);
             return targets.generation;
         }
-        let entry = TargetEntry { snapshot: Arc::new(snapshot), scraped_at: Arc::new(AtomicU64::new(now)) };
+        let entry = TargetEntry {
+            snapshot: Arc::new(snapshot),
+            scraped_at: Arc::new(AtomicU64::new(now)),
+            merged: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
         let replaced = targets.entries.insert(Arc::from(target), entry);
         let generation = self.changed(targets);
         drop(replaced); // outside the lock
@@ -127,7 +149,21 @@ impl Store {
     pub fn remove(&self, target: &str) -> u64 {
         let mut targets = self.lock_targets();
         targets.entries.remove(target);
+        let removal = targets.generation + 1;
+        if targets.removed.len() >= MAX_REMOVED {
+            let oldest = targets.removed.iter().min_by_key(|(_, &g)| g).map(|(t, _)| t.clone());
+            oldest.map(|t| targets.removed.remove(&t));
+        }
+        targets.removed.insert(Arc::from(target), removal);
         self.changed(targets)
+    }
+
+    /// Starts the stream's high-water mark and verdict anew at the next
+    /// merge: the stream was deleted, and one created under its name
+    /// counts its scale events from 0.
+    pub fn forget_marks(&self, scope: &str, stream: &str) {
+        self.forgotten.lock().unwrap_or_else(PoisonError::into_inner).insert((scope.to_owned(), stream.to_owned()));
+        self.expire();
     }
 
     /// Asks for a merge without a new snapshot, so that snapshots past the
@@ -171,18 +207,21 @@ impl Store {
         let oldest = epoch_millis::of(now).saturating_sub(self.max_age.as_millis() as u64);
         let (live, generation) = {
             let targets = self.lock_targets();
-            let live: Vec<(Arc<TargetSnapshot>, Arc<AtomicU64>)> = targets
-                .entries
-                .values()
-                .filter(|e| e.scraped_at.load(Ordering::Relaxed) >= oldest)
-                .map(|e| (e.snapshot.clone(), e.scraped_at.clone()))
-                .collect();
+            let mut live: Vec<(Arc<TargetSnapshot>, Arc<AtomicU64>)> = Vec::new();
+            for entry in targets.entries.values() {
+                let fresh = entry.scraped_at.load(Ordering::Relaxed) >= oldest;
+                entry.merged.store(fresh, Ordering::Release);
+                if fresh {
+                    live.push((entry.snapshot.clone(), entry.scraped_at.clone()));
+                }
+            }
             (live, targets.generation)
         };
         let sources: Vec<merge::Source<'_>> =
             live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
+        let forgotten = std::mem::take(&mut *self.forgotten.lock().unwrap_or_else(PoisonError::into_inner));
         let previous = self.view();
-        let view = Arc::new(merge::merge(&sources, &previous, epoch_millis::of(now)));
+        let view = Arc::new(merge::merge(&sources, &previous, epoch_millis::of(now), &forgotten));
         drop(previous);
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
         // Freeing a view costs time in proportion to its streams, so this
@@ -663,7 +702,9 @@ mod tests {
             many += &replica(&format!("t{i}"), 1, 1, 0);
         }
         scrape(&store, "a", 0, &(many.clone() + &replica("s", 5, 6, 4) + &sparse(1)));
-        scrape(&store, "b", 0, &(many.clone() + &replica("s", 7, 8, 4) + &sparse(2)));
+        scrape(&store, "b", 0, &(many.clone() + &replica("s", 7, 7, 4) + &sparse(2)));
+        // b scales s while the adapter watches.
+        scrape(&store, "b", 1, &(many.clone() + &replica("s", 7, 8, 4) + &sparse(2)));
         let value = |store: &Store| {
             let view = store.view();
             let series =
@@ -673,7 +714,7 @@ mod tests {
         assert_eq!(value(&store), Some((2.0, Verdict::Current)), "b is at the mark, which rose");
         // b restarts: nothing at the mark lists s; the sparse family still
         // lists it, undecided, as a dense one would.
-        scrape(&store, "b", 1, &many);
+        scrape(&store, "b", 2, &many);
         let (undecided, verdict) = value(&store).unwrap();
         assert!(undecided.is_nan());
         assert_eq!(verdict, Verdict::Undecided);
@@ -729,5 +770,119 @@ mod tests {
         store.remerge(at(21));
         store.remerge(at(22));
         assert_eq!(store.names_held(), (0, 0));
+    }
+
+    #[test]
+    fn a_scrape_of_a_target_removed_while_it_parsed_is_not_published() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 5, 6, 4));
+        // The scrape starts, the target leaves discovery, then the parse
+        // finishes and publishes.
+        let mut builder = store.builder("a");
+        Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));
+        store.remove("a");
+        store.publish("a", builder.finish(), at(1));
+        store.remerge(at(1));
+        assert_eq!(segments(&store, "s"), None, "the removed target's data came back");
+        assert!(store.lock_targets().entries.is_empty());
+        // The same target discovered again publishes as usual.
+        scrape(&store, "a", 2, &replica("s", 6, 7, 4));
+        assert_eq!(segments(&store, "s"), Some(6.0));
+    }
+
+    #[test]
+    fn an_unchanged_scrape_that_lands_after_an_expiry_merge_brings_the_target_back() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 5, 6, 4));
+        // A scrape starts at 29 s (within the max age of the data of 0 s)
+        // and lands after a merge at 31 s has dropped the data as expired.
+        let mut builder = store.builder("a");
+        Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
+        store.expire();
+        store.remerge(at(31));
+        assert_eq!(segments(&store, "s"), None, "expired");
+        let generation = store.publish("a", builder.finish(), at(29));
+        store.remerge(at(31));
+        assert!(generation > 0);
+        assert_eq!(segments(&store, "s"), Some(5.0), "the recovered target is in the view again");
+    }
+
+    #[test]
+    fn a_higher_mark_from_a_replica_s_first_scrape_is_not_a_scale_watched() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 2, 1, 0));
+        // b is scraped for the first time (the adapter just started, or b
+        // was unreachable until now): its higher mark is no scale watched.
+        scrape(&store, "b", 1, &replica("s", 6, 5, 0));
+        assert_eq!(judged(&store, "s"), Some((6.0, Verdict::Unconfirmed)));
+        scrape(&store, "b", 2, &replica("s", 7, 6, 0));
+        assert_eq!(judged(&store, "s"), Some((7.0, Verdict::Current)), "b's next scale is");
+    }
+
+    #[test]
+    fn a_stream_a_replica_begins_to_report_while_watched_is_current() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("other", 1, 0, 0));
+        assert_eq!(judged(&store, "s"), None);
+        scrape(&store, "a", 1, &(replica("other", 1, 0, 0) + &replica("s", 3, 2, 0)));
+        assert_eq!(judged(&store, "s"), Some((3.0, Verdict::Current)), "created or scaled while the adapter watched");
+        // Reported since the replica's first scrape: not a change watched.
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "b", 0, &replica("s", 3, 2, 0));
+        assert_eq!(judged(&store, "s"), Some((3.0, Verdict::Unconfirmed)));
+        scrape(&store, "b", 1, &replica("s", 3, 2, 0));
+        assert_eq!(judged(&store, "s"), Some((3.0, Verdict::Unconfirmed)), "however often it is scraped");
+    }
+
+    #[test]
+    fn implausible_totals_do_not_move_the_mark() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 1, 0, 0));
+        scrape(&store, "a", 1, &replica("s", 3, 1, 0));
+        assert_eq!(judged(&store, "s"), Some((3.0, Verdict::Current)));
+        for bad in ["1e300", "-1", "1.5", "NaN", "+Inf", "9007199254740993"] {
+            let lying = format!(
+                "pravega_controller_segments_count{{scope=\"test\",stream=\"s\"}} 9\n\
+                 pravega_controller_segment_splits{{scope=\"test\",stream=\"s\"}} {bad}\n"
+            );
+            scrape(&store, "b", 2, &lying);
+            assert_eq!(judged(&store, "s").map(|(v, _)| v), Some(3.0), "splits {bad} pinned the mark");
+            // Values that are not finite are not stored at all: nothing to
+            // disbelieve.
+            assert_eq!(store.view().implausible_totals(), usize::from(!matches!(bad, "NaN" | "+Inf")), "{bad}");
+        }
+        // The honest replica's next scale is served.
+        scrape(&store, "a", 3, &replica("s", 4, 2, 0));
+        assert_eq!(judged(&store, "s"), Some((4.0, Verdict::Current)));
+    }
+
+    #[test]
+    fn a_deleted_stream_s_marks_start_anew() {
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("s", 1, 0, 0));
+        scrape(&store, "a", 1, &replica("s", 5, 4, 0));
+        // The replica that scaled it restarts: the mark of 4 stays.
+        scrape(&store, "a", 2, "pravega_controller_hosts_count 1.0\n");
+        assert_eq!(
+            store.view().family_or_undecided("pravega_controller_segments_count").streams(Some("test"), Some("s")).next().map(|s| s.mark),
+            Some(4.0)
+        );
+        // Deleted and created again: its first scale counts 1.
+        store.forget_marks("test", "s");
+        scrape(&store, "a", 3, &replica("s", 2, 1, 0));
+        assert_eq!(judged(&store, "s"), Some((2.0, Verdict::Current)), "not held below the deleted stream's mark");
+    }
+
+    #[test]
+    fn activity_counters_are_summed_over_replicas_and_state_follows_the_mark() {
+        let store = Store::new(Duration::from_secs(30));
+        let created = |n: u32| format!("pravega_controller_transactions_created_total{{scope=\"test\",stream=\"s\"}} {n}\n");
+        scrape(&store, "a", 0, &(replica("s", 2, 1, 0) + &created(5)));
+        scrape(&store, "b", 0, &(replica("s", 4, 3, 0) + &created(7)));
+        scrape(&store, "c", 0, &replica("other", 1, 0, 0));
+        let view = store.view();
+        let value = |family: &str| view.family(family).unwrap().narrowed(Some("test"), Some("s")).map(|s| s.value).collect::<Vec<_>>();
+        assert_eq!(value("pravega_controller_transactions_created_total"), [12.0], "each replica counts what it handled");
+        assert_eq!(value("pravega_controller_segments_count"), [4.0], "the replica at the mark");
     }
 }

@@ -35,6 +35,12 @@ impl LabelSet {
         self.pairs().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
+    /// The label set of a stream known only by name (from the controller
+    /// API's inventory): `scope` and `stream`.
+    pub fn of_stream(scope: &str, stream: &str) -> Self {
+        LabelSet(Arc::from(format!("{SCOPE_LABEL}{SEPARATOR}{scope}{SEPARATOR}{STREAM_LABEL}{SEPARATOR}{stream}")))
+    }
+
     pub(super) fn scope_and_stream(&self) -> (&str, &str) {
         (self.get(SCOPE_LABEL).unwrap_or(""), self.get(STREAM_LABEL).unwrap_or(""))
     }
@@ -176,6 +182,11 @@ pub struct TargetSnapshot {
     series: usize,
     /// Whether anything differs from the previous snapshot.
     pub(super) changed: bool,
+    /// The scrape number of the target's first snapshot: a cell that
+    /// changed in a later scrape changed while the adapter watched.
+    pub(super) first_scrape: u32,
+    /// The store's generation when the scrape started.
+    pub(super) started_at: u64,
 }
 
 impl TargetSnapshot {
@@ -232,6 +243,8 @@ pub struct SnapshotBuilder {
     series: usize,
     changed_cells: usize,
     key: String,
+    /// See [`TargetSnapshot::started_at`].
+    started_at: u64,
     order: Vec<usize>,
     rejected: u64,
     /// Labels naming the replica that reports a series, not the stream:
@@ -310,6 +323,7 @@ impl SnapshotBuilder {
             series: 0,
             changed_cells: 0,
             key: String::new(),
+            started_at: 0,
             order: Vec::new(),
             rejected: 0,
             replica_labels,
@@ -482,6 +496,12 @@ impl SnapshotBuilder {
         true
     }
 
+    /// The store's generation when the scrape started (see
+    /// [`super::Store::publish`]).
+    pub(super) fn started_at(self, generation: u64) -> Self {
+        SnapshotBuilder { started_at: generation, ..self }
+    }
+
     /// Samples dropped because their labels cannot be stored faithfully.
     pub fn rejected(&self) -> u64 {
         self.rejected
@@ -501,12 +521,13 @@ impl SnapshotBuilder {
         // Same streams, no new or changed value, and as many values as before
         // means the very same content.
         let changed = !same_streams || self.changed_cells > 0 || self.previous.as_ref().is_some_and(|p| p.series != self.series);
+        let first_scrape = self.previous.as_ref().map_or(self.scrape, |p| p.first_scrape);
         let index = match (same_streams, self.previous, self.index) {
             (true, Some(previous), _) => previous.index.clone(),
             (_, _, Some(index)) => Arc::new(index),
             _ => Arc::new(self.streams.iter().enumerate().map(|(i, s)| (s.clone(), i as u32)).collect()),
         };
-        TargetSnapshot { streams: self.streams, index, columns, series: self.series, changed }
+        TargetSnapshot { streams: self.streams, index, columns, series: self.series, changed, first_scrape, started_at: self.started_at }
     }
 }
 
