@@ -314,10 +314,32 @@ pub struct ControllerApiFlags {
     #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_API_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
     pub controller_api_timeout: Duration,
 
-    /// How often a few served segment counts are compared with the
-    /// controller API (0 disables the cross-check).
-    #[arg(long, env = "PRAVEGA_ADAPTER_CONTROLLER_API_CHECK_INTERVAL", value_parser = parse_duration, default_value = "30s")]
-    pub controller_api_check_interval: Duration,
+    /// Background calls per second to the controller API for the inventory
+    /// of streams (listing included). At the default a controller serving
+    /// 10,000 streams answers 20 lookups a second, each a read of its
+    /// metadata cache; every stream is then asked about every 500 s.
+    #[arg(long, env = "PRAVEGA_ADAPTER_INVENTORY_CALLS_PER_SECOND", value_parser = parse_rate, default_value = "20")]
+    pub inventory_calls_per_second: f64,
+
+    /// How often each stream's segment count is asked while the call
+    /// budget allows. An answer is served for two rounds over every stream.
+    #[arg(long, env = "PRAVEGA_ADAPTER_INVENTORY_REFRESH", value_parser = parse_duration, default_value = "30s")]
+    pub inventory_refresh: Duration,
+
+    /// How often the scopes' stream lists are read again (new and deleted
+    /// streams).
+    #[arg(long, env = "PRAVEGA_ADAPTER_INVENTORY_LIST_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    pub inventory_list_interval: Duration,
+
+    /// Streams the inventory holds at most.
+    #[arg(long, env = "PRAVEGA_ADAPTER_INVENTORY_MAX_STREAMS", default_value_t = 100_000)]
+    pub inventory_max_streams: usize,
+
+    /// How long after the metrics show a scale the controller API is asked
+    /// to confirm it; a disagreement after that withholds the stream until
+    /// its next scale.
+    #[arg(long, env = "PRAVEGA_ADAPTER_SCALE_SETTLE_TIME", value_parser = parse_duration, default_value = "10s")]
+    pub scale_settle_time: Duration,
 }
 
 /// How often and how much each controller is scraped, and what is served
@@ -486,6 +508,8 @@ impl Config {
             ("--scrape-interval", scraping.scrape_interval),
             ("--scrape-timeout", scraping.scrape_timeout),
             ("--controller-api-timeout", controllers.api.controller_api_timeout),
+            ("--inventory-refresh", controllers.api.inventory_refresh),
+            ("--inventory-list-interval", controllers.api.inventory_list_interval),
             ("--tls-handshake-timeout", serving.connections.tls_handshake_timeout),
         ] {
             if value.is_zero() {
@@ -579,6 +603,14 @@ impl ScrapeLimitFlags {
             max_families: self.scrape_max_families as usize,
             max_streams: self.scrape_max_streams as usize,
         }
+    }
+}
+
+/// A positive, finite number of calls per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a positive number of calls per second")),
     }
 }
 

@@ -1,34 +1,35 @@
-//! The controller's gRPC API: the authority on a stream's current segments
-//! when the metrics cannot tell.
+//! The controllers' gRPC API (`ControllerService` of Pravega's
+//! `Controller.proto`): which scopes and streams exist, and each stream's
+//! current segment count. [`crate::inventory`] decides when to ask; this
+//! module only asks, bounded in time and in what it accepts.
 //!
-//! Scraping stays the primary source. The merge marks a stream
-//! [`Verdict::Undecided`] when no live replica at its high-water mark of
-//! scale events reports it (the replica that scaled it last restarted, is
-//! failing, or left discovery), and [`Verdict::Unconfirmed`] when the
-//! adapter has not yet seen the mark rise (just after the adapter started,
-//! or a new stream). For those streams, and for any stream a cross-check
-//! found stale, a `segments_count` query asks a controller's
-//! `ControllerService.getCurrentSegments`, which every replica answers from
-//! the shared metadata store. Answers are cached for `--max-staleness`;
-//! calls are bounded in time and in number, per query and at once.
-//!
-//! A background cross-check compares a few served values with the API at
-//! a low rate: a value it finds stale is not served again from the metrics
-//! until its stream's mark rises, and is counted in the adapter's
-//! `/metrics`.
+//! Errors about one stream (NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT,
+//! an implausible answer) are that stream's; only transport failures and
+//! timeouts take an endpoint out of turn for a while.
 
-use crate::store::{LabelSet, MergedView, Series, Store, Verdict, SCOPE_LABEL, STREAM_LABEL};
 use crate::telemetry::Telemetry;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
+use tonic::codec::{Codec, DecodeBuf, Decoder};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::Code;
 
 /// The family the controller's API can answer for.
 pub const SEGMENTS_FAMILY: &str = "pravega_controller_segments_count";
 
-const GET_CURRENT_SEGMENTS: &str = "/io.pravega.controller.stream.api.grpc.v1.ControllerService/getCurrentSegments";
+const SERVICE: &str = "/io.pravega.controller.stream.api.grpc.v1.ControllerService/";
+
+/// Segments above which an answer is not believed. Pravega's segment
+/// counts follow the event rate within a stream's scaling policy and stay
+/// in the tens or hundreds; each segment is a container's unit of work.
+pub const MAX_SEGMENTS: u64 = 10_000;
+
+/// Largest answer decoded: [`MAX_SEGMENTS`] ranges whose scope and stream
+/// names have Pravega's longest length (255 bytes each), with room for the
+/// other fields; also bounds a page of `listStreamsInScope`.
+const MAX_ANSWER_BYTES: usize = MAX_SEGMENTS as usize * 600;
 
 /// The few messages of Pravega's `Controller.proto` the adapter needs.
 pub mod proto {
@@ -69,8 +70,55 @@ pub mod proto {
         pub delegation_token: String,
     }
 
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ContinuationToken {
+        #[prost(string, tag = "1")]
+        pub token: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopesRequest {
+        #[prost(message, optional, tag = "1")]
+        pub continuation_token: Option<ContinuationToken>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopesResponse {
+        #[prost(string, repeated, tag = "1")]
+        pub scopes: Vec<String>,
+        #[prost(message, optional, tag = "2")]
+        pub continuation_token: Option<ContinuationToken>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopeInfo {
+        #[prost(string, tag = "1")]
+        pub scope: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StreamsInScopeRequest {
+        #[prost(message, optional, tag = "1")]
+        pub scope: Option<ScopeInfo>,
+        #[prost(message, optional, tag = "2")]
+        pub continuation_token: Option<ContinuationToken>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct StreamsInScopeResponse {
+        #[prost(message, repeated, tag = "1")]
+        pub streams: Vec<StreamInfo>,
+        #[prost(message, optional, tag = "2")]
+        pub continuation_token: Option<ContinuationToken>,
+        /// 0 `SUCCESS`, 1 `FAILURE`, 2 `SCOPE_NOT_FOUND`.
+        #[prost(int32, tag = "3")]
+        pub status: i32,
+    }
+
     /// `AccessOperation.NONE`.
     pub const ACCESS_NONE: i32 = 1;
+    /// `StreamsInScopeResponse.Status.SCOPE_NOT_FOUND`.
+    pub const SCOPE_NOT_FOUND: i32 = 2;
 }
 
 #[derive(Debug, Clone)]
@@ -89,17 +137,8 @@ pub struct ControllerApiSettings {
     pub bearer_token_file: Option<PathBuf>,
     /// Longest wait for one call, connecting included.
     pub timeout: Duration,
-    /// How long an answer is reused.
-    pub cache_for: Duration,
-    /// Calls in flight at once, across all queries.
+    /// Calls in flight at once.
     pub concurrency: usize,
-    /// Streams one query may have the API answer for; the rest of an
-    /// undecided selection is left out (the HPA then holds).
-    pub per_query: usize,
-    /// How often the cross-check runs (zero: never).
-    pub check_interval: Duration,
-    /// Streams compared per cross-check.
-    pub check_batch: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,36 +169,60 @@ pub enum ControllerApiError {
     Timeout { endpoint: String, timeout: Duration },
     #[error("{endpoint} failed recently and is not asked again yet")]
     BackingOff { endpoint: String },
+    #[error("{endpoint} answered {segments} segments, more than any stream has (at most {MAX_SEGMENTS} are believed)")]
+    Implausible { endpoint: String, segments: u64 },
+    #[error("{endpoint} reports no scope {scope:?}")]
+    ScopeNotFound { endpoint: String, scope: String },
+    #[error("{endpoint} failed to list the streams of scope {scope:?}")]
+    ListFailed { endpoint: String, scope: String },
+}
+
+/// What an error says about the stream or scope that was asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The stream (or scope) does not exist.
+    Gone,
+    /// This stream's answer cannot be had or believed; other streams are
+    /// unaffected.
+    Refused,
+    /// The endpoint or the way to it failed: nothing is known of the stream.
+    Unreachable,
+}
+
+impl ControllerApiError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            ControllerApiError::ScopeNotFound { .. } => Fault::Gone,
+            ControllerApiError::Call { status, .. } => match status.code() {
+                Code::NotFound => Fault::Gone,
+                Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Fault::Refused,
+                _ => Fault::Unreachable,
+            },
+            ControllerApiError::Implausible { .. } | ControllerApiError::ListFailed { .. } => Fault::Refused,
+            _ => Fault::Unreachable,
+        }
+    }
+
+    /// A bounded name for the adapter's own metrics.
+    pub fn reason(&self) -> &'static str {
+        match (self, self.fault()) {
+            (ControllerApiError::Timeout { .. }, _) => "timeout",
+            (ControllerApiError::Implausible { .. }, _) => "implausible",
+            (_, Fault::Gone) => "not_found",
+            (_, Fault::Refused) => "refused",
+            (_, Fault::Unreachable) => "error",
+        }
+    }
 }
 
 /// How long an endpoint that failed is skipped.
 const BACKOFF: Duration = Duration::from_secs(10);
 
-/// Endpoints in backoff remembered at most (discovered pods come and go).
-const MAX_BACKOFF_ENDPOINTS: usize = 1_024;
+/// Endpoints remembered at most, in backoff or with a channel (discovered
+/// pods come and go): past it the oldest entries go first.
+const MAX_ENDPOINTS: usize = 256;
 
-/// What the API said of one stream, and when.
-#[derive(Debug, Clone, Copy)]
-pub struct Truth {
-    pub segments: u32,
-    pub at: SystemTime,
-}
-
-/// The API's answers for some streams of a query, by label set.
-pub type Truths = HashMap<LabelSet, Truth, foldhash::fast::RandomState>;
-
-/// A cached answer: the segment count, when it was asked (for the cache
-/// bound) and when it was answered (the served timestamp).
-type Answer = (u32, Instant, SystemTime);
-
-/// Whether the API agreed with the metrics for a stream at a given mark.
-#[derive(Debug, Clone, Copy)]
-struct Checked {
-    mark_bits: u64,
-    agreed: bool,
-}
-
-/// Asks the controllers' gRPC API and remembers what it said.
+/// Asks the controllers' gRPC API.
 pub struct ControllerApi {
     settings: ControllerApiSettings,
     /// The endpoints of the scraped controllers, for when none are fixed.
@@ -167,8 +230,6 @@ pub struct ControllerApi {
     channels: Mutex<HashMap<String, Channel>>,
     /// Endpoints that failed recently, and until when they are skipped.
     backoff: Mutex<HashMap<String, Instant>>,
-    answers: Mutex<HashMap<(String, String), Answer>>,
-    checked: Mutex<HashMap<LabelSet, Checked, foldhash::fast::RandomState>>,
     in_flight: tokio::sync::Semaphore,
     telemetry: Arc<Telemetry>,
 }
@@ -189,8 +250,6 @@ impl ControllerApi {
             discovered: Box::new(discovered),
             channels: Mutex::default(),
             backoff: Mutex::default(),
-            answers: Mutex::default(),
-            checked: Mutex::default(),
             telemetry,
         }
     }
@@ -198,6 +257,10 @@ impl ControllerApi {
     /// Whether any endpoint can be asked at all.
     pub fn enabled(&self) -> bool {
         !self.settings.endpoints.is_empty() || self.settings.port != 0
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
     }
 
     fn endpoints(&self) -> Vec<String> {
@@ -208,44 +271,91 @@ impl ControllerApi {
         }
     }
 
-    /// The stream's current number of segments, from the cache if younger
-    /// than the cache bound, else from the first endpoint that answers.
-    pub async fn current_segments(&self, scope: &str, stream: &str) -> Result<Truth, ControllerApiError> {
-        let key = (scope.to_owned(), stream.to_owned());
-        if let Some(&(segments, asked, at)) = lock(&self.answers).get(&key) {
-            if asked.elapsed() <= self.settings.cache_for {
-                return Ok(Truth { segments, at });
+    /// The stream's current number of segments (0 for a sealed stream).
+    pub async fn current_segments(&self, scope: &str, stream: &str) -> Result<u32, ControllerApiError> {
+        let request = proto::StreamInfo { scope: scope.to_owned(), stream: stream.to_owned(), access_operation: proto::ACCESS_NONE };
+        let segments = self.call("getCurrentSegments", request, SegmentCountCodec).await?;
+        Ok(segments)
+    }
+
+    /// Every scope, following the continuation tokens.
+    pub async fn list_scopes(&self) -> Result<Vec<String>, ControllerApiError> {
+        let mut scopes = Vec::new();
+        let mut token = None;
+        loop {
+            let request = proto::ScopesRequest { continuation_token: token };
+            let page: proto::ScopesResponse = self.call("listScopes", request, prost_codec()).await?;
+            if page.scopes.is_empty() {
+                return Ok(scopes);
             }
+            scopes.extend(page.scopes);
+            token = page.continuation_token;
         }
+    }
+
+    /// Every stream of `scope`, following the continuation tokens.
+    pub async fn list_streams(&self, scope: &str) -> Result<Vec<String>, ControllerApiError> {
+        let mut streams = Vec::new();
+        let mut token = None;
+        loop {
+            let request =
+                proto::StreamsInScopeRequest { scope: Some(proto::ScopeInfo { scope: scope.to_owned() }), continuation_token: token };
+            let (endpoint, page): (String, proto::StreamsInScopeResponse) =
+                self.call_at("listStreamsInScope", request, prost_codec()).await?;
+            match page.status {
+                0 => {}
+                proto::SCOPE_NOT_FOUND => return Err(ControllerApiError::ScopeNotFound { endpoint, scope: scope.to_owned() }),
+                _ => return Err(ControllerApiError::ListFailed { endpoint, scope: scope.to_owned() }),
+            }
+            if page.streams.is_empty() {
+                return Ok(streams);
+            }
+            streams.extend(page.streams.into_iter().filter(|s| s.scope == scope).map(|s| s.stream));
+            token = page.continuation_token;
+        }
+    }
+
+    async fn call<C>(&self, method: &'static str, request: C::Encode, codec: C) -> Result<C::Decode, ControllerApiError>
+    where
+        C: Codec + Clone + Send + 'static,
+        C::Encode: Clone + Send + Sync + 'static,
+        C::Decode: Send + Sync + 'static,
+    {
+        self.call_at(method, request, codec).await.map(|(_, answer)| answer)
+    }
+
+    /// Asks the first endpoint not in backoff; an endpoint that fails in
+    /// transport is skipped for a while and the next one asked. Returns
+    /// which endpoint answered.
+    async fn call_at<C>(&self, method: &'static str, request: C::Encode, codec: C) -> Result<(String, C::Decode), ControllerApiError>
+    where
+        C: Codec + Clone + Send + 'static,
+        C::Encode: Clone + Send + Sync + 'static,
+        C::Decode: Send + Sync + 'static,
+    {
         let _permit = self.in_flight.acquire().await.map_err(|_| ControllerApiError::NoEndpoint)?;
-        let endpoints = self.endpoints();
         let mut last_error = ControllerApiError::NoEndpoint;
-        for endpoint in endpoints {
+        for endpoint in self.endpoints() {
             let skipped = lock(&self.backoff).get(&endpoint).is_some_and(|until| Instant::now() < *until);
             if skipped {
                 last_error = ControllerApiError::BackingOff { endpoint };
                 continue;
             }
-            match self.ask(&endpoint, scope, stream).await {
-                Ok(segments) => {
+            let outcome = self.ask(&endpoint, method, request.clone(), codec.clone()).await;
+            self.telemetry.controller_api_call(method, outcome.as_ref().err());
+            match outcome {
+                Ok(answer) => {
                     if lock(&self.backoff).remove(&endpoint).is_some() {
                         tracing::info!(%endpoint, "controller API answers again");
                     }
-                    let at = SystemTime::now();
-                    let mut answers = lock(&self.answers);
-                    answers.retain(|_, (_, asked, _)| asked.elapsed() <= self.settings.cache_for);
-                    answers.insert(key, (segments, Instant::now(), at));
-                    self.telemetry.controller_api_call(None);
-                    return Ok(Truth { segments, at });
+                    return Ok((endpoint, answer));
                 }
+                Err(error) if error.fault() != Fault::Unreachable => return Err(error),
                 Err(error) => {
-                    self.telemetry.controller_api_call(Some(&error));
                     let mut backoff = lock(&self.backoff);
-                    if backoff.len() > MAX_BACKOFF_ENDPOINTS {
-                        backoff.clear();
-                    }
+                    bound(&mut backoff);
                     if backoff.insert(endpoint.clone(), Instant::now() + BACKOFF).is_none() {
-                        tracing::warn!(%endpoint, scope, stream, %error, backoff = ?BACKOFF, "controller API call failed; skipping this endpoint for a while");
+                        tracing::warn!(%endpoint, method, %error, backoff = ?BACKOFF, "controller API call failed; skipping this endpoint for a while");
                     }
                     last_error = error;
                 }
@@ -254,31 +364,35 @@ impl ControllerApi {
         Err(last_error)
     }
 
-    async fn ask(&self, endpoint: &str, scope: &str, stream: &str) -> Result<u32, ControllerApiError> {
+    async fn ask<C>(&self, endpoint: &str, method: &'static str, message: C::Encode, codec: C) -> Result<C::Decode, ControllerApiError>
+    where
+        C: Codec + Send + 'static,
+        C::Encode: Send + Sync + 'static,
+        C::Decode: Send + Sync + 'static,
+    {
         let channel = self.channel(endpoint)?;
-        let mut request = tonic::Request::new(proto::StreamInfo {
-            scope: scope.to_owned(),
-            stream: stream.to_owned(),
-            access_operation: proto::ACCESS_NONE,
-        });
+        let mut request = tonic::Request::new(message);
         if let Some(path) = &self.settings.bearer_token_file {
             let token = tokio::fs::read_to_string(path).await.map_err(|source| ControllerApiError::Token { path: path.clone(), source })?;
             let value = format!("Bearer {}", token.trim()).parse().map_err(ControllerApiError::TokenValue)?;
             request.metadata_mut().insert("authorization", value);
         }
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::try_from(format!("{SERVICE}{method}")).map_err(|_| ControllerApiError::NoEndpoint)?;
         let call = async {
-            let mut grpc = tonic::client::Grpc::new(channel);
+            let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
             grpc.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            let codec = tonic_prost::ProstCodec::<proto::StreamInfo, proto::SegmentRanges>::default();
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static(GET_CURRENT_SEGMENTS);
             grpc.unary(request, path, codec).await
         };
         let timeout = self.settings.timeout;
         let response = tokio::time::timeout(timeout, call)
             .await
             .map_err(|_| ControllerApiError::Timeout { endpoint: endpoint.to_owned(), timeout })?
-            .map_err(|status| ControllerApiError::Call { endpoint: endpoint.to_owned(), status })?;
-        Ok(response.into_inner().segment_ranges.len() as u32)
+            .map_err(|status| match implausible_count(&status) {
+                Some(segments) => ControllerApiError::Implausible { endpoint: endpoint.to_owned(), segments },
+                None => ControllerApiError::Call { endpoint: endpoint.to_owned(), status },
+            })?;
+        Ok(response.into_inner())
     }
 
     fn channel(&self, endpoint: &str) -> Result<Channel, ControllerApiError> {
@@ -297,117 +411,103 @@ impl ControllerApi {
         }
         let channel = builder.connect_lazy();
         // Discovered controllers come and go: keep channels to current ones.
-        if channels.len() > 4 * self.settings.concurrency.max(8) {
-            channels.clear();
+        if channels.len() >= MAX_ENDPOINTS {
+            let current = self.endpoints();
+            channels.retain(|endpoint, _| current.contains(endpoint));
         }
         channels.insert(endpoint.to_owned(), channel.clone());
         Ok(channel)
     }
+}
 
-    /// Whether a served series needs the API: undecided, unconfirmed and
-    /// not yet confirmed at its mark, or found stale at its mark.
-    pub fn needs_asking(&self, series: &Series<'_>) -> bool {
-        let checked = lock(&self.checked).get(series.labels).copied();
-        let at_mark = checked.filter(|c| c.mark_bits == series.mark.to_bits());
-        match series.verdict {
-            Verdict::Undecided => true,
-            Verdict::Unconfirmed => at_mark.is_none_or(|c| !c.agreed),
-            Verdict::Current => at_mark.is_some_and(|c| !c.agreed),
-        }
-    }
-
-    /// The API's answers for the `segments_count` series of `view` in
-    /// `scope` and `stream` (see [`crate::store::Family::narrowed`]) that
-    /// `select` keeps and that need asking (or whose data was scraped
-    /// before `oldest`, too old to serve), at most the per-query bound.
-    pub async fn resolve<'v>(
-        &self,
-        view: &'v MergedView,
-        scope: Option<&str>,
-        stream: Option<&str>,
-        oldest: SystemTime,
-        select: impl Fn(&Series<'v>) -> bool,
-    ) -> Truths {
-        let mut truths = Truths::default();
-        if !self.enabled() {
-            return truths;
-        }
-        let wanted: Vec<Series<'v>> = view
-            .family_or_undecided(SEGMENTS_FAMILY)
-            .streams(scope, stream)
-            .filter(|s| select(s))
-            .filter(|s| s.scraped_at < oldest || self.needs_asking(s))
-            .take(self.settings.per_query)
-            .collect();
-        let answers = futures::future::join_all(wanted.iter().map(|series| async move {
-            let (scope, stream) = scope_and_stream(series.labels);
-            (series, self.current_segments(scope, stream).await)
-        }))
-        .await;
-        for (series, answer) in answers {
-            if let Ok(truth) = answer {
-                self.record(series, truth);
-                tracing::debug!(labels = ?series.labels, segments = truth.segments, verdict = ?series.verdict,
-                    "serving the controller API's segment count");
-                truths.insert(series.labels.clone(), truth);
-            }
-        }
-        truths
-    }
-
-    /// Remembers whether the metrics agreed with the API at the series'
-    /// mark; a disagreement is a stale gauge, logged and counted.
-    fn record(&self, series: &Series<'_>, truth: Truth) {
-        let agreed = series.value == f64::from(truth.segments);
-        let mut checked = lock(&self.checked);
-        if checked.len() > MAX_CHECKED {
-            checked.clear();
-        }
-        checked.insert(series.labels.clone(), Checked { mark_bits: series.mark.to_bits(), agreed });
-        drop(checked);
-        if !agreed && !series.value.is_nan() {
-            let (scope, stream) = scope_and_stream(series.labels);
-            tracing::warn!(scope, stream, metrics = series.value, controller_api = truth.segments, verdict = ?series.verdict,
-                "stale segments_count gauge: the controller API disagrees; serving its value until the stream scales again");
-            self.telemetry.stale_gauge(scope, stream);
-        }
-    }
-
-    /// Compares a few served values with the API every check interval,
-    /// taking the streams in turn.
-    pub async fn keep_checking(self: Arc<Self>, store: Arc<Store>) {
-        if self.settings.check_interval.is_zero() || !self.enabled() {
-            return;
-        }
-        let mut next = 0usize;
-        let mut tick = tokio::time::interval(self.settings.check_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let view = store.view();
-            let Some(family) = view.family(SEGMENTS_FAMILY) else { continue };
-            let served: Vec<Series<'_>> = family.narrowed(None, None).filter(|s| !s.value.is_nan()).collect();
-            if served.is_empty() {
-                continue;
-            }
-            next %= served.len();
-            for series in served.iter().cycle().skip(next).take(self.settings.check_batch.min(served.len())) {
-                let (scope, stream) = scope_and_stream(series.labels);
-                if let Ok(truth) = self.current_segments(scope, stream).await {
-                    self.record(series, truth);
-                }
-            }
-            next += self.settings.check_batch;
-        }
+/// Drops expired backoffs, and past [`MAX_ENDPOINTS`] the one ending soonest.
+fn bound(backoff: &mut HashMap<String, Instant>) {
+    let now = Instant::now();
+    backoff.retain(|_, until| *until > now);
+    while backoff.len() >= MAX_ENDPOINTS {
+        let Some(first) = backoff.iter().min_by_key(|(_, until)| **until).map(|(e, _)| e.clone()) else { break };
+        backoff.remove(&first);
     }
 }
 
-/// Streams whose API verdicts are remembered; past it they are forgotten
-/// at once (and asked again), so hostile stream counts cannot grow memory.
-const MAX_CHECKED: usize = 100_000;
+fn prost_codec<T, U>() -> tonic_prost::ProstCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    tonic_prost::ProstCodec::default()
+}
 
-fn scope_and_stream(labels: &LabelSet) -> (&str, &str) {
-    (labels.get(SCOPE_LABEL).unwrap_or(""), labels.get(STREAM_LABEL).unwrap_or(""))
+/// Encodes a `StreamInfo` and decodes a `SegmentRanges` into its number of
+/// ranges, without building them: an answer costs its bytes, not a struct
+/// per range.
+#[derive(Debug, Clone, Copy, Default)]
+struct SegmentCountCodec;
+
+impl Codec for SegmentCountCodec {
+    type Encode = proto::StreamInfo;
+    type Decode = u32;
+    type Encoder = <tonic_prost::ProstCodec<proto::StreamInfo, proto::SegmentRanges> as Codec>::Encoder;
+    type Decoder = SegmentCountDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<proto::StreamInfo, proto::SegmentRanges>::default().encoder()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        SegmentCountDecoder
+    }
+}
+
+#[derive(Debug)]
+struct SegmentCountDecoder;
+
+/// The status message of an answer with more than [`MAX_SEGMENTS`] ranges.
+const IMPLAUSIBLE: &str = "implausible segment count ";
+
+impl Decoder for SegmentCountDecoder {
+    type Item = u32;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<u32>, tonic::Status> {
+        let segments = count_segment_ranges(src).map_err(|e| tonic::Status::internal(format!("invalid SegmentRanges: {e}")))?;
+        if segments > MAX_SEGMENTS {
+            return Err(tonic::Status::out_of_range(format!("{IMPLAUSIBLE}{segments}")));
+        }
+        Ok(Some(segments as u32))
+    }
+}
+
+fn implausible_count(status: &tonic::Status) -> Option<u64> {
+    (status.code() == Code::OutOfRange).then(|| status.message().strip_prefix(IMPLAUSIBLE)?.parse().ok()).flatten()
+}
+
+/// Counts the `segmentRanges` fields (field 1) of a `SegmentRanges`
+/// message, skipping over everything else by the wire format.
+fn count_segment_ranges(buf: &mut impl bytes::Buf) -> Result<u64, String> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let mut ranges = 0u64;
+    while buf.has_remaining() {
+        let (field, wire_type) = decode_key(buf).map_err(|e| e.to_string())?;
+        let skip = match wire_type {
+            WireType::Varint => {
+                decode_varint(buf).map_err(|e| e.to_string())?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => {
+                if field == 1 {
+                    ranges += 1;
+                }
+                decode_varint(buf).map_err(|e| e.to_string())?
+            }
+            WireType::StartGroup | WireType::EndGroup => return Err("groups are not used".into()),
+        };
+        let skip = usize::try_from(skip).ok().filter(|&n| n <= buf.remaining()).ok_or("a field runs past the end")?;
+        buf.advance(skip);
+    }
+    Ok(ranges)
 }
 
 fn join_host_port(host: &str, port: u16) -> String {
@@ -424,6 +524,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
 
     fn settings(endpoints: Vec<String>) -> ControllerApiSettings {
         ControllerApiSettings {
@@ -433,11 +534,7 @@ mod tests {
             ca_pem: None,
             bearer_token_file: None,
             timeout: Duration::from_millis(500),
-            cache_for: Duration::from_secs(1),
             concurrency: 2,
-            per_query: 4,
-            check_interval: Duration::ZERO,
-            check_batch: 1,
         }
     }
 
@@ -461,5 +558,40 @@ mod tests {
         assert_eq!(api.endpoints(), ["http://10.0.0.5:9090", "http://[fd00::5]:9090"]);
         let api = ControllerApi::new(self::settings(Vec::new()), Vec::new, Arc::default());
         assert!(!api.enabled(), "no fixed endpoint and no port");
+    }
+
+    #[test]
+    fn errors_about_one_stream_are_told_from_unreachable_endpoints() {
+        let call = |code| ControllerApiError::Call { endpoint: "e".into(), status: tonic::Status::new(code, "") };
+        assert_eq!(call(Code::NotFound).fault(), Fault::Gone);
+        assert_eq!(call(Code::PermissionDenied).fault(), Fault::Refused);
+        assert_eq!(call(Code::InvalidArgument).fault(), Fault::Refused);
+        assert_eq!(call(Code::Unavailable).fault(), Fault::Unreachable);
+        assert_eq!(ControllerApiError::Timeout { endpoint: "e".into(), timeout: Duration::ZERO }.fault(), Fault::Unreachable);
+        assert_eq!(ControllerApiError::Implausible { endpoint: "e".into(), segments: 1 << 40 }.fault(), Fault::Refused);
+    }
+
+    #[test]
+    fn segment_ranges_are_counted_without_being_built() {
+        let range = |id: i64| proto::SegmentRange {
+            segment_id: Some(proto::SegmentId {
+                stream_info: Some(proto::StreamInfo { scope: "test".into(), stream: "s".into(), access_operation: 0 }),
+                segment_id: id,
+            }),
+            min_key: 0.25,
+            max_key: 0.5,
+        };
+        for n in [0, 1, 3, 200] {
+            let ranges = proto::SegmentRanges { segment_ranges: (0..n).map(range).collect(), delegation_token: "token".into() };
+            let bytes = ranges.encode_to_vec();
+            assert_eq!(count_segment_ranges(&mut &bytes[..]).unwrap(), n as u64);
+        }
+        // Empty ranges cost two bytes each on the wire.
+        let empty = proto::SegmentRanges { segment_ranges: vec![proto::SegmentRange::default(); 1_000], delegation_token: String::new() };
+        assert_eq!(count_segment_ranges(&mut &empty.encode_to_vec()[..]).unwrap(), 1_000);
+        let cut = &range(1).encode_to_vec()[..5];
+        let mut framed = vec![0x0a, 20];
+        framed.extend_from_slice(cut);
+        assert!(count_segment_ranges(&mut &framed[..]).is_err(), "a length past the end is an error");
     }
 }

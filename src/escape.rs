@@ -1,6 +1,7 @@
 //! Text from outside (scraped lines, request data) made safe for log lines:
 //! control characters would otherwise end a line early, forge a new one or
-//! drive the terminal reading the log.
+//! drive the terminal reading the log. And a bound on how often lines that
+//! outside input triggers are written.
 
 use std::fmt::{self, Write as _};
 
@@ -51,6 +52,33 @@ fn is_invisible_format(c: char) -> bool {
     matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
+/// Lets a log line through at most once per interval, for lines that
+/// outside input (queries, controllers) can trigger at will.
+pub struct RateLimit {
+    every: std::time::Duration,
+    /// When the next line may pass, in ms since [`RateLimit::origin`].
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl RateLimit {
+    pub const fn per(every: std::time::Duration) -> Self {
+        RateLimit { every, next: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn origin() -> std::time::Instant {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(std::time::Instant::now)
+    }
+
+    /// Whether a line may pass now.
+    pub fn allow(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = Self::origin().elapsed().as_millis() as u64;
+        let next = self.next.load(Ordering::Relaxed);
+        now >= next && self.next.compare_exchange(next, now + self.every.as_millis() as u64, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +104,14 @@ mod tests {
         assert_eq!(format!("{:?}", for_log(b"x\n")), "\"x\\n\"");
         let escaped = escaped(&(0u8..=255).collect::<Vec<_>>());
         assert!(escaped.bytes().all(|b| (b' '..=b'~').contains(&b)), "{escaped}");
+    }
+
+    #[test]
+    fn a_rate_limit_lets_one_line_through_per_interval() {
+        let limit = RateLimit::per(std::time::Duration::from_secs(3600));
+        assert!(limit.allow());
+        assert!(!limit.allow(), "within the interval");
+        let none = RateLimit::per(std::time::Duration::ZERO);
+        assert!(none.allow() && none.allow());
     }
 }

@@ -5,8 +5,10 @@
 //! [`discover`] (which controllers) -> [`scrape`] (fetch each one) ->
 //! [`parse`] (extract the wanted families) -> [`store`] (per-target
 //! snapshots, merged across replicas) -> [`serve`] (the metrics APIs).
-//! [`controller_api`] asks the controllers' gRPC API when the metrics cannot
-//! tell a stream's segment count. [`config`] holds the flags, [`telemetry`]
+//! The controllers' gRPC API is a source of its own: [`controller_api`]
+//! asks it, [`inventory`] keeps every stream of the served scopes and its
+//! segment count from it, and decides per stream what is served.
+//! [`config`] holds the flags, [`telemetry`]
 //! the adapter's own metrics, [`escape`] makes outside text safe for log
 //! lines.
 
@@ -15,6 +17,7 @@ pub mod config;
 pub mod controller_api;
 pub mod discover;
 pub mod escape;
+pub mod inventory;
 pub mod parse;
 pub mod resources;
 pub mod scrape;
@@ -24,6 +27,7 @@ pub mod telemetry;
 
 use config::{AuthFlags, Config, ControllerFlags};
 use controller_api::{ControllerApi, ControllerApiSettings};
+use inventory::{Inventory, InventorySettings};
 use scrape::{Pool, Target};
 use serve::App;
 use std::sync::Arc;
@@ -90,9 +94,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         }
         None => pool.set_targets(fixed),
     }
-    let controller_api = controller_api(controllers, scraping.max_staleness, &pool, &telemetry)?;
-    if let Some(api) = &controller_api {
-        tokio::spawn(api.clone().keep_checking(store.clone()));
+    let inventory = inventory(&config, &pool, &store, &telemetry)?;
+    if let Some(inventory) = &inventory {
+        tokio::spawn(inventory.clone().keep_fresh());
     }
     let scopes = Arc::new(serve::scopes::ScopePolicy::new(config.scopes.namespace_scopes, &config.scopes.namespace_scope));
     let app = |guard| {
@@ -100,7 +104,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             store: store.clone(),
             pool: pool.clone(),
             telemetry: telemetry.clone(),
-            controller_api: controller_api.clone(),
+            inventory: inventory.clone(),
             guard,
             scopes: scopes.clone(),
         }))
@@ -140,14 +144,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The controllers' gRPC API, if any endpoint can be known: fixed URLs, or
-/// discovered pods at the API port. Answers are cached for `cache_for`.
-fn controller_api(
-    controllers: &ControllerFlags,
-    cache_for: std::time::Duration,
+/// The inventory of streams from the controllers' gRPC API, if any
+/// endpoint can be known: fixed URLs, or discovered pods at the API port.
+fn inventory(
+    config: &Config,
     pool: &Arc<Pool>,
+    store: &Arc<Store>,
     telemetry: &Arc<Telemetry>,
-) -> Result<Option<Arc<ControllerApi>>, RunError> {
+) -> Result<Option<Arc<Inventory>>, RunError> {
+    let controllers = &config.controllers;
     let ca_pem = match &controllers.controller_ca_file {
         Some(path) => Some(std::fs::read(path).map_err(|source| RunError::ReadFile { path: path.clone(), source })?),
         None => None,
@@ -160,30 +165,39 @@ fn controller_api(
         ca_pem,
         bearer_token_file: controllers.controller_bearer_token_file.clone(),
         timeout: api.controller_api_timeout,
-        cache_for,
         concurrency: CONTROLLER_API_CONCURRENCY,
-        per_query: CONTROLLER_API_STREAMS_PER_QUERY,
-        check_interval: api.controller_api_check_interval,
-        check_batch: CONTROLLER_API_CHECK_BATCH,
     };
     let hosts = {
         let pool = pool.clone();
         move || pool.discovered_hosts()
     };
-    let api = ControllerApi::new(settings, hosts, telemetry.clone());
-    if !api.enabled() {
-        tracing::info!("no controller API endpoint: streams the metrics cannot decide are not served");
+    let client = ControllerApi::new(settings, hosts, telemetry.clone());
+    if !client.enabled() {
+        tracing::warn!(
+            "no controller API endpoint (--controller-api-url, or discovered pods at --controller-api-port): streams are served \
+             only while their metrics prove a scale the adapter watched; quiet streams and streams known from before the adapter \
+             started are not served"
+        );
         return Ok(None);
     }
-    Ok(Some(Arc::new(api)))
+    // Namespace scoping that names its scopes lists only those.
+    let scopes = match config.scopes.namespace_scopes {
+        config::NamespaceScopes::Listed => Some(config.scopes.namespace_scope.iter().flat_map(|n| n.scopes.iter().cloned()).collect()),
+        config::NamespaceScopes::All | config::NamespaceScopes::Same => None,
+    };
+    let settings = InventorySettings {
+        scopes,
+        calls_per_second: api.inventory_calls_per_second,
+        refresh: api.inventory_refresh,
+        list_interval: api.inventory_list_interval,
+        settle: api.scale_settle_time,
+        max_streams: api.inventory_max_streams,
+    };
+    Ok(Some(Arc::new(Inventory::new(Arc::new(client), settings, store.clone(), telemetry.clone()))))
 }
 
 /// Controller API calls in flight at once.
 const CONTROLLER_API_CONCURRENCY: usize = 8;
-/// Streams one query may have the controller API answer for.
-const CONTROLLER_API_STREAMS_PER_QUERY: usize = 16;
-/// Streams compared with the controller API per cross-check.
-const CONTROLLER_API_CHECK_BATCH: usize = 4;
 
 /// HTTP client for the controllers: rustls, optional private CA.
 fn controller_client(controllers: &ControllerFlags) -> Result<reqwest::Client, RunError> {

@@ -758,7 +758,7 @@ mod tests {
 
         /// Scrapes counted as failed for `reason`.
         fn failures(&self, reason: &str) -> u64 {
-            let text = self.telemetry.render(&self.store);
+            let text = self.telemetry.render(&self.store, 0);
             let line = text.lines().find(|l| l.starts_with("pravega_adapter_scrapes_total") && l.contains(&format!("result=\"{reason}\"")));
             line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
         }

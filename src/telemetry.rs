@@ -18,6 +18,8 @@ pub struct Telemetry {
     served_value_age: Family<Histogram>,
     controller_api_calls: Family<Counter>,
     stale_gauges: Family<Counter>,
+    disputed_streams: Family<Counter>,
+    withheld_answers: Family<Counter>,
 }
 
 impl Default for Telemetry {
@@ -61,14 +63,26 @@ impl Default for Telemetry {
             ),
             controller_api_calls: Family::new(
                 "pravega_adapter_controller_api_calls_total",
-                "Calls of the controllers' getCurrentSegments by result: success, timeout or error.",
-                &["result"],
+                "Calls of the controllers' gRPC API by method and result: success, timeout, not_found, refused, implausible or error.",
+                &["method", "result"],
                 Counter::default,
             ),
             stale_gauges: Family::new(
                 "pravega_adapter_stale_gauges_detected_total",
-                "Times the controller API disagreed with the segments_count the metrics would have served, by stream.",
-                &["scope", "stream"],
+                "Stale segments_count gauges found (each stream and mark once): the controller API's count was served instead.",
+                &[],
+                Counter::default,
+            ),
+            disputed_streams: Family::new(
+                "pravega_adapter_disputed_streams_total",
+                "Scales the metrics watched that the controller API contradicted after settling: the stream was withheld.",
+                &[],
+                Counter::default,
+            ),
+            withheld_answers: Family::new(
+                "pravega_adapter_withheld_answers_total",
+                "Metrics queries answered with nothing because a stream they select has no value that can be vouched for, by route.",
+                &["route"],
                 Counter::default,
             ),
         }
@@ -102,20 +116,26 @@ impl Telemetry {
         self.served_value_age.with(&[]).observe(age.as_secs_f64());
     }
 
-    pub fn controller_api_call(&self, failure: Option<&crate::controller_api::ControllerApiError>) {
-        let result = match failure {
-            None => "success",
-            Some(crate::controller_api::ControllerApiError::Timeout { .. }) => "timeout",
-            Some(_) => "error",
-        };
-        self.controller_api_calls.with(&[result]).add(1);
+    pub fn controller_api_call(&self, method: &str, failure: Option<&crate::controller_api::ControllerApiError>) {
+        let result = failure.map_or("success", |error| error.reason());
+        self.controller_api_calls.with(&[method, result]).add(1);
     }
 
-    pub fn stale_gauge(&self, scope: &str, stream: &str) {
-        self.stale_gauges.with(&[scope, stream]).add(1);
+    pub fn stale_gauge(&self) {
+        self.stale_gauges.with(&[]).add(1);
     }
 
-    pub fn render(&self, store: &Store) -> String {
+    pub fn disputed_stream(&self) {
+        self.disputed_streams.with(&[]).add(1);
+    }
+
+    pub fn withheld(&self, route: &str) {
+        self.withheld_answers.with(&[route]).add(1);
+    }
+
+    /// `inventory_streams`: the streams the controller API's inventory
+    /// holds (0 without a controller API).
+    pub fn render(&self, store: &Store, inventory_streams: usize) -> String {
         let mut out = Exposition::default();
         out.counters(&self.scrapes).histograms(&self.scrape_duration).counters(&self.malformed_lines);
         out.header("pravega_adapter_series", "Series (stream x family) held per target.", Kind::Gauge);
@@ -128,8 +148,20 @@ impl Telemetry {
             .counters(&self.requests)
             .histograms(&self.request_duration)
             .histograms(&self.served_value_age)
+            .gauge(
+                "pravega_adapter_implausible_scale_totals",
+                "Replicas' segment_splits or segment_merges values not believed in the served view: not whole numbers from 0 to 2^53.",
+                store.view().implausible_totals() as f64,
+            )
+            .gauge(
+                "pravega_adapter_inventory_streams",
+                "Streams in the controller API's inventory (0 without one).",
+                inventory_streams as f64,
+            )
             .counters(&self.controller_api_calls)
             .counters(&self.stale_gauges)
+            .counters(&self.disputed_streams)
+            .counters(&self.withheld_answers)
             .finish()
     }
 }
@@ -146,7 +178,7 @@ mod tests {
         t.request("external", 200, Duration::from_micros(300));
         t.request("external", 200, Duration::from_micros(300));
         t.served_age(Duration::from_millis(400));
-        let text = t.render(&Store::new(Duration::from_secs(30)));
+        let text = t.render(&Store::new(Duration::from_secs(30)), 0);
         let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let value = |name: &str, label: (&str, &str)| {
             scrape.samples.iter().find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1)).map(|s| match &s.value {
@@ -159,6 +191,6 @@ mod tests {
         assert_eq!(value("pravega_adapter_requests_total", ("code", "200")), Some(2.0));
         assert!(text.contains("pravega_adapter_served_value_age_seconds_bucket{le=\"0.5\"} 1"), "{text}");
         t.forget_target("http://a:10080/prometheus");
-        assert!(!t.render(&Store::new(Duration::from_secs(30))).contains("a:10080"));
+        assert!(!t.render(&Store::new(Duration::from_secs(30)), 0).contains("a:10080"));
     }
 }

@@ -6,8 +6,8 @@ use super::routes::{ApiVersion, ObjectQuery, CUSTOM_GROUP, EXTERNAL_GROUP};
 use super::scopes::Visible;
 use super::selector::Selector;
 use super::status::ApiError;
-use crate::controller_api::Truths;
-use crate::store::{LabelSet, MergedView, Series, SCOPE_LABEL, STREAM_LABEL};
+use crate::controller_api::SEGMENTS_FAMILY;
+use crate::store::{LabelSet, MergedView, Verdict, SCOPE_LABEL, STREAM_LABEL};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
@@ -23,6 +23,50 @@ const ADVERTISED_RESOURCES: [(&str, bool); 3] = [("namespaces", false), ("deploy
 pub struct Served {
     pub body: String,
     pub oldest: Option<SystemTime>,
+    /// Why the answer is empty though streams match: they are named here.
+    pub withheld: Option<String>,
+}
+
+/// One stream's served value.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub labels: LabelSet,
+    pub value: f64,
+    pub at: SystemTime,
+}
+
+/// The `segments_count` streams a query selects, decided stream by stream
+/// by the inventory: every one with a value, or why not.
+#[derive(Debug)]
+pub enum Resolution {
+    Whole(Vec<Resolved>),
+    /// At least one selected stream has no value that can be vouched for.
+    Withheld(String),
+}
+
+/// A selected series: its labels, value and the time of that value.
+struct Item<'a> {
+    labels: &'a LabelSet,
+    value: f64,
+    at: SystemTime,
+}
+
+/// What a query selects: every stream with a value, or why not.
+enum Selected<'a> {
+    Whole(Vec<Item<'a>>),
+    Withheld(String),
+}
+
+/// Undecided streams named in a withheld answer at most.
+const NAMED_UNDECIDED: usize = 8;
+
+/// "a/b (why), c/d (why) and 3 more".
+pub fn name_undecided(undecided: &[String]) -> String {
+    let mut text = undecided.iter().take(NAMED_UNDECIDED).cloned().collect::<Vec<_>>().join(", ");
+    if undecided.len() > NAMED_UNDECIDED {
+        text += &format!(" and {} more", undecided.len() - NAMED_UNDECIDED);
+    }
+    text
 }
 
 /// What every answer needs besides the view.
@@ -33,9 +77,10 @@ pub struct Answer<'a> {
     pub max_age: Duration,
     /// Reported as the metric window: the scrape interval.
     pub window: Duration,
-    /// The controller API's segment counts, which replace the metrics'
-    /// values of their streams.
-    pub truths: &'a Truths,
+    /// The inventory's decisions for a `segments_count` query; `None`
+    /// without an inventory, or for other metrics: then the metrics alone
+    /// decide.
+    pub segments: Option<&'a Resolution>,
     /// The Pravega scopes the request sees.
     pub visible: Visible<'a>,
 }
@@ -48,25 +93,41 @@ impl Answer<'_> {
         self.view.narrowed_rows(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL))
     }
 
-    /// Fresh series of `metric` matching `selector`.
-    fn select(&self, metric: &str, selector: &Selector) -> Result<Vec<Series<'_>>, ApiError> {
+    /// Every series of `metric` that `selector` selects, each with a value
+    /// that can be served, or why the answer is withheld.
+    fn select(&self, metric: &str, selector: &Selector) -> Result<Selected<'_>, ApiError> {
+        if let (SEGMENTS_FAMILY, Some(resolution)) = (metric, self.segments) {
+            return Ok(match resolution {
+                Resolution::Whole(streams) => {
+                    Selected::Whole(streams.iter().map(|s| Item { labels: &s.labels, value: s.value, at: s.at }).collect())
+                }
+                Resolution::Withheld(why) => Selected::Withheld(why.clone()),
+            });
+        }
         // Discovery lists the metrics served to those allowed to read it.
-        let family = match self.view.family(metric) {
-            Some(family) => family,
-            // The controller API answers for streams whose gauges are gone.
-            None if !self.truths.is_empty() => self.view.family_or_undecided(metric),
-            None => return Err(ApiError::NotFound(format!("no fresh data for metric {metric:?}"))),
+        let Some(family) = self.view.family(metric) else {
+            return Err(ApiError::NotFound(format!("no fresh data for metric {metric:?}")));
         };
-        let candidates = family.streams(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
-        Ok(candidates
-            .filter_map(|s| match self.truths.get(s.labels) {
-                Some(truth) => Some(Series { value: f64::from(truth.segments), scraped_at: truth.at, ..s }),
-                // Undecided, and the controller API did not answer.
-                None => (!s.value.is_nan()).then_some(s),
-            })
-            .filter(|s| self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age)
-            .filter(|s| selected(self.visible, selector, s.labels))
-            .collect())
+        let (mut items, mut undecided) = (Vec::new(), Vec::new());
+        for s in family.narrowed(selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL)) {
+            if !selected(self.visible, selector, s.labels) {
+                continue;
+            }
+            let fresh = self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age;
+            // A segment count is served from the metrics alone only for a
+            // scale the adapter watched.
+            let vouched = metric != SEGMENTS_FAMILY || s.verdict == Verdict::Current;
+            match (s.value.is_nan(), fresh, vouched) {
+                (false, true, true) => items.push(Item { labels: s.labels, value: s.value, at: s.scraped_at }),
+                (true, _, _) => undecided.push(format!("{} (undecided)", stream_name(s.labels))),
+                (_, false, _) => undecided.push(format!("{} (too old)", stream_name(s.labels))),
+                (_, _, false) => undecided.push(format!("{} (unconfirmed)", stream_name(s.labels))),
+            }
+        }
+        Ok(match undecided.is_empty() {
+            true => Selected::Whole(items),
+            false => Selected::Withheld(name_undecided(&undecided)),
+        })
     }
 
     /// Custom metric of one object: the sum over the selected streams (a
@@ -79,7 +140,17 @@ impl Answer<'_> {
                 query.metric, query.resource
             )));
         }
-        let series = self.select(&query.metric, metric_selector)?;
+        let series = match self.select(&query.metric, metric_selector)? {
+            Selected::Whole(series) => series,
+            Selected::Withheld(why) => {
+                return Err(ApiError::NotFound(format!(
+                    "{:?} is withheld for metricLabelSelector {:?}: a sum must include every selected stream, and these have no \
+                     value that can be vouched for: {why}",
+                    query.metric,
+                    metric_selector.to_string()
+                )))
+            }
+        };
         if series.is_empty() {
             return Err(ApiError::NotFound(format!(
                 "no stream of metric {:?} matches metricLabelSelector {:?}",
@@ -90,7 +161,7 @@ impl Answer<'_> {
         let total: f64 = series.iter().map(|s| s.value).sum();
         let value =
             quantity::format(total).ok_or_else(|| ApiError::NotFound(format!("the sum of {:?} is not a finite number", query.metric)))?;
-        let oldest = series.iter().map(|s| s.scraped_at).min().unwrap_or(self.now);
+        let oldest = series.iter().map(|s| s.at).min().unwrap_or(self.now);
         let selector = (!metric_selector.is_empty()).then(|| metric_selector.to_label_selector());
         let item = ObjectValue {
             described_object: described_object(query),
@@ -102,26 +173,30 @@ impl Answer<'_> {
             window: Window::of(query.version, self.window),
             value,
         };
-        Ok(Served { body: list("MetricValueList", query.version, &[item]), oldest: Some(oldest) })
+        Ok(Served { body: list("MetricValueList", query.version, &[item]), oldest: Some(oldest), withheld: None })
     }
 
     /// External metric: one item per selected stream.
+    /// Withheld, the list is empty: the HPA then holds its replicas.
     pub fn external(&self, metric: &str, selector: &Selector) -> Result<Served, ApiError> {
-        let series = self.select(metric, selector)?;
-        let oldest = series.iter().map(|s| s.scraped_at).min();
+        let (series, withheld) = match self.select(metric, selector)? {
+            Selected::Whole(series) => (series, None),
+            Selected::Withheld(why) => (Vec::new(), Some(why)),
+        };
+        let oldest = series.iter().map(|s| s.at).min();
         let items: Vec<ExternalValue<'_>> = series
             .iter()
             .filter_map(|s| {
                 Some(ExternalValue {
                     metric_name: metric,
                     metric_labels: Labels(s.labels),
-                    timestamp: Rfc3339(s.scraped_at),
+                    timestamp: Rfc3339(s.at),
                     window: self.window.as_secs(),
                     value: quantity::format(s.value)?,
                 })
             })
             .collect();
-        Ok(Served { body: list("ExternalMetricValueList", ApiVersion::ExternalV1Beta1, &items), oldest })
+        Ok(Served { body: list("ExternalMetricValueList", ApiVersion::ExternalV1Beta1, &items), oldest, withheld })
     }
 
     /// `APIResourceList` of one group-version: every metric served now.
@@ -332,6 +407,11 @@ pub fn openapi_v2() -> Value {
 /// label selector cannot name them (label values start with a letter or
 /// digit), and a selector of a user's scope alone must not add its reader
 /// groups' streams into a job's value.
+/// `scope/stream` of a label set, for messages.
+pub(crate) fn stream_name(labels: &LabelSet) -> String {
+    format!("{}/{}", labels.get(SCOPE_LABEL).unwrap_or(""), labels.get(STREAM_LABEL).unwrap_or(""))
+}
+
 pub(crate) fn selected(visible: Visible<'_>, selector: &Selector, labels: &LabelSet) -> bool {
     let (scope, stream) = (labels.get(SCOPE_LABEL).unwrap_or(""), labels.get(STREAM_LABEL).unwrap_or(""));
     visible.allows(scope) && !scope.starts_with('_') && !stream.starts_with('_') && selector.matches(|name| labels.get(name))
@@ -344,7 +424,6 @@ mod tests {
     use crate::store::Store;
 
     const SCRAPED: Duration = Duration::from_secs(1_700_000_000);
-    static NO_TRUTHS: std::sync::LazyLock<Truths> = std::sync::LazyLock::new(Truths::default);
 
     fn view(text: &str) -> std::sync::Arc<MergedView> {
         let store = Store::new(Duration::from_secs(30));
@@ -362,7 +441,7 @@ mod tests {
             now: SystemTime::UNIX_EPOCH + SCRAPED + Duration::from_secs(age),
             max_age: Duration::from_secs(30),
             window: Duration::from_secs(10),
-            truths: &NO_TRUTHS,
+            segments: None,
             visible: Visible::All,
         }
     }

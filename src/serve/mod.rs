@@ -11,16 +11,17 @@ pub mod status;
 use crate::auth::authn::Peer;
 use crate::auth::authz::{MalformedPath, RequestInfo};
 use crate::auth::{AuthError, Guard};
-use crate::controller_api::{ControllerApi, Truths, SEGMENTS_FAMILY};
+use crate::controller_api::SEGMENTS_FAMILY;
+use crate::inventory::{Decision, Inventory};
 use crate::scrape::Pool;
-use crate::store::{MergedView, Store, SCOPE_LABEL, STREAM_LABEL};
+use crate::store::{LabelSet, MergedView, Series, Store, SCOPE_LABEL, STREAM_LABEL};
 use crate::telemetry::Telemetry;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use metrics_api::Answer;
+use metrics_api::{Answer, Resolution, Resolved};
 use routes::{ObjectQuery, Route};
 use scopes::{ScopePolicy, Visible};
 use selector::Selector;
@@ -42,9 +43,9 @@ pub struct App {
     pub store: Arc<Store>,
     pub pool: Arc<Pool>,
     pub telemetry: Arc<Telemetry>,
-    /// Asked for segment counts the metrics cannot decide; `None` if no
-    /// endpoint is known.
-    pub controller_api: Option<Arc<ControllerApi>>,
+    /// Every stream from the controllers' gRPC API, and what is served of
+    /// it; `None` if no API endpoint is known.
+    pub inventory: Option<Arc<Inventory>>,
     /// Authentication and authorization; `None` only on the loopback demo
     /// listener.
     pub guard: Option<Arc<Guard>>,
@@ -107,13 +108,13 @@ async fn answer(app: &App, request: &Parts, kind: &mut &'static str) -> Result<R
     let body = match route {
         Route::Livez | Route::Healthz => return Ok(text(StatusCode::OK, "ok".into())),
         Route::Readyz => return Ok(readiness(app)),
-        Route::SelfMetrics => return Ok(text(StatusCode::OK, app.telemetry.render(&app.store))),
+        Route::SelfMetrics => {
+            return Ok(text(StatusCode::OK, app.telemetry.render(&app.store, app.inventory.as_ref().map_or(0, |i| i.len()))))
+        }
         Route::OpenApiV2 => metrics_api::openapi_v2().to_string(),
         Route::Apis => metrics_api::group_list().to_string(),
         Route::Group(group) => metrics_api::group(group).to_string(),
-        Route::Resources(version) => {
-            with_view(app, &app.store.view(), &Truths::default(), Visible::All, |a| a.resources(version)).to_string()
-        }
+        Route::Resources(version) => with_view(app, &app.store.view(), None, Visible::All, |a| a.resources(version)).to_string(),
         Route::Object(object) => {
             let selector = selector_param(query, "metricLabelSelector")?;
             app.pool.refresh_stale().await;
@@ -124,16 +125,16 @@ async fn answer(app: &App, request: &Parts, kind: &mut &'static str) -> Result<R
             };
             let visible = app.scopes.visible(namespace);
             let view = app.store.view();
-            let truths = truths(app, &view, visible, &object.metric, &selector).await;
-            served(app, &view, &truths, visible, &selector, |a| a.object(&object, &selector))?
+            let segments = resolve(app, &view, visible, &object.metric, &selector).await;
+            served(app, &view, segments.as_ref(), visible, &selector, "custom", |a| a.object(&object, &selector))?
         }
         Route::External { namespace, metric } => {
             let selector = selector_param(query, "labelSelector")?;
             app.pool.refresh_stale().await;
             let visible = app.scopes.visible(Some(&namespace));
             let view = app.store.view();
-            let truths = truths(app, &view, visible, &metric, &selector).await;
-            served(app, &view, &truths, visible, &selector, |a| a.external(&metric, &selector))?
+            let segments = resolve(app, &view, visible, &metric, &selector).await;
+            served(app, &view, segments.as_ref(), visible, &selector, "external", |a| a.external(&metric, &selector))?
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -146,52 +147,112 @@ fn readiness(app: &App) -> Response {
     if app.guard.as_ref().is_some_and(|g| !g.is_ready()) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "waiting for the authentication configuration".into());
     }
-    text(StatusCode::OK, "ok".into())
+    match app.inventory {
+        Some(_) => text(StatusCode::OK, "ok".into()),
+        None => text(StatusCode::OK, "ok (no controller API: quiet streams cannot be served)".into()),
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
 }
 
-fn with_view<T>(app: &App, view: &MergedView, truths: &Truths, visible: Visible<'_>, f: impl FnOnce(&Answer<'_>) -> T) -> T {
+fn with_view<T>(app: &App, view: &MergedView, segments: Option<&Resolution>, visible: Visible<'_>, f: impl FnOnce(&Answer<'_>) -> T) -> T {
     let answer =
-        Answer { view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval, truths, visible };
+        Answer { view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval, segments, visible };
     f(&answer)
 }
 
-/// The controller API's segment counts for the streams of `view` selected
-/// that the metrics cannot decide (none for other metrics). The answer is
-/// computed from the same view, whose verdicts these follow.
-async fn truths(app: &App, view: &MergedView, visible: Visible<'_>, metric: &str, selector: &Selector) -> Truths {
-    match &app.controller_api {
-        Some(api) if metric == SEGMENTS_FAMILY => {
-            let (scope, stream) = (selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
-            let oldest = SystemTime::now().checked_sub(app.store.max_age()).unwrap_or(SystemTime::UNIX_EPOCH);
-            let selected = |s: &crate::store::Series<'_>| metrics_api::selected(visible, selector, s.labels);
-            api.resolve(view, scope, stream, oldest, selected).await
-        }
-        _ => Truths::default(),
+/// The inventory's decision for every `segments_count` stream the query
+/// selects (`None` without an inventory, or for other metrics). Streams
+/// the inventory does not hold yet, or holds without a recent answer, are
+/// asked all together first; scopes whose listing is not complete are
+/// listed. A stream without a value withholds the whole answer.
+async fn resolve(app: &App, view: &MergedView, visible: Visible<'_>, metric: &str, selector: &Selector) -> Option<Resolution> {
+    let inventory = app.inventory.as_ref().filter(|_| metric == SEGMENTS_FAMILY)?;
+    let (scope, stream) = (selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
+    let covered: Option<Vec<String>> = match (scope, visible) {
+        (Some(scope), _) => Some(vec![scope.to_owned()]),
+        (None, Visible::All) => None,
+        (None, Visible::Only(scopes)) => Some(scopes.to_vec()),
+        (None, Visible::One(scope)) => Some(vec![scope.to_owned()]),
+        (None, Visible::Nothing) => Some(Vec::new()),
+    };
+    let pinned = scope.zip(stream);
+    if pinned.is_none() && !inventory.covers(covered.as_deref()) {
+        inventory.list_now(covered.as_deref()).await;
     }
+    let selects = |labels: &LabelSet| metrics_api::selected(visible, selector, labels);
+    // Every candidate stream once, by (scope, stream): the view's series
+    // first, then the streams only the inventory holds.
+    let mut candidates: std::collections::BTreeMap<(String, String), (LabelSet, Option<Series<'_>>)> = Default::default();
+    for series in view.family_or_undecided(SEGMENTS_FAMILY).streams(scope, stream).filter(|s| selects(s.labels)) {
+        let key = (series.labels.get(SCOPE_LABEL).unwrap_or("").to_owned(), series.labels.get(STREAM_LABEL).unwrap_or("").to_owned());
+        candidates.entry(key).or_insert_with(|| (series.labels.clone(), Some(series)));
+    }
+    let known = inventory.streams(scope, stream).into_iter().chain(pinned.map(|(scope, stream)| (scope.to_owned(), stream.to_owned())));
+    for key in known {
+        let labels = LabelSet::of_stream(&key.0, &key.1);
+        if selects(&labels) {
+            candidates.entry(key).or_insert((labels, None));
+        }
+    }
+    let wanted: Vec<((String, String), Option<Series<'_>>)> = candidates.iter().map(|(key, (_, series))| (key.clone(), *series)).collect();
+    inventory.ask_now(&wanted).await;
+    let oldest = SystemTime::now().checked_sub(app.store.max_age()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let (mut resolved, mut undecided) = (Vec::new(), Vec::new());
+    for ((scope, stream), (labels, series)) in candidates {
+        let fresh = series.is_some_and(|s| s.scraped_at >= oldest);
+        match inventory.decide(&scope, &stream, series.as_ref(), fresh) {
+            Decision::Serve { segments, at } => resolved.push(Resolved { labels, value: segments, at }),
+            Decision::Withhold(why) => undecided.push(format!("{scope}/{stream} ({})", why.reason())),
+            Decision::Absent => {}
+        }
+    }
+    if pinned.is_none() && !inventory.covers(covered.as_deref()) {
+        undecided.push("the stream lists of the selected scopes (the controller API cannot list them now)".into());
+    }
+    Some(match undecided.is_empty() {
+        true => Resolution::Whole(resolved),
+        false => Resolution::Withheld(metrics_api::name_undecided(&undecided)),
+    })
 }
 
-/// Answers a metrics query and records how old the data behind it was.
+/// Answers a metrics query and records how old the data behind it was;
+/// a withheld answer is counted and logged at a bounded rate.
 fn served(
     app: &App,
     view: &MergedView,
-    truths: &Truths,
+    segments: Option<&Resolution>,
     visible: Visible<'_>,
     selector: &Selector,
+    route: &'static str,
     f: impl FnOnce(&Answer<'_>) -> Result<metrics_api::Served, ApiError>,
 ) -> Result<String, ApiError> {
-    let served = with_view(app, view, truths, visible, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
+    let served = with_view(app, view, segments, visible, |answer| match answer.streams_scanned(selector) > LONG_QUERY_STREAMS {
         true => crate::resources::run_long(|| f(answer)),
         false => f(answer),
-    })?;
+    });
+    let withheld = match &served {
+        Ok(served) => served.withheld.clone(),
+        Err(ApiError::NotFound(message)) if message.contains("is withheld") => Some(message.clone()),
+        Err(_) => None,
+    };
+    if let Some(why) = withheld {
+        app.telemetry.withheld(route);
+        if WITHHELD_LOG.allow() {
+            tracing::warn!(route, selector = %selector.to_string(), undecided = %why, "answer withheld: not every selected stream has a value");
+        }
+    }
+    let served = served?;
     if let Some(oldest) = served.oldest {
         app.telemetry.served_age(SystemTime::now().duration_since(oldest).unwrap_or(Duration::ZERO));
     }
     Ok(served.body)
 }
+
+/// Withheld answers are logged at most once per this interval.
+static WITHHELD_LOG: crate::escape::RateLimit = crate::escape::RateLimit::per(Duration::from_secs(10));
 
 fn selector_param(query: &str, name: &str) -> Result<Selector, ApiError> {
     // The last occurrence wins, as in net/url.
