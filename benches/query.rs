@@ -4,7 +4,6 @@
 //! (`cargo bench --bench query`). The serving benchmark measures the same
 //! queries end to end; this one isolates the part the stream count changes.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use pravega_metrics_adapter::controller_api::Truths;
 use pravega_metrics_adapter::serve::metrics_api::Answer;
 use pravega_metrics_adapter::serve::scopes::Visible;
 use pravega_metrics_adapter::serve::selector::Selector;
@@ -17,7 +16,6 @@ fn query(c: &mut Criterion) {
     for streams in [1, 100, 10_000] {
         let now = SystemTime::now();
         let store = merged_store(streams, now);
-        let truths = Truths::default();
         // The selectors an HPA per stream sends, visited in a scattered order.
         let selectors: Vec<String> = (0..streams)
             .map(|i| stream_labels((i * 7919) % streams))
@@ -33,7 +31,7 @@ fn query(c: &mut Criterion) {
                     now,
                     max_age: store.max_age(),
                     window: Duration::from_secs(10),
-                    truths: &truths,
+                    segments: None,
                     visible: Visible::All,
                 };
                 let served = answer.external(SEGMENTS, &selector).unwrap();

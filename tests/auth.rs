@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use test_support::adapter::Adapter;
 use test_support::adapter_binary;
+use test_support::controller_api::FakeControllerApi;
 use test_support::exposition::{stream_exposition, SEGMENTS};
 use test_support::fake_controller::FakeController;
 use test_support::kube_api::{client, tls_connect, write_kubeconfig, StubApi};
@@ -54,6 +55,11 @@ impl Setup {
         write_kubeconfig(&kubeconfig, api_address);
 
         let controller = FakeController::start(stream_exposition("test", "stream", 3, 2, 0)).await;
+        // The controller API vouches for the count the adapter found at its
+        // start.
+        let controller_api = FakeControllerApi::default();
+        controller_api.set("test", "stream", 3);
+        let controller_api_url = format!("http://{}", controller_api.start().await);
         let port = free_port();
         let mut args: Vec<String> = [
             "--secure-port",
@@ -68,6 +74,8 @@ impl Setup {
             kubeconfig.to_str().unwrap(),
             "--controller-url",
             &controller.url(),
+            "--controller-api-url",
+            &controller_api_url,
         ]
         .iter()
         .map(|s| s.to_string())

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 use test_support::adapter::Adapter;
 use test_support::adapter_binary;
-use test_support::exposition::{amplifying, many_families, stream_exposition};
+use test_support::exposition::{amplifying, many_families, stream_exposition, QUIET};
 use test_support::fake_controller::FakeController;
 use test_support::queries::external_path;
 use test_support::store::scan;
@@ -168,8 +168,9 @@ async fn segments(adapter: &Adapter) -> Option<String> {
 #[tokio::test]
 async fn a_scrape_over_a_limit_fails_and_the_previous_data_stays() {
     let _serial = SERIAL.lock().await;
-    let controller = FakeController::start(stream_exposition("test", "stream", 4, 3, 0)).await;
+    let controller = FakeController::start(QUIET).await;
     let adapter = adapter_for(&controller, &["--scrape-max-families", "100"]).await;
+    adapter.watch(&controller, stream_exposition("test", "stream", 4, 3, 0)).await;
     assert_eq!(segments(&adapter).await.as_deref(), Some("4"));
     controller.set_body(stream_exposition("test", "stream", 5, 4, 0) + &amplifying(500, 200));
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use test_support::adapter::Adapter;
 use test_support::adapter_binary;
+use test_support::controller_api::FakeControllerApi;
 use test_support::exposition::stream_exposition;
 use test_support::fake_controller::FakeController;
 use test_support::kube_api::{tls_client, write_kubeconfig, StubApi};
@@ -778,10 +779,14 @@ async fn the_adapter_serves_both_hpa_forms_with_the_shipped_cert_flags_and_rbac(
     let kubeconfig = out.0.join("kubeconfig");
     write_kubeconfig(&kubeconfig, api_address);
     let controller = FakeController::start(stream_exposition("test", "stream", 3, 2, 0)).await;
+    let controller_api = FakeControllerApi::default();
+    controller_api.set("test", "stream", 3);
+    let controller_api_address = controller_api.start().await;
 
     // The Deployment's arguments, with the mount read from the script's output
     // directory, a free loopback port, and a static controller instead of pod
-    // discovery (which needs a real API server).
+    // discovery (which needs a real API server), whose gRPC API is a fake
+    // at a fixed URL.
     let port = free_port();
     let mut args: Vec<String> = adapter_args(deployment)
         .into_iter()
@@ -792,6 +797,7 @@ async fn the_adapter_serves_both_hpa_forms_with_the_shipped_cert_flags_and_rbac(
         "--bind-address=127.0.0.1".to_owned(),
         format!("--kubeconfig={}", kubeconfig.display()),
         format!("--controller-url={}", controller.url()),
+        format!("--controller-api-url=http://{controller_api_address}"),
     ]);
     install_crypto_provider();
     let readiness = reqwest::Client::builder().tls_danger_accept_invalid_certs(true).build().unwrap();

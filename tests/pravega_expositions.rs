@@ -9,7 +9,7 @@ use pravega_metrics_adapter::parse::Scanner;
 use std::collections::BTreeMap;
 use test_support::adapter::Adapter;
 use test_support::adapter_binary;
-use test_support::exposition::{MERGES, SEGMENTS, SPLITS};
+use test_support::exposition::{MERGES, QUIET, SEGMENTS, SPLITS};
 use test_support::fake_controller::FakeController;
 use test_support::queries::external_path;
 use test_support::repo::fixture;
@@ -103,15 +103,19 @@ fn the_replica_that_scaled_last_knows_the_count() {
     }
 }
 
-/// The adapter, scraping both replicas of `moment` (in both orders), must
-/// serve one item with the stream's true count.
+/// The adapter, scraping both replicas of `moment` (in both orders) as the
+/// captures appear, must serve one item with the stream's true count.
 async fn adapter_serves_the_truth(moment: &str) {
-    let [a, b] = replicas(moment);
-    let a = FakeController::start(fixture(&a)).await;
-    let b = FakeController::start(fixture(&b)).await;
-    for (first, second) in [(&a, &b), (&b, &a)] {
+    let [a_capture, b_capture] = replicas(moment);
+    for first_is_a in [true, false] {
+        let (a, b) = (FakeController::start(QUIET).await, FakeController::start(QUIET).await);
+        let (first, second) = if first_is_a { (&a, &b) } else { (&b, &a) };
         let args: Vec<String> = ["--controller-url".to_owned(), first.url(), "--controller-url".to_owned(), second.url()].into();
         let adapter = Adapter::start(adapter_binary!(), &args).await;
+        // The replicas report the stream after the adapter started: the
+        // scale happened while it watched.
+        adapter.watch(&a, fixture(&a_capture)).await;
+        adapter.watch(&b, fixture(&b_capture)).await;
         let (code, body) = adapter.get(&external_path(SEGMENTS, "scope=test,stream=stream")).await;
         assert_eq!(code, 200, "{moment}: {body}");
         // One item, as the HPA needs for an Object metric (and sums for an

@@ -4,79 +4,16 @@
 //! the controller's gRPC API it serves the API's count when B cannot tell;
 //! without it, nothing (the HPA holds).
 
-use pravega_metrics_adapter::controller_api::proto::{SegmentRange, SegmentRanges, StreamInfo};
-use std::collections::HashMap;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use test_support::adapter::Adapter;
 use test_support::adapter_binary;
+use test_support::controller_api::FakeControllerApi;
 use test_support::exposition::{stream_exposition, SEGMENTS};
 use test_support::fake_controller::FakeController;
 use test_support::queries::external_path;
 
 const STALE: u32 = 2;
 const CURRENT: u32 = 7;
-
-/// A fake controller gRPC API answering `getCurrentSegments` from memory.
-#[derive(Clone, Default)]
-struct FakeControllerApi {
-    segments: Arc<Mutex<HashMap<(String, String), u32>>>,
-    calls: Arc<AtomicU64>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl tonic::server::UnaryService<StreamInfo> for FakeControllerApi {
-    type Response = SegmentRanges;
-    type Future = BoxFuture<Result<tonic::Response<SegmentRanges>, tonic::Status>>;
-
-    fn call(&mut self, request: tonic::Request<StreamInfo>) -> Self::Future {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let info = request.into_inner();
-        let found = self.segments.lock().unwrap().get(&(info.scope.clone(), info.stream.clone())).copied();
-        Box::pin(async move {
-            let count = found.ok_or_else(|| tonic::Status::not_found(format!("stream {}/{}", info.scope, info.stream)))?;
-            let ranges = (0..count).map(|_| SegmentRange::default()).collect();
-            Ok(tonic::Response::new(SegmentRanges { segment_ranges: ranges, delegation_token: String::new() }))
-        })
-    }
-}
-
-impl FakeControllerApi {
-    fn set(&self, stream: &str, segments: u32) {
-        self.segments.lock().unwrap().insert(("test".into(), stream.into()), segments);
-    }
-
-    /// Serves HTTP/2 on loopback; every path is `getCurrentSegments`.
-    async fn start(&self) -> SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let api = self.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
-                let api = api.clone();
-                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let api = api.clone();
-                    async move {
-                        let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<SegmentRanges, StreamInfo>::default());
-                        Ok::<_, std::convert::Infallible>(grpc.unary(api, request).await)
-                    }
-                });
-                tokio::spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(tcp);
-                    let _ =
-                        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new()).serve_connection(io, service).await;
-                });
-            }
-        });
-        address
-    }
-}
 
 fn segments_path(stream: &str) -> String {
     external_path(SEGMENTS, &format!("scope=test,stream={stream}"))
@@ -114,7 +51,9 @@ impl Replicas {
     async fn start() -> Self {
         Replicas {
             a: FakeController::start(stream_exposition("test", "s", STALE, 1, 0)).await,
-            b: FakeController::start(stream_exposition("test", "s", CURRENT, 5, 1)).await,
+            // One scale short of CURRENT: B's next scale is one the
+            // adapters watch.
+            b: FakeController::start(stream_exposition("test", "s", CURRENT - 1, 4, 1)).await,
             c: FakeController::start(stream_exposition("test", "other", 1, 0, 0)).await,
         }
     }
@@ -125,12 +64,23 @@ impl Replicas {
             args.extend(["--controller-url".to_owned(), replica.url()]);
         }
         // Data expires 3 s after B's last good scrape.
-        let timing = ["--scrape-interval", "500ms", "--scrape-timeout", "400ms", "--max-staleness", "200ms", "--metrics-max-age", "3s"];
+        let timing = [
+            "--scrape-interval",
+            "500ms",
+            "--scrape-timeout",
+            "400ms",
+            "--max-staleness",
+            "200ms",
+            "--metrics-max-age",
+            "3s",
+            "--inventory-refresh",
+            "500ms",
+        ];
         args.extend(timing.iter().chain(extra).map(|s| (*s).to_owned()));
         args
     }
 
-    /// B answers as it did at the start.
+    /// B answers as it did after its scale to CURRENT.
     fn heal(&self) {
         self.b.set_content_type(None);
         self.b.set_body(stream_exposition("test", "s", CURRENT, 5, 1));
@@ -141,13 +91,20 @@ impl Replicas {
 async fn a_failing_authoritative_replica_never_hands_the_stream_to_a_stale_one() {
     let replicas = Replicas::start().await;
     let api = FakeControllerApi::default();
-    api.set("s", CURRENT);
+    api.set("test", "s", CURRENT);
     let api_address = api.start().await;
     let api_url = format!("http://{api_address}");
     let adapter = Adapter::start(adapter_binary!(), &replicas.args(&["--controller-api-url", &api_url])).await;
     let bare = Adapter::start(adapter_binary!(), &replicas.args(&[])).await;
+    // Both start after B's last scale: the API vouches for a count, the
+    // metrics alone cannot (B might have been stale as well).
+    assert_eq!(never_stale(&adapter, 5, "start").await, [vec![CURRENT.to_string()]]);
+    assert_eq!(never_stale(&bare, 5, "start, no API").await, [Vec::<String>::new()]);
+    // B scales while both watch.
+    replicas.heal();
+    tokio::time::sleep(Duration::from_secs(1)).await;
     for adapter in [&adapter, &bare] {
-        assert_eq!(never_stale(adapter, 5, "start").await, [vec![CURRENT.to_string()]]);
+        assert_eq!(never_stale(adapter, 5, "B scaled").await, [vec![CURRENT.to_string()]]);
     }
 
     // An HTML error page with 200.
@@ -172,11 +129,18 @@ async fn a_failing_authoritative_replica_never_hands_the_stream_to_a_stale_one()
     assert_eq!(seen, [vec![CURRENT.to_string()]], "the controller API answers once B's data expires\n{}", adapter.log());
     let seen = never_stale(&bare, 5, "B unreachable, no API").await;
     assert_eq!(seen, [Vec::<String>::new()], "without the API nothing is served: the HPA holds");
-    // The API's count is served, not a remembered one.
-    api.set("s", CURRENT + 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The API's count is served, not a remembered one: the inventory asks
+    // again every --inventory-refresh.
+    api.set("test", "s", CURRENT + 1);
+    for _ in 0..30 {
+        if served(&adapter).await == [(CURRENT + 1).to_string()] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(never_stale(&adapter, 3, "API moved").await, [vec![(CURRENT + 1).to_string()]]);
-    api.set("s", CURRENT);
+    api.set("test", "s", CURRENT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
 
     // B restarts: it answers again, without the stream until its next scale.
     replicas.b.resume().await;
@@ -187,15 +151,15 @@ async fn a_failing_authoritative_replica_never_hands_the_stream_to_a_stale_one()
 
     // B's next scale: it reports the stream again, one split further.
     replicas.b.set_body(stream_exposition("test", "s", CURRENT + 1, 6, 1));
-    api.set("s", CURRENT + 1);
+    api.set("test", "s", CURRENT + 1);
     tokio::time::sleep(Duration::from_secs(1)).await;
     for adapter in [&adapter, &bare] {
         assert_eq!(never_stale(adapter, 5, "B scaled").await, [vec![(CURRENT + 1).to_string()]]);
     }
 
-    assert!(api.calls.load(Ordering::SeqCst) > 0);
+    assert!(api.segment_calls() > 0);
     let (_, metrics) = adapter.get_text("/metrics").await;
-    assert!(metrics.contains("pravega_adapter_controller_api_calls_total{result=\"success\"}"), "{metrics}");
+    assert!(metrics.contains("pravega_adapter_controller_api_calls_total{method=\"getCurrentSegments\",result=\"success\"}"), "{metrics}");
     for reason in ["content_type", "truncated", "request"] {
         assert!(metrics.contains(&format!("result=\"{reason}\"")), "no scrape failure counted as {reason}:\n{metrics}");
     }
@@ -206,7 +170,7 @@ async fn the_controller_api_overrules_a_stale_gauge_the_adapter_cannot_see() {
     // The adapter starts after B restarted: only A's stale value is left.
     let a = FakeController::start(stream_exposition("test", "s", STALE, 1, 0)).await;
     let api = FakeControllerApi::default();
-    api.set("s", CURRENT);
+    api.set("test", "s", CURRENT);
     let api_address = api.start().await;
     let args: Vec<String> =
         ["--controller-url", &a.url(), "--controller-api-url", &format!("http://{api_address}")].iter().map(|s| (*s).to_owned()).collect();
@@ -214,10 +178,7 @@ async fn the_controller_api_overrules_a_stale_gauge_the_adapter_cannot_see() {
     let values = served(&adapter).await;
     assert_eq!(values, [CURRENT.to_string()], "{}", adapter.log());
     let (_, metrics) = adapter.get_text("/metrics").await;
-    assert!(
-        metrics.contains("pravega_adapter_stale_gauges_detected_total{scope=\"test\",stream=\"s\"} 1"),
-        "the stale gauge is counted:\n{metrics}"
-    );
+    assert!(metrics.contains("pravega_adapter_stale_gauges_detected_total 1\n"), "the stale gauge is counted:\n{metrics}");
     // Unknown to the API and to the metrics alike: nothing invented.
     let (status, body) = adapter.get(&segments_path("missing")).await;
     assert_eq!((status, body["items"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
@@ -225,13 +186,22 @@ async fn the_controller_api_overrules_a_stale_gauge_the_adapter_cannot_see() {
 
 #[tokio::test]
 async fn bodies_that_are_not_a_whole_exposition_fail_the_scrape() {
-    let b = FakeController::start(stream_exposition("test", "s", CURRENT, 5, 1)).await;
+    let b = FakeController::start(stream_exposition("test", "s", CURRENT - 1, 4, 1)).await;
     let args: Vec<String> =
         ["--controller-url", &b.url(), "--scrape-interval", "300ms", "--scrape-timeout", "200ms", "--max-staleness", "100ms"]
             .iter()
             .map(|s| (*s).to_owned())
             .collect();
     let adapter = Adapter::start(adapter_binary!(), &args).await;
+    // A scale the adapter watches: without a controller API it serves only
+    // such values.
+    b.set_body(stream_exposition("test", "s", CURRENT, 5, 1));
+    for _ in 0..40 {
+        if served(&adapter).await == [CURRENT.to_string()] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let failures = |metrics: &str, reason: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with("pravega_adapter_scrapes_total") && l.contains(&format!("result=\"{reason}\"")));
         line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
@@ -277,7 +247,8 @@ async fn streams_whose_gauge_is_gone_are_answered_by_the_controller_api() {
                          pravega_controller_segment_merges{host=\"b\",scope=\"test\",stream=\"s\",} 0.0\n";
     let b = FakeController::start(counters_only).await;
     let api = FakeControllerApi::default();
-    api.set("s", 3);
+    api.set("test", "s", 3);
+    api.set("test", "t", 2);
     let api_address = api.start().await;
     let args: Vec<String> =
         ["--controller-url", &b.url(), "--controller-api-url", &format!("http://{api_address}")].iter().map(|s| (*s).to_owned()).collect();

@@ -60,6 +60,27 @@ impl Adapter {
         adapter
     }
 
+    /// Has `controller` report `body` and waits until the adapter has
+    /// scraped it: every stream in it appears while the adapter watches, as
+    /// after a creation or a scale, so that the metrics alone vouch for its
+    /// segment counts. The controller starts with
+    /// [`crate::exposition::QUIET`].
+    pub async fn watch(&self, controller: &crate::fake_controller::FakeController, body: impl Into<String>) {
+        let before = controller.hits();
+        controller.set_body(body);
+        // A query refreshes data older than half the staleness bound; the
+        // second scrape after the change starts once the first is merged.
+        let query = crate::queries::external_path(crate::exposition::SEGMENTS, "");
+        for _ in 0..100 {
+            if controller.hits() >= before + 2 {
+                return;
+            }
+            let _ = self.get_text(&query).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the adapter did not scrape the new body\n{}", self.log());
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

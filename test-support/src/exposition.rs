@@ -6,6 +6,10 @@ pub use pravega_metrics_adapter::controller_api::SEGMENTS_FAMILY as SEGMENTS;
 pub use pravega_metrics_adapter::store::{MERGES_FAMILY as MERGES, SPLITS_FAMILY as SPLITS};
 use std::fmt::Write as _;
 
+/// An exposition with no per-stream series, as a controller writes it once
+/// every stream has been quiet past the metrics cache's eviction.
+pub const QUIET: &str = "pravega_controller_hosts_count 1.0\n";
+
 /// Exposition of one stream as a controller replica writes it.
 pub fn stream_exposition(scope: &str, stream: &str, segments: u32, splits: u32, merges: u32) -> String {
     format!(

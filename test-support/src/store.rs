@@ -1,7 +1,7 @@
 //! Expositions scraped into the adapter's store in process, as the scrape
 //! pool lands them, without HTTP.
 
-use crate::exposition::many_streams;
+use crate::exposition::{many_streams, QUIET};
 use pravega_metrics_adapter::parse::Scanner;
 use pravega_metrics_adapter::store::{SnapshotBuilder, Store};
 use std::time::{Duration, SystemTime};
@@ -20,10 +20,14 @@ pub fn publish(store: &Store, target: &str, body: &str, now: SystemTime) {
 }
 
 /// A store holding three replicas' expositions of `streams` synthetic
-/// streams ([`many_streams`]), merged, as the adapter holds them after a
-/// scrape round.
+/// streams ([`many_streams`]), merged, as the adapter holds them once it
+/// has watched them appear (so the metrics vouch for their values).
 pub fn merged_store(streams: usize, now: SystemTime) -> Store {
     let store = Store::new(Duration::from_secs(30));
+    for replica in 0..3 {
+        publish(&store, &format!("replica-{replica}"), QUIET, now);
+    }
+    store.remerge(now);
     for replica in 0..3 {
         publish(&store, &format!("replica-{replica}"), &many_streams(streams, replica), now);
     }
