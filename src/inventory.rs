@@ -128,7 +128,7 @@ impl Entry {
     /// Whether the metrics' series is a scale the adapter watched since
     /// the stream entered the inventory.
     fn watched(&self, series: &Series<'_>) -> bool {
-        series.verdict == Verdict::Current && !series.value.is_nan() && !(series.mark <= self.baseline)
+        series.verdict == Verdict::Current && !series.value.is_nan() && past(series.mark, self.baseline)
     }
 }
 
@@ -228,7 +228,7 @@ impl Inventory {
                     // one found gone is not, until the next listing.
                     None => !self.recently_gone(&state, key),
                     Some(entry) => {
-                        !series.as_ref().is_some_and(|s| entry.watched(s)) && !entry.answer.is_some_and(|a| a.asked.elapsed() <= max_age)
+                        !series.as_ref().is_some_and(|s| entry.watched(s)) && entry.answer.is_none_or(|a| a.asked.elapsed() > max_age)
                     }
                 })
                 .map(|(key, _)| key)
@@ -499,6 +499,12 @@ const TICK: Duration = Duration::from_millis(200);
 
 /// How soon a stream whose ask found no endpoint is asked again.
 const RETRY: Duration = Duration::from_secs(5);
+
+/// Whether `mark` is past `baseline`: any mark is past no baseline (NaN),
+/// and no mark (NaN, a stream that never scaled) is past none either.
+fn past(mark: f64, baseline: f64) -> bool {
+    baseline.is_nan() || mark > baseline
+}
 
 /// The stream's mark in the view (NaN if none).
 fn mark_of(view: &MergedView, scope: &str, stream: &str) -> f64 {

@@ -153,6 +153,12 @@ impl Telemetry {
                 "Replicas' segment_splits or segment_merges values not believed in the served view: not whole numbers from 0 to 2^53.",
                 store.view().implausible_totals() as f64,
             )
+            .header(
+                "pravega_adapter_unlisted_marks_dropped_total",
+                "Marks of streams no replica lists any more, dropped (oldest first) to keep them within their bound.",
+                Kind::Counter,
+            )
+            .sample("pravega_adapter_unlisted_marks_dropped_total", &[], store.dropped_marks())
             .gauge(
                 "pravega_adapter_inventory_streams",
                 "Streams in the controller API's inventory (0 without one).",

@@ -98,6 +98,8 @@ pub struct MergedView {
     merged_at: u64,
     /// Scale-event totals not believed in this merge (see [`scale_events`]).
     implausible: usize,
+    /// Unlisted streams' marks this merge dropped for [`MAX_UNLISTED_MARKS`].
+    dropped_marks: usize,
 }
 
 /// One family's series in a [`MergedView`].
@@ -275,6 +277,12 @@ impl MergedView {
         self.implausible
     }
 
+    /// Unlisted streams' marks the merge that made this view dropped for
+    /// [`MAX_UNLISTED_MARKS`], oldest first.
+    pub fn dropped_marks(&self) -> usize {
+        self.dropped_marks
+    }
+
     pub fn family(&self, name: &str) -> Option<Family<'_>> {
         self.columns.get(name).map(|cells| Family { view: self, cells })
     }
@@ -375,7 +383,15 @@ fn expired(unlisted_since: u64, now: u64) -> bool {
 /// fits the sources.
 pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64, forgotten: &Forgotten) -> MergedView {
     let reused = previous.layout.fits(sources, now) && forgotten.is_empty();
-    let layout = if reused { previous.layout.clone() } else { Arc::new(Layout::new(sources, unlisted(sources, previous, now, forgotten))) };
+    let mut dropped_marks = 0;
+    let layout = match reused {
+        true => previous.layout.clone(),
+        false => {
+            let (unlisted, dropped) = unlisted(sources, previous, now, forgotten);
+            dropped_marks = dropped;
+            Arc::new(Layout::new(sources, unlisted))
+        }
+    };
     // Each row's mark and verdict in the previous view (None: a new stream,
     // or one deleted since, whose marks start anew).
     let previous_row = |row: usize| -> Option<(f64, Verdict)> {
@@ -465,6 +481,7 @@ pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64, for
         verdicts,
         merged_at: now,
         implausible,
+        dropped_marks,
     }
 }
 
@@ -543,9 +560,9 @@ impl Merging<'_> {
 
 /// The streams of `previous` that no source lists now but whose marks are
 /// kept: since when each has been unlisted.
-fn unlisted(sources: &[Source<'_>], previous: &MergedView, now: u64, forgotten: &Forgotten) -> Vec<(LabelSet, u64)> {
+fn unlisted(sources: &[Source<'_>], previous: &MergedView, now: u64, forgotten: &Forgotten) -> (Vec<(LabelSet, u64)>, usize) {
     let layout = &previous.layout;
-    (0..layout.streams.len())
+    let mut kept: Vec<(LabelSet, u64)> = (0..layout.streams.len())
         .filter(|&row| !previous.marks[row].is_nan())
         .filter(|&row| !forgotten.contains(&owned(layout.streams[row].scope_and_stream())))
         .filter_map(|row| {
@@ -557,8 +574,21 @@ fn unlisted(sources: &[Source<'_>], previous: &MergedView, now: u64, forgotten: 
             };
             (!listed && !expired(since, now)).then(|| (labels.clone(), since))
         })
-        .collect()
+        .collect();
+    // At most MAX_UNLISTED_MARKS, the most recently listed kept: a
+    // controller that lists new names every scrape must not grow them
+    // without bound.
+    let dropped = kept.len().saturating_sub(MAX_UNLISTED_MARKS);
+    if dropped > 0 {
+        kept.sort_unstable_by_key(|&(_, since)| std::cmp::Reverse(since));
+        kept.truncate(MAX_UNLISTED_MARKS);
+    }
+    (kept, dropped)
 }
+
+/// Streams no replica lists any more whose marks are kept at most. A mark
+/// costs its label set and a row of the view, about 200 bytes.
+pub const MAX_UNLISTED_MARKS: usize = 50_000;
 
 /// A row's high-water mark and verdict, from the sources' scale-event
 /// totals (`ranks`, None where a source does not report the stream's

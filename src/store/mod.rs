@@ -10,7 +10,7 @@ mod column;
 mod merge;
 mod snapshot;
 
-pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MERGES_FAMILY, SPLITS_FAMILY};
+pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MAX_UNLISTED_MARKS, MERGES_FAMILY, SPLITS_FAMILY};
 pub use snapshot::{LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
 
 use snapshot::Interner;
@@ -40,6 +40,8 @@ pub struct Store {
     merge_wanted: Notify,
     /// Streams deleted since the last merge (see [`Store::forget_marks`]).
     forgotten: Mutex<merge::Forgotten>,
+    /// Unlisted streams' marks dropped for [`MAX_UNLISTED_MARKS`], in all.
+    dropped_marks: AtomicU64,
 }
 
 #[derive(Default)]
@@ -81,6 +83,7 @@ impl Store {
             merged_generation: watch::Sender::new(0),
             merge_wanted: Notify::new(),
             forgotten: Mutex::default(),
+            dropped_marks: AtomicU64::new(0),
         }
     }
 
@@ -222,6 +225,7 @@ impl Store {
         let forgotten = std::mem::take(&mut *self.forgotten.lock().unwrap_or_else(PoisonError::into_inner));
         let previous = self.view();
         let view = Arc::new(merge::merge(&sources, &previous, epoch_millis::of(now), &forgotten));
+        self.dropped_marks.fetch_add(view.dropped_marks() as u64, Ordering::Relaxed);
         drop(previous);
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
         // Freeing a view costs time in proportion to its streams, so this
@@ -246,6 +250,11 @@ impl Store {
     /// Series count per target, for the adapter's own metrics.
     pub fn series_counts(&self) -> Vec<(Arc<str>, usize)> {
         self.lock_targets().entries.iter().map(|(t, e)| (t.clone(), e.snapshot.series_count())).collect()
+    }
+
+    /// Unlisted streams' marks dropped so far for [`MAX_UNLISTED_MARKS`].
+    pub fn dropped_marks(&self) -> u64 {
+        self.dropped_marks.load(Ordering::Relaxed)
     }
 
     /// Family names and label sets held by snapshots and views, for the
@@ -884,5 +893,21 @@ mod tests {
         let value = |family: &str| view.family(family).unwrap().narrowed(Some("test"), Some("s")).map(|s| s.value).collect::<Vec<_>>();
         assert_eq!(value("pravega_controller_transactions_created_total"), [12.0], "each replica counts what it handled");
         assert_eq!(value("pravega_controller_segments_count"), [4.0], "the replica at the mark");
+    }
+
+    #[test]
+    fn marks_of_streams_no_replica_lists_are_bounded_in_count_oldest_dropped_first() {
+        let store = Store::new(Duration::from_secs(30));
+        let names = |round: usize, n: usize| -> String { (0..n).map(|i| replica(&format!("r{round}-{i}"), 1, 1, 0)).collect() };
+        let rounds = MAX_UNLISTED_MARKS / 20_000 + 2;
+        for round in 0..rounds {
+            scrape(&store, "a", round as u64, &names(round, 20_000));
+        }
+        let view = store.view();
+        assert_eq!(view.narrowed_rows(None, None), MAX_UNLISTED_MARKS + 20_000, "the bound plus the streams listed now");
+        assert_eq!(store.dropped_marks(), (rounds as u64 - 1) * 20_000 - MAX_UNLISTED_MARKS as u64);
+        let row = |stream: &str| view.family_or_undecided("pravega_controller_segments_count").streams(Some("test"), Some(stream)).count();
+        assert_eq!(row(&format!("r{}-0", rounds - 2)), 1, "the most recently listed kept");
+        assert_eq!(row("r0-0"), 0, "the oldest dropped");
     }
 }

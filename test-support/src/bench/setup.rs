@@ -1,9 +1,11 @@
 //! The release adapter as the benchmarks run it: HTTPS with a throw-away
 //! serving certificate, bearer-token requests reviewed by a stub Kubernetes
-//! API, in front of fake controller replicas serving synthetic expositions.
+//! API, in front of fake controller replicas serving synthetic expositions
+//! and a fake of their gRPC API that vouches for every stream.
 
 use super::load::{self, Target};
 use crate::adapter::Adapter;
+use crate::controller_api::FakeControllerApi;
 use crate::exposition::{many_streams, stream_labels, SEGMENTS};
 use crate::fake_controller::FakeController;
 use crate::kube_api::{client, write_kubeconfig, StubApi};
@@ -33,6 +35,9 @@ pub struct Bench {
     kubeconfig: PathBuf,
     serving_ca: Ca,
     api: Arc<StubApi>,
+    /// The controllers' gRPC API, holding the replicas' streams.
+    controller_api: FakeControllerApi,
+    controller_api_url: String,
 }
 
 impl Bench {
@@ -59,13 +64,20 @@ impl Bench {
             .enable_all()
             .build()
             .unwrap();
-        Bench { binary: binary.to_owned(), controllers, pki_dir, kubeconfig, serving_ca, api }
+        let controller_api = FakeControllerApi::default();
+        let started = controller_api.clone();
+        let controller_api_url = format!("http://{}", controllers.spawn(async move { started.start().await }).await.unwrap());
+        Bench { binary: binary.to_owned(), controllers, pki_dir, kubeconfig, serving_ca, api, controller_api, controller_api_url }
     }
 
     /// Starts three fake replicas whose threads only get CPU nobody else
     /// wants: real controllers run on other machines, and serving their
     /// expositions must not slow the load generator or the server down.
     pub async fn replicas(&self, streams: usize) -> Vec<FakeController> {
+        for i in 0..streams {
+            let (scope, stream) = stream_labels(i);
+            self.controller_api.set(&scope, &stream, 1);
+        }
         let mut controllers = Vec::new();
         for r in 0..3 {
             let body = many_streams(streams, r);
@@ -96,6 +108,14 @@ impl Bench {
         for c in controllers {
             args.extend(["--controller-url".into(), c.url()]);
         }
+        // The inventory asks every stream at once rather than over minutes
+        // at the default budget: the loads measure a settled adapter.
+        args.extend([
+            "--controller-api-url".into(),
+            self.controller_api_url.clone(),
+            "--inventory-calls-per-second".into(),
+            "100000".into(),
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         Adapter::start_secure(&self.binary, &args, port, self.client()).await
     }
