@@ -4,8 +4,9 @@
 # controllers), the adapter, and two fake Pravega controller replicas, all in
 # a network namespace of their own. It applies the project's own manifests/,
 # apiservice/ and hpa/ files as shipped (server-side dry run, then server-side
-# apply) and watches the stock HPA scale flink-taskmanager with the segment
-# count, past 10 replicas with the HPA's tolerance 0 (and holding without it).
+# apply), dry-runs the Helm chart's rendering against the same kube-apiserver,
+# and watches the stock HPA scale flink-taskmanager with the segment count,
+# past 10 replicas with the HPA's tolerance 0 (and holding without it).
 #
 #   tests/e2e/run.sh            (as root; `make test` runs it)
 #
@@ -26,6 +27,7 @@ controller_ips=(10.200.0.11 10.200.0.12)
 hpa_sync=2s
 downscale_stabilization=1s
 cargo_build_args=(--bin pravega-metrics-adapter)
+want_helm=1
 # shellcheck source=tests/e2e/cluster.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
 
@@ -63,6 +65,24 @@ done
 # Pods are admitted once their ServiceAccount exists.
 wait_for 60 "serviceaccount pravega/default" kc -n pravega get serviceaccount default
 for i in 0 1; do controller_pod "pravega-pravega-controller-$i" "${controller_ips[$i]}"; done
+
+# --- the Helm chart: its renderings, dry-run on the server -------------------------------------
+# The cluster was installed from kustomize; the chart's defaults, each HPA form
+# and the workload must be objects this kube-apiserver accepts as they are.
+# (The cert-manager rendering needs cert-manager's CRDs, absent here.)
+if [ -n "$helm" ]; then
+  for values in "" "hpa.enabled=true" "hpa.enabled=true,hpa.metricType=Object" "workload.enabled=true,workload.createNamespace=true"; do
+    set_args=()
+    [ -z "$values" ] || set_args=(--set "$values")
+    "$helm" template pravega-metrics-adapter "$root/charts/pravega-metrics-adapter" "${set_args[@]}" >"$work/chart.yaml" ||
+      fail "helm template ${values:-(defaults)}"
+    kc apply --dry-run=server -f "$work/chart.yaml" >"$work/logs/dry-run-chart.log" 2>&1 ||
+      fail "server-side dry run of the chart (${values:-defaults}): $(cat "$work/logs/dry-run-chart.log")"
+  done
+  log "PASS server-side dry run of the chart's rendering: defaults, both HPA forms, the workload"
+else
+  log "SKIPPED the chart's server-side dry run: helm could not be built (see above)"
+fi
 start_adapter
 
 # --- reading the metrics through the aggregator ----------------------------------------------
