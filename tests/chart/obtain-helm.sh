@@ -43,7 +43,7 @@ if [ ! -x "$HELM_DIR/bin/helm" ]; then
   done
   log "building helm $HELM_VERSION (once per version; cached in $CACHE_DIR)"
   started=$SECONDS
-  rm -rf "$HELM_DIR/bin.tmp"
+  rm -rf "${HELM_DIR:?}/bin.tmp"
   # go install resolves the remaining modules itself; a failure there that is
   # not a compile error is a download failure.
   if ! out=$(cd "$HELM_DIR" && GOBIN=$HELM_DIR/bin.tmp nice -n 10 go install -trimpath \
@@ -52,7 +52,7 @@ if [ ! -x "$HELM_DIR/bin/helm" ]; then
     grep -qE '\.go:[0-9]+:[0-9]+: ' <<<"$out" && { log "$out"; exit 1; }
     cannot_download "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION failed: $out"
   fi
-  rm -rf "$HELM_DIR/bin"
+  rm -rf "${HELM_DIR:?}/bin"
   mv "$HELM_DIR/bin.tmp" "$HELM_DIR/bin"
   log "built helm in $((SECONDS - started)) s"
 fi
