@@ -17,7 +17,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-e2e test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+.PHONY: help build run run-check test test-unit test-chart test-e2e test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -33,11 +33,12 @@ run: ## adapter + simulated Pravega controller on localhost, no cluster needed
 run-check: ## make run's printed queries, checked (part of make test)
 	$(MAKE) --no-print-directory run RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
-test: ## the whole suite: lint, unit, integration, manifests, real Pravega, real-control-plane e2e, the whole loop on Pravega and its chart
+test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real Pravega, real-control-plane e2e, the whole loop on Pravega and its chart
 	tests/prerequisites.sh
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
+	$(MAKE) --no-print-directory test-chart
 	tests/pravega/run.sh
 	tests/e2e/run.sh
 	LOOP_SOURCE=pravega LOOP_HPA_SYNC=15s tests/e2e/loop.sh
@@ -45,6 +46,9 @@ test: ## the whole suite: lint, unit, integration, manifests, real Pravega, real
 
 test-unit: ## cargo tests only (no root needed)
 	$(CARGO) test --workspace --locked
+
+test-chart: ## the Helm chart: README generated from values.yaml, helm lint and template, equal to the kustomize manifests (the first run builds helm into ~/.cache/pravega-flink-autoscaler)
+	KUBECTL='$(KUBECTL)' tests/chart/run.sh
 
 test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and etcd into ~/.cache/pravega-flink-autoscaler)
 	tests/e2e/run.sh

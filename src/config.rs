@@ -402,7 +402,7 @@ pub struct ScrapeFlags {
 pub struct ScrapeLimitFlags {
     /// Most per-stream series (stream x family) one scrape of one controller
     /// may hold; a scrape with more fails and the controller's previous data
-    /// is kept. The store costs at most ~50 bytes per series (see README).
+    /// is kept. The store costs at most ~50 bytes per series (see docs/security.md).
     #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_SERIES", default_value_t = Limits::DEFAULT.max_series as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub scrape_max_series: u32,
 

@@ -639,7 +639,10 @@ fn the_checks_catch_broken_documents() {
 
     // A patch must patch something that exists.
     let mut docs = good.clone();
-    docs.retain(|d| d.kind() != "HorizontalPodAutoscaler" || d.is_patch());
+    let mut orphan = docs.iter().find(|d| d.kind() == "HorizontalPodAutoscaler").unwrap().clone();
+    orphan.source = "hpa/orphan.patch.yaml#0".into();
+    orphan.value["metadata"]["name"] = json!("missing");
+    docs.push(orphan);
     assert!(check(&docs).iter().any(|p| p.contains("which no file defines")), "orphan patch not reported");
 
     // Without list on the external group the HPA's External query is denied.
@@ -720,27 +723,41 @@ fn every_kustomization_lists_its_files_and_renders() {
     assert!(issued, "no Certificate issues {SERVING_CERT_SECRET}");
 }
 
+/// Both HPA forms state the same behavior in full (once `behavior` is set,
+/// the API server fills in every unset field with its defaults): a split
+/// reaches the replicas within one sync, whatever its size; a scale-down
+/// waits the stated window; tolerance 0 both ways.
 #[test]
-fn the_tolerance_patch_applies_to_both_hpa_forms() {
+fn both_hpa_forms_state_their_behavior() {
+    let mut behaviors = Vec::new();
     for form in ["flink-taskmanager-external.yaml", "flink-taskmanager-object.yaml"] {
-        let dir = TempDir::new("hpa");
-        for file in [form, "tolerance-zero.patch.yaml"] {
-            std::fs::copy(repo().join("hpa").join(file), dir.0.join(file)).unwrap();
+        let hpa = &parse_file(&repo().join("hpa").join(form)).unwrap()[0].value;
+        let behavior = &hpa["spec"]["behavior"];
+        let (min, max) = (hpa["spec"]["minReplicas"].as_u64().unwrap(), hpa["spec"]["maxReplicas"].as_u64().unwrap());
+        for direction in ["scaleUp", "scaleDown"] {
+            let rules = &behavior[direction];
+            assert_eq!(rules["tolerance"], 0, "{form}: {direction}.tolerance");
+            for field in ["stabilizationWindowSeconds", "selectPolicy", "policies"] {
+                assert!(rules.get(field).is_some(), "{form}: {direction}.{field} left to the API server's default");
+            }
         }
-        std::fs::write(
-            dir.0.join("kustomization.yaml"),
-            format!("resources:\n  - {form}\npatches:\n  - path: tolerance-zero.patch.yaml\n"),
-        )
-        .unwrap();
-        let docs = kustomize(&dir.0).unwrap_or_else(|e| panic!("{form}: {e}"));
-        let plain = parse_file(&repo().join("hpa").join(form)).unwrap();
-        assert_eq!(docs.len(), 1, "{form}");
-        let (patched, plain) = (&docs[0].value, &plain[0].value);
-        assert_eq!(patched["spec"]["behavior"]["scaleUp"]["tolerance"], 0, "{form}");
-        assert_eq!(patched["spec"]["behavior"]["scaleDown"]["tolerance"], 0, "{form}");
-        assert_eq!(patched["spec"]["metrics"], plain["spec"]["metrics"], "{form}: the patch changed the metrics");
-        assert!(plain["spec"].get("behavior").is_none(), "{form}: tolerance belongs in the patch (older clusters reject it)");
+        let up = &behavior["scaleUp"];
+        assert_eq!(up["stabilizationWindowSeconds"], 0, "{form}");
+        assert_eq!(up["selectPolicy"], "Max", "{form}");
+        // From minReplicas to maxReplicas in one period, by some policy.
+        let one_step = up["policies"].as_array().unwrap().iter().any(|p| {
+            let value = p["value"].as_u64().unwrap();
+            match p["type"].as_str() {
+                Some("Pods") => min + value >= max,
+                Some("Percent") => min * (100 + value) >= max * 100,
+                other => panic!("{form}: policy type {other:?}"),
+            }
+        });
+        assert!(one_step, "{form}: no scale-up policy reaches maxReplicas {max} from {min} in one period");
+        assert!(behavior["scaleDown"]["stabilizationWindowSeconds"].as_u64().is_some_and(|w| w > 0), "{form}: scale-down window");
+        behaviors.push(behavior.clone());
     }
+    assert_eq!(behaviors[0], behaviors[1], "the two forms' behaviors differ");
 }
 
 /// The path the HPA controller asks for (through the aggregator) for one HPA

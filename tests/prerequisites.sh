@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, from Debian's
 # packages, when it is missing: openssl (test PKI and gen-serving-cert.sh),
-# python3 (fake controllers in the e2e test), iproute2 (network namespaces),
-# kubectl (the README's prerequisite; Debian's kubernetes-client as
-# fallback), and DejaVu Sans (the loop's chart, make loop-chart). pravega-client's build brings its own protoc on x86_64/aarch64.
+# python3 (fake controllers in the e2e test) and its yaml module (the chart
+# tests), iproute2 (network namespaces), kubectl (the README's prerequisite;
+# Debian's kubernetes-client as fallback), and DejaVu Sans (the loop's chart, make loop-chart). pravega-client's build brings its own protoc on x86_64/aarch64.
 set -euo pipefail
 
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need openssl openssl
 need python3 python3
+python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 need ip iproute2
 need kubectl kubernetes-client
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)

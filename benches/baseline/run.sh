@@ -388,6 +388,10 @@ pid_rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 pid_hwm_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 
 kc apply -f "$root/hpa/flink-taskmanager-external.yaml" >/dev/null
+# Its own scale-down window (120 s) overrides the controller's flag above:
+# shortened the same way, for the same reason.
+kc -n pravega patch hpa flink-taskmanager --type merge \
+  -p '{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":1}}}}' >/dev/null
 : >"$report"
 out "## Baseline: Prometheus + prometheus-adapter against the adapter"
 out ""

@@ -8,6 +8,8 @@
 #   hpa_sync                 --horizontal-pod-autoscaler-sync-period
 #   downscale_stabilization  --horizontal-pod-autoscaler-downscale-stabilization
 #   cargo_build_args         what `cargo build --locked` builds before entering
+#   want_helm                (optional) 1: obtain helm too (tests/chart/obtain-helm.sh);
+#                            inside, $helm is its path, empty if it could not be built
 # shellcheck shell=bash
 # The caller's settings above are assigned before this file is sourced.
 # shellcheck disable=SC2154
@@ -35,6 +37,13 @@ if [ -z "${E2E_INSIDE_NETNS:-}" ]; then
   [ $obtained -ne 3 ] || skip "cannot build Kubernetes from the Go module proxy: $bin"
   [ $obtained -eq 0 ] || fail "tests/e2e/obtain-kubernetes.sh failed (exit status $obtained)"
   log "kubernetes binaries ready in $bin ($((SECONDS - started)) s)"
+  helm=
+  if [ "${want_helm:-}" = 1 ]; then
+    obtained=0
+    helm=$("$root/tests/chart/obtain-helm.sh") || obtained=$?
+    [ $obtained -ne 3 ] || { log "cannot build helm from the Go module proxy: $helm"; helm=; }
+    [ $obtained -eq 0 ] || [ $obtained -eq 3 ] || fail "tests/chart/obtain-helm.sh failed (exit status $obtained)"
+  fi
   for pkg in openssl python3; do
     command -v "$pkg" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
   done
@@ -45,13 +54,15 @@ if [ -z "${E2E_INSIDE_NETNS:-}" ]; then
   ip netns exec "$netns" ip link set lo up
   for ip in "$ns_ip" "${controller_ips[@]}"; do ip netns exec "$netns" ip addr add "$ip/32" dev lo; done
   status=0
-  ip netns exec "$netns" env E2E_INSIDE_NETNS=1 E2E_BIN="$bin" bash ${E2E_TRACE:+-x} "$0" || status=$?
+  ip netns exec "$netns" env E2E_INSIDE_NETNS=1 E2E_BIN="$bin" E2E_HELM="$helm" bash ${E2E_TRACE:+-x} "$0" || status=$?
   log "total $((SECONDS - started)) s"
   exit $status
 fi
 
 # --- inside the namespace -----------------------------------------------------
 bin=$E2E_BIN
+# shellcheck disable=SC2034 # read by run.sh
+helm=${E2E_HELM:-}
 work=$(mktemp -d /tmp/pfa-e2e.XXXXXX)
 pids=()
 cleanup_hooks=() # functions the caller adds; cleanup runs them first

@@ -12,6 +12,7 @@
              simulator's gauge, or a command such as pravega-segments that
              asks Pravega's controller), the adapter's value, the HPA's
              desired replicas, the Deployment's replicas, running readers.
+  window     prints the scale-down stabilization window of an HPA.
   analyze    reads the TSV and checks the loop; prints FIGURE lines.
 
 Only the standard library: it runs where run.sh runs.
@@ -19,6 +20,7 @@ Only the standard library: it runs where run.sh runs.
 
 import argparse
 import json
+import math
 import os
 import signal
 import ssl
@@ -263,7 +265,7 @@ def stretches(rows, predicate):
     return total, longest
 
 
-def reactions(rows):
+def reactions(rows, scale_up):
     """For each change of the true segment count: seconds until the
     Deployment's replicas reached the new count (>= after a split, <= after a
     merge; with the HPA syncing slower than the stream scales, replicas often
@@ -279,19 +281,48 @@ def reactions(rows):
             if (later["replicas"] >= now) if up else (later["replicas"] <= now):
                 reacted = later["t"] - rows[i]["t"]
                 break
-        out.append((rows[i]["t"], before, now, reacted, syncs_needed(rows[i]["replicas"], now) if up else 1))
+        out.append((rows[i]["t"], before, now, reacted, syncs_needed(rows[i]["replicas"], now, scale_up) if up else 1))
     return out
 
 
-def syncs_needed(replicas, target):
-    """HPA syncs to go from REPLICAS up to TARGET: an HPA without
-    spec.behavior (as hpa/ ships it) scales up to at most
-    max(2 x current, 4) per sync; down, one sync."""
+def scale_up_limit(rules):
+    """The most replicas one sync may scale up to from R, as a function of R:
+    without spec.behavior the legacy max(2 x R, 4); with it, the scale-up
+    policies (Pods: R + value, Percent: R x (1 + value %), the largest
+    unless selectPolicy is Min). Pods added earlier in a policy's period are
+    not counted: an upper bound on what one sync allows."""
+    if rules is None:
+        return lambda r: max(2 * r, 4)
+    policies = rules.get("policies") or []
+    pick = min if rules.get("selectPolicy") == "Min" else max
+
+    def limit(r):
+        allowed = [r + p["value"] if p["type"] == "Pods" else math.ceil(r * (1 + p["value"] / 100)) for p in policies]
+        return pick(allowed) if allowed else r
+
+    return limit
+
+
+def syncs_needed(replicas, target, scale_up):
+    """HPA syncs to go from REPLICAS up to TARGET under the limit SCALE_UP."""
     syncs = 1
-    while replicas is not None and target > max(2 * replicas, 4):
-        replicas = max(2 * replicas, 4)
+    while replicas is not None and target > scale_up(replicas) and scale_up(replicas) > replicas:
+        replicas = scale_up(replicas)
         syncs += 1
     return syncs
+
+
+def hpa_rules(path, downscale_flag):
+    """From the HPA object as the API server holds it (kubectl get -o json):
+    its scale-up rules (None without spec.behavior) and its scale-down
+    stabilization window, which without one in spec.behavior is the
+    controller's --horizontal-pod-autoscaler-downscale-stabilization."""
+    with open(path) as f:
+        behavior = json.load(f)["spec"].get("behavior")
+    if behavior is None:
+        return None, downscale_flag
+    window = (behavior.get("scaleDown") or {}).get("stabilizationWindowSeconds")
+    return behavior.get("scaleUp"), downscale_flag if window is None else float(window)
 
 
 def surplus_ages(rows):
@@ -322,7 +353,8 @@ def analyze(args):
     span = rows[-1]["t"] - rows[0]["t"]
     mismatch, mismatch_longest = stretches(rows, lambda r: r["replicas"] != r["segments"])
     over, over_longest = stretches(rows, lambda r: r["readers"] is not None and r["readers"] > r["segments"])
-    changes = reactions(rows)
+    scale_up_rules, window = hpa_rules(args.hpa, args.downscale_stabilization)
+    changes = reactions(rows, scale_up_limit(scale_up_rules))
     timed = [c[3] for c in changes if c[3] is not None]
     limited = sum(1 for c in changes if c[4] > 1)
     unreached = sum(1 for c in changes if c[3] is None)
@@ -332,28 +364,41 @@ def analyze(args):
     print(f"FIGURE samples {len(rows)} over {span:.0f} s, segment counts seen {[int(d) for d in distinct]}")
     print(f"FIGURE replicas != segments: {100 * mismatch / span:.1f} % of the run (time-weighted), longest {mismatch_longest:.1f} s")
     print(f"FIGURE readers > segments: {100 * over / span:.1f} % of the run, longest stretch {over_longest:.1f} s")
-    print(f"FIGURE oldest reader surplus: {oldest[1]:.1f} s (at t={oldest[0]} s; bound {args.sync + args.handoff + args.slack:.1f} s)")
+    # A reader outlives its segment by the scale-down window, one sync, its
+    # hand-off and the slack at most; a merge reaches the replicas within
+    # the window, one sync and the slack.
+    bound = window + args.sync + args.handoff + args.slack
+    print(f"FIGURE oldest reader surplus: {oldest[1]:.1f} s (at t={oldest[0]} s; bound {bound:.1f} s)")
+    for what, group in (("split", [c for c in changes if c[2] > c[1]]), ("merge", [c for c in changes if c[2] < c[1]])):
+        took = [c[3] for c in group if c[3] is not None]
+        if took:
+            print(
+                f"FIGURE HPA reaction to a {what} (segment change -> Deployment replicas) over {len(took)} changes: "
+                f"p50 {percentile(took, 50):.1f} s, max {max(took):.1f} s "
+                f"({sum(1 for c in group if c[3] is None)} not reached by the end of the run)"
+            )
     if timed:
-        print(
-            f"FIGURE HPA reaction (segment change -> Deployment replicas) over {len(timed)} changes: "
-            f"p50 {percentile(timed, 50):.1f} s, max {max(timed):.1f} s ({unreached} not reached by the end of the run)"
-        )
-        print(f"FIGURE changes the HPA's scale-up limit (max(2 x replicas, 4) per sync) needed more than one sync for: {limited}")
+        print(f"FIGURE HPA reaction, all changes: p50 {percentile(timed, 50):.1f} s, max {max(timed):.1f} s ({unreached} not reached)")
+        print(f"FIGURE scale-down stabilization window {window:.0f} s; splits the scale-up limit needed more than one sync for: {limited}")
     # What the loop must do.
     if len(distinct) < args.min_segment_counts:
         failures.append(f"the true segment count took only {len(distinct)} values: the load did not move the stream")
     if not timed:
         failures.append("the Deployment never followed a segment change")
-    bound = args.sync + args.handoff + args.slack
     if oldest[1] > bound:
         failures.append(f"readers exceeded the segment count of {oldest[1]:.1f} s earlier (t={oldest[0]} s), more than the bound {bound:.1f} s")
     if max((r["replicas"] for r in rows), default=0) < max(distinct):
         failures.append(f"replicas never reached the peak segment count {max(distinct):.0f}")
-    # A change reaches the replicas within the syncs the HPA's scale-up
-    # limit needs (one, unless it more than doubles them) plus the slack.
-    late = [c for c in changes if c[3] is not None and c[3] > c[4] * args.sync + args.slack]
-    for t, before, now, took, syncs in late:
-        failures.append(f"segments {before:.0f} -> {now:.0f} at t={t:.0f} s reached the replicas after {took:.1f} s, more than {syncs} sync(s) + {args.slack:.0f} s")
+    # A split reaches the replicas within the syncs the HPA's scale-up
+    # limit needs (one with hpa/'s behavior) plus the slack; a merge within
+    # the scale-down window, one sync and the slack.
+    for t, before, now, took, syncs in changes:
+        allowed = (0 if now > before else window) + syncs * args.sync + args.slack
+        if took is not None and took > allowed:
+            failures.append(
+                f"segments {before:.0f} -> {now:.0f} at t={t:.0f} s reached the replicas after {took:.1f} s, "
+                f"more than {allowed:.0f} s ({'' if now > before else f'window {window:.0f} s + '}{syncs} sync(s) + {args.slack:.0f} s)"
+            )
     for failure in failures:
         print("FAILED:", failure)
     return 1 if failures else 0
@@ -384,17 +429,26 @@ def main():
     r.add_argument("--state", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--seconds", type=int, required=True, help="at most; SIGTERM ends the recording sooner")
+    w = commands.add_parser("window", help="print the HPA's scale-down stabilization window, s")
+    w.add_argument("hpa", help="the HPA as the API server holds it (kubectl get hpa -o json)")
+    w.add_argument("--downscale-stabilization", type=float, required=True)
     a = commands.add_parser("analyze")
     a.add_argument("tsv")
     a.add_argument("--sync", type=float, required=True, help="the HPA sync period, s")
     a.add_argument("--handoff", type=float, required=True, help="the slowest reader's SIGTERM-to-exit, s")
     a.add_argument("--slack", type=float, default=5.0, help="staleness, ticks, polls and sampling, s")
+    a.add_argument("--hpa", required=True, help="the HPA as the API server holds it (kubectl get hpa -o json)")
+    a.add_argument(
+        "--downscale-stabilization", type=float, required=True, help="kube-controller-manager's --horizontal-pod-autoscaler-downscale-stabilization, s"
+    )
     a.add_argument("--min-segment-counts", type=int, default=3, help="distinct true segment counts the run must see")
     args = parser.parse_args()
     if args.command == "supervise":
         supervise(args)
     elif args.command == "record":
         record(args)
+    elif args.command == "window":
+        print(round(hpa_rules(args.hpa, args.downscale_stabilization)[1]))
     else:
         sys.exit(analyze(args))
 

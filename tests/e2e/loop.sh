@@ -20,23 +20,29 @@
 #                   many counts; the readers have nothing to read, so running
 #                   readers are processes, not readers holding segments.
 #   LOOP_HPA_SYNC   the HPA sync period (default 15s, Kubernetes' default)
+#   LOOP_HPA        the HPA file applied (default hpa/flink-taskmanager-external.yaml)
+#   LOOP_SCALE_DOWN_WINDOW  if set, the HPA's scale-down stabilization window
+#                   (s) replaces the file's; simulate sets it to 1 by default,
+#                   since its stream scales in seconds where Pravega takes
+#                   minutes (see docs/loop.md)
 #   LOOP_OUT        where loop-<source>-<sync>.tsv and the readers' logs go
 #                   (default target/loop)
 #   simulate only: LOOP_PERIOD the sine's period (120s), LOOP_PERIODS how many (2)
 #
-# One setting is not Kubernetes' default: the kube-controller-manager's
-# --horizontal-pod-autoscaler-downscale-stabilization is 1s (as in run.sh).
-# With the default 5m the HPA holds the highest recommendation of the last 5
-# minutes, longer than the whole run: see docs/loop.md.
+# The kube-controller-manager's --horizontal-pod-autoscaler-downscale-stabilization
+# is 1s (as in run.sh), not the default 5m: it applies only to an HPA whose
+# behavior sets no scale-down window, which hpa/'s do (see docs/loop.md).
 set -euo pipefail
 
 source_kind=${LOOP_SOURCE:-pravega}
 case $source_kind in
   pravega) controller_ips=(10.200.0.11 10.200.0.12) ;;
-  simulate) controller_ips=(10.200.0.11) ;;
+  simulate) controller_ips=(10.200.0.11); scale_down_window=${LOOP_SCALE_DOWN_WINDOW-1} ;;
   *) echo "loop.sh: LOOP_SOURCE is pravega or simulate, not $source_kind" >&2; exit 2 ;;
 esac
 hpa_sync=${LOOP_HPA_SYNC:-15s}
+hpa_file=$(realpath "${LOOP_HPA:-$(dirname "$0")/../../hpa/flink-taskmanager-external.yaml}")
+scale_down_window=${scale_down_window-${LOOP_SCALE_DOWN_WINDOW:-}}
 downscale_stabilization=1s
 cargo_build_args=(--workspace --bins)
 if [ -z "${E2E_INSIDE_NETNS:-}" ] && [ "$source_kind" = pravega ]; then
@@ -86,7 +92,7 @@ if [ "$source_kind" = pravega ]; then
   # fall: a 300 s sine from 60 to 260 events/s splits the stream about 2
   # minutes in; the generator stops a minute after the split, and the idle
   # stream merges (3 -> 2 -> 1, a minute or two apart).
-  record_s=600 # at most: the recording ends once the stream has merged back
+  record_s=600 # at most, plus the scale-down window: the recording ends once the HPA follows the merge
   background generator env RUST_LOG=info "$bin_dir/generator" --controller-uri tcp://127.0.0.1:9091 \
     --scope test --stream stream --scaling-rate 20 --scale-factor 3 --min-segments 1 \
     --min-rate 60 --max-rate 260 --period 300s --listen 127.0.0.1:18090
@@ -131,10 +137,20 @@ wait_for 90 "the adapter to serve test/stream's segment count" value_of
 log "PASS the adapter serves test/stream's segment count ($source_kind) through the aggregator"
 
 # --- the HPA, the kubelet's stand-in, and the recording -------------------------------------
-apply_files hpa-external -f "$root/hpa/flink-taskmanager-external.yaml"
+apply_files hpa-external -f "$hpa_file"
+if [ -n "$scale_down_window" ]; then
+  kc -n pravega patch hpa flink-taskmanager --type merge \
+    -p "{\"spec\":{\"behavior\":{\"scaleDown\":{\"stabilizationWindowSeconds\":$scale_down_window}}}}" >/dev/null
+fi
+# The HPA as the API server holds it (behavior filled in): what analyze
+# computes the reaction bounds from.
+kc -n pravega get hpa flink-taskmanager -o json >"$out/hpa-$name.json"
+window=$(python3 "$here/loop.py" window "$out/hpa-$name.json" --downscale-stabilization "$(seconds_of "$downscale_stabilization")")
+log "HPA $hpa_file, scale-down stabilization window $window s"
 # The supervisor outlives the recording by two minutes at most; it is
 # stopped (cleanup) before that.
 # pravega-client logs every event read at INFO.
+[ "$source_kind" != pravega ] || record_s=$((record_s + ${window%.*}))
 background supervisor env RUST_LOG=info,pravega_client=warn python3 "$here/loop.py" supervise --server "$apiserver" --pki "$pki" \
   --reader "$bin_dir/flink-reader" "${reader_args[@]}" \
   --state "$state" --log-dir "$readers_dir" --seconds $((record_s + 120))
@@ -154,7 +170,7 @@ if [ "$source_kind" = pravega ]; then
   log "generator stopped at $(elapsed "$started") s: $(grep -oE 'events=[0-9]+ acknowledged=[0-9]+ failed=[0-9]+' "$work/logs/generator.log" | tail -1)"
   wait_segments -le 1 300 || fail "the idle test/stream did not merge back to 1 segment within 300 s"
   log "test/stream merged back to 1 segment at $(elapsed "$started") s"
-  sleep $((sync_s + 15)) # the HPA's scale-down, and a few samples after it
+  sleep $((${window%.*} + sync_s + 15)) # the HPA's scale-down, and a few samples after it
   kill -TERM "$recorder"
 fi
 wait "$recorder" || fail "the recorder failed"
@@ -173,15 +189,17 @@ cp "$work/logs/supervisor.log" "$out/supervisor-$name.log"
 cp "$work/logs/generator.log" "$out/generator-$name.log"
 
 # --- what the loop must have done --------------------------------------------------------------
-# After a merge, a reader may outlive its segment by one HPA sync, plus the
-# slowest hand-off (SIGTERM to exit), plus 5 s of slack: the adapter's
-# staleness bound (1 s) and its refresh scrape, the supervisor's 0.5 s poll,
-# and the recorder's 1 s sampling at both ends of the interval. A segment
-# change reaches the replicas within the syncs the HPA's scale-up limit
-# needs (loop.py's syncs_needed) plus the same slack.
+# After a merge, a reader may outlive its segment by the HPA's scale-down
+# window and one sync, plus the slowest hand-off (SIGTERM to exit), plus 5 s
+# of slack: the adapter's staleness bound (1 s) and its refresh scrape, the
+# supervisor's 0.5 s poll, and the recorder's 1 s sampling at both ends of
+# the interval. A split reaches the replicas within the syncs the HPA's
+# scale-up policies need (one with hpa/'s behavior; loop.py's syncs_needed)
+# plus the same slack.
 handoff=$(python3 -c "import json; h = json.load(open('$state'))['handoffs']; print(max(h) if h else 0)")
 log "slowest reader hand-off $handoff s"
 python3 "$here/loop.py" analyze "$tsv" --sync "$sync_s" --handoff "$handoff" --slack 5 \
+  --hpa "$out/hpa-$name.json" --downscale-stabilization "$(seconds_of "$downscale_stabilization")" \
   --min-segment-counts "$min_segment_counts" | tee "$out/loop-$name.figures" ||
   fail "the loop ($source_kind, HPA sync $hpa_sync; series in $tsv)"
 restarts=$(grep -c 'exited by itself' "$out/supervisor-$name.log" || true)
