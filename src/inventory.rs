@@ -249,7 +249,15 @@ impl Inventory {
         let key = key(scope, stream);
         let gone = self.recently_gone(&state, &key);
         let Some(entry) = state.streams.get_mut(&key) else {
-            return if listed || gone { Decision::Absent } else { Decision::Withhold(Withheld::Unknown) };
+            if listed || gone {
+                return Decision::Absent;
+            }
+            // The API cannot be reached: as without one, only a scale the
+            // adapter watched is served.
+            return match series.filter(|s| fresh && s.verdict == Verdict::Current && !s.value.is_nan()) {
+                Some(series) => Decision::Serve { segments: series.value, at: series.scraped_at },
+                None => Decision::Withhold(Withheld::Unknown),
+            };
         };
         if let Some(series) = series {
             entry.observe(series.mark, now, self.settings.settle);

@@ -228,3 +228,34 @@ async fn without_an_api_only_watched_scales_are_served_and_readyz_says_so() {
     }
     panic!("a watched scale is served\n{}", adapter.log());
 }
+
+#[tokio::test]
+async fn an_unreachable_api_leaves_what_the_metrics_decide() {
+    // The API is configured (discovered pods' port, say) but answers nowhere.
+    let replica = FakeController::start(stream_exposition("test", "s", 2, 1, 0)).await;
+    let closed = test_support::net::free_port();
+    let args: Vec<String> = [
+        "--controller-url",
+        &replica.url(),
+        "--controller-api-url",
+        &format!("http://127.0.0.1:{closed}"),
+        "--scrape-interval",
+        "300ms",
+        "--scrape-timeout",
+        "200ms",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let adapter = Adapter::start(adapter_binary!(), &args).await;
+    assert_eq!(external(&adapter, "scope=test,stream=s").await, [], "known from before the adapter started");
+    assert!(object(&adapter, "scope=test").await.is_err(), "the scope cannot be listed: no sum");
+    replica.set_body(stream_exposition("test", "s", 3, 2, 0));
+    for _ in 0..30 {
+        if external(&adapter, "scope=test,stream=s").await == pairs(&[("s", "3")]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("a watched scale is served\n{}", adapter.log());
+}
