@@ -11,7 +11,9 @@
 set -e
 : "${BIN:?}" "${SIM_ADDR:?}" "${ADAPTER_ADDR:?}" "${KUBECTL:?}" "${EXTERNAL_QUERY:?}" "${CUSTOM_QUERY:?}"
 
-"$BIN/generator" --simulate --listen "$SIM_ADDR" --period 120s --scale-hold 5s & sim=$!
+# The simulated stream is created a few seconds in, once the adapter
+# watches: with no controller API, the adapter serves only changes it saw.
+"$BIN/generator" --simulate --listen "$SIM_ADDR" --period 120s --scale-hold 5s --create-after 4s & sim=$!
 "$BIN/pravega-metrics-adapter" --secure-port 0 --insecure-bind-address "$ADAPTER_ADDR" \
   --controller-url "http://$SIM_ADDR/prometheus" --scrape-interval 2s --scrape-timeout 1s & adapter=$!
 trap 'kill $sim $adapter 2>/dev/null' EXIT

@@ -63,6 +63,10 @@ pub struct Args {
     /// simulated controller splits (or merges).
     #[arg(long, env = "GENERATOR_SCALE_HOLD", value_parser = humantime::parse_duration, default_value = "30s")]
     pub scale_hold: Duration,
+    /// With --simulate: when the simulated stream is created; until then the
+    /// controller reports no series for it, as before a createStream.
+    #[arg(long, env = "GENERATOR_CREATE_AFTER", value_parser = humantime::parse_duration, default_value = "0s")]
+    pub create_after: Duration,
 }
 
 impl Args {
@@ -135,12 +139,14 @@ async fn run(args: Args) -> process::Outcome {
                 args.scale_hold,
             )));
             let started = Instant::now();
-            let (scope, stream, model) = (args.scope.clone(), args.stream.clone(), simulation.clone());
+            let (scope, stream, model, create_after) = (args.scope.clone(), args.stream.clone(), simulation.clone(), args.create_after);
             let host = generator::simulate::host_tag();
             router = router.route(
                 "/prometheus",
                 axum::routing::get(move || {
-                    let body = model.lock().map(|m| m.exposition(&scope, &stream, &host, started.elapsed())).unwrap_or_default();
+                    let uptime = started.elapsed();
+                    let body =
+                        model.lock().map(|m| m.exposition(&scope, &stream, &host, uptime, uptime >= create_after)).unwrap_or_default();
                     http::text(body)
                 }),
             );

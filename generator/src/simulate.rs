@@ -100,10 +100,13 @@ impl StreamModel {
     /// every series carries the `host` tag (Micrometer's common tag), and
     /// the stream's `segment_splits` and `segment_merges` appear only once
     /// it has scaled (the controller reports them when it scales a stream,
-    /// `segments_count` already when it creates it).
-    pub fn exposition(&self, scope: &str, stream: &str, host: &str, uptime: Duration) -> String {
+    /// `segments_count` already when it creates it). Before the stream is
+    /// `created` it has no series at all.
+    pub fn exposition(&self, scope: &str, stream: &str, host: &str, uptime: Duration, created: bool) -> String {
         let host = escape(host);
         let labels = format!("{{host=\"{host}\",scope=\"{}\",stream=\"{}\",}}", escape(scope), escape(stream));
+        // The stream's samples of a per-stream family: none before creation.
+        let of_stream = |value: f64| if created { vec![(labels.as_str(), value)] } else { Vec::new() };
         let host_only = format!("{{host=\"{host}\",}}");
         let mut out = String::with_capacity(4096);
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
@@ -128,17 +131,17 @@ impl StreamModel {
         family("pravega_controller_hosts_count", "gauge", " ", &[(&host_only, 1.0)]);
         family("pravega_controller_container_failovers_total", "counter", " ", &[(&host_only, 0.0)]);
         family("pravega_controller_stream_created_total", "counter", " ", &[(&host_only, 1.0)]);
-        family("pravega_controller_segments_count", "gauge", " ", &[(&labels, f64::from(self.segments))]);
+        family("pravega_controller_segments_count", "gauge", " ", &of_stream(f64::from(self.segments)));
         if self.splits + self.merges > 0 {
-            family("pravega_controller_segment_splits", "gauge", " ", &[(&labels, self.splits as f64)]);
-            family("pravega_controller_segment_merges", "gauge", " ", &[(&labels, self.merges as f64)]);
+            family("pravega_controller_segment_splits", "gauge", " ", &of_stream(self.splits as f64));
+            family("pravega_controller_segment_merges", "gauge", " ", &of_stream(self.merges as f64));
         }
         family("pravega_controller_segment_splits_global", "gauge", " ", &[(&host_only, self.splits as f64)]);
         family("pravega_controller_segment_merges_global", "gauge", " ", &[(&host_only, self.merges as f64)]);
-        family("pravega_controller_transactions_opened", "gauge", " ", &[(&labels, 0.0)]);
-        family("pravega_controller_retention_frequency_total", "counter", " ", &[(&labels, (t / 60.0).floor())]);
-        family("pravega_controller_retention_truncated_size", "gauge", " ", &[(&labels, (self.events * 100.0).floor())]);
-        family("pravega_controller_stream_updated_total", "counter", " ", &[(&labels, (self.splits + self.merges) as f64)]);
+        family("pravega_controller_transactions_opened", "gauge", " ", &of_stream(0.0));
+        family("pravega_controller_retention_frequency_total", "counter", " ", &of_stream((t / 60.0).floor()));
+        family("pravega_controller_retention_truncated_size", "gauge", " ", &of_stream((self.events * 100.0).floor()));
+        family("pravega_controller_stream_updated_total", "counter", " ", &of_stream((self.splits + self.merges) as f64));
         out
     }
 }
@@ -257,7 +260,7 @@ mod tests {
     fn splits_and_merges_appear_with_the_first_scale() {
         let mut m = model();
         m.observe(secs(0), 10.0);
-        let text = m.exposition("test", "stream", "controller-0", secs(0));
+        let text = m.exposition("test", "stream", "controller-0", secs(0), true);
         assert!(
             text.contains("pravega_controller_segments_count{host=\"controller-0\",scope=\"test\",stream=\"stream\",} 1.0\n"),
             "{text}"
@@ -271,7 +274,7 @@ mod tests {
         let mut m = model();
         m.observe(secs(0), 500.0);
         m.observe(secs(10), 500.0);
-        let text = m.exposition("test", "stream", "controller-0", secs(10));
+        let text = m.exposition("test", "stream", "controller-0", secs(10), true);
         assert!(
             text.contains("pravega_controller_segments_count{host=\"controller-0\",scope=\"test\",stream=\"stream\",} 2.0\n"),
             "{text}"

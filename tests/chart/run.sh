@@ -41,7 +41,7 @@ variants=(
   "servingCert.certManager.enabled=true"
   "servingCert.certManager.enabled=true,servingCert.certManager.issuerRef.kind=ClusterIssuer,servingCert.certManager.issuerRef.name=corp-ca"
   "servingCert.caBundle=Y2E=,servingCert.secretName=my-cert,namespace.create=false,namespace.name=metrics,podDisruptionBudget.enabled=false,topologySpread.enabled=false,rbac.bindHpaController=false"
-  "controllers.namespace=,controllers.urls={http://10.0.0.1:10080/prometheus},controllerApi.urls={tcp://10.0.0.1:9090},controllerApi.checkInterval=0s,controllerApi.timeout=2s"
+  "controllers.namespace=,controllers.urls={http://10.0.0.1:10080/prometheus},controllerApi.urls={tcp://10.0.0.1:9090},controllerApi.callsPerSecond=5,controllerApi.refresh=60s,controllerApi.timeout=2s"
   "controllers.selector=app=controller,controllers.port=9999,controllers.path=/metrics,controllers.scheme=https,controllerApi.port=9091"
   "namespaceScopes.mode=listed,namespaceScopes.scopes.flink={test,orders},extraArgs={--scrape-interval=5s},image.tag=dev,image.pullPolicy=Always,commonLabels.team=data,priorityClassName=high,nodeSelector.disk=ssd,podAnnotations.a=b"
 )

@@ -118,7 +118,9 @@ else
   record_s=$(($(seconds_of "$period") * ${LOOP_PERIODS:-2}))
   # A peak of 6000 events/s at 800 per segment gives at most 8 segments: below
   # the ~10 replicas where the HPA's default 10 % tolerance stops 1:1 tracking.
-  background generator env RUST_LOG=info "$bin_dir/generator" --simulate --listen "$sim:10080" \
+  # The stream is created once the adapter scrapes the pod: with no
+  # controller API it serves only changes it watched.
+  background generator env RUST_LOG=info "$bin_dir/generator" --simulate --listen "$sim:10080" --create-after 15s \
     --period "$period" --scale-hold 5s --min-rate 100 --max-rate 6000 --scaling-rate 800
   wait_for 30 "the simulated controller's /prometheus" python3 -c \
     "import urllib.request; urllib.request.urlopen('http://$sim:10080/prometheus', timeout=1)"
