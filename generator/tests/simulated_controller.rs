@@ -26,13 +26,13 @@ impl Drop for Simulator {
 }
 
 /// A fast-moving simulation: 1 s hold, 100 events/s per segment, 50 to
-/// 1,000 events/s over 8 s.
-async fn simulator() -> Simulator {
+/// 1,000 events/s over 8 s; the stream is created `create_after` in.
+async fn simulator(create_after: &str) -> Simulator {
     let port = free_port();
     let log = std::env::temp_dir().join(format!("simulator-test-{}-{port}.log", std::process::id()));
     let child = Command::new(env!("CARGO_BIN_EXE_generator"))
         .args(["--simulate", "--listen", &format!("127.0.0.1:{port}"), "--period", "8s", "--scale-hold", "1s"])
-        .args(["--min-rate", "50", "--max-rate", "1000", "--scaling-rate", "100"])
+        .args(["--min-rate", "50", "--max-rate", "1000", "--scaling-rate", "100", "--create-after", create_after])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -53,7 +53,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn simulated_segments_follow_the_load_in_the_controller_format() {
-    let simulator = simulator().await;
+    let simulator = simulator("0s").await;
     let (mut peak, mut last_splits, mut last_merges) = (0.0f64, 0.0, 0.0);
     let started = Instant::now();
     let mut text = String::new();
@@ -83,7 +83,9 @@ async fn simulated_segments_follow_the_load_in_the_controller_format() {
 
 #[tokio::test]
 async fn the_adapter_serves_what_the_simulator_reports() {
-    let simulator = simulator().await;
+    // The stream is created once the adapter watches: without a controller
+    // API it serves only what it saw happen.
+    let simulator = simulator("2s").await;
     let port = free_port();
     let config = pravega_metrics_adapter::config::Config::parse_from([
         "pravega-metrics-adapter",
@@ -126,6 +128,17 @@ async fn the_adapter_serves_what_the_simulator_reports() {
             }
         })
     };
+    // The stream's creation, served: a bounded number of queries.
+    for _ in 0..100 {
+        let body: serde_json::Value = match http().get(&query).send().await {
+            Ok(r) => serde_json::from_str(&r.text().await.unwrap_or_default()).unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if body["items"][0]["value"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Rounds, not wall-clock time, bound the loop: a loaded machine slows
     // every round alike.
     const ROUNDS: usize = 30;
