@@ -126,6 +126,26 @@ async fn front_proxy_with_a_trusted_certificate_is_believed() {
     assert_refused(s.request(Some(proxy), &[], &metric_path()).await, 401, "proxy without user header");
 }
 
+/// The SubjectAccessReview carries the extras the kube-apiserver would
+/// derive from the same headers: the key lower-cased, then path-unescaped.
+#[tokio::test]
+async fn front_proxy_extras_reach_the_review_as_the_kube_apiserver_decodes_them() {
+    let s = Setup::start(&[]).await;
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    let headers = [
+        ("X-Remote-User", "alice"),
+        ("X-Remote-Extra-a+b", "plus"),
+        ("X-Remote-Extra-UP%41", "escaped"),
+        ("X-Remote-Extra-Example.com%2Fteam", "slash"),
+        ("X-Remote-Extra-50%zz", "malformed"),
+    ];
+    let (code, body) = s.request(Some(proxy), &headers, &metric_path()).await;
+    assert_eq!(code, 200, "{body}");
+    let review = s.api.last_access_review.lock().unwrap().clone();
+    let expected = json!({"a+b": ["plus"], "upA": ["escaped"], "example.com/team": ["slash"], "50%zz": ["malformed"]});
+    assert_eq!(review["extra"], expected);
+}
+
 #[tokio::test]
 async fn headers_are_ignored_without_a_trusted_proxy_certificate() {
     let s = Setup::start(&[]).await;
