@@ -82,10 +82,34 @@ pub struct ServingFlags {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Serving")]
 pub struct ConnectionFlags {
-    /// Connections served at once on the secure port; further ones are
-    /// closed as soon as they are accepted.
+    /// Connections served at once on the secure port. A new connection
+    /// beyond it closes an unauthenticated one (see
+    /// --max-unauthenticated-connections); only when every connection is
+    /// authenticated are new ones closed as soon as they are accepted. Kept
+    /// below the open-files limit, less descriptors for the adapter's own
+    /// connections.
     #[arg(long, env = "PRAVEGA_ADAPTER_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// Connections on which no request has been authenticated yet (TLS
+    /// handshake under way, idle, or only unauthenticated requests) held at
+    /// once. A new connection beyond it closes one of them: the oldest of
+    /// the source holding the most, those without a completed handshake
+    /// first; so clients that authenticate, the kube-apiserver's aggregator
+    /// first, are served while others hold or reopen connections. Out of
+    /// file descriptors, the adapter closes one of them too.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_UNAUTHENTICATED_CONNECTIONS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unauthenticated_connections: u32,
+
+    /// Unauthenticated connections one source (an IPv4 address, an IPv6
+    /// /64) holds at once; its next one closes its oldest.
+    #[arg(
+        long,
+        env = "PRAVEGA_ADAPTER_MAX_UNAUTHENTICATED_CONNECTIONS_PER_SOURCE",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_unauthenticated_connections_per_source: u32,
 
     /// A client that has not completed its TLS handshake by then is
     /// disconnected.
@@ -505,7 +529,11 @@ impl Config {
 impl ConnectionFlags {
     pub fn limits(&self) -> listen::Limits {
         listen::Limits {
-            max_connections: self.max_connections as usize,
+            admission: listen::admission::AdmissionLimits {
+                max_connections: self.max_connections as usize,
+                max_unauthenticated: self.max_unauthenticated_connections as usize,
+                max_unauthenticated_per_source: self.max_unauthenticated_connections_per_source as usize,
+            },
             tls_handshake_timeout: self.tls_handshake_timeout,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
@@ -625,6 +653,7 @@ mod tests {
         assert_eq!(c.serving.serving_threads, 1);
         let connections = &c.serving.connections;
         assert_eq!(connections.max_connections, 1000);
+        assert_eq!((connections.max_unauthenticated_connections, connections.max_unauthenticated_connections_per_source), (200, 20));
         assert_eq!(connections.tls_handshake_timeout, Duration::from_secs(10));
         assert_eq!(connections.header_read_timeout, Duration::from_secs(32));
         assert_eq!(connections.idle_timeout, Duration::from_secs(90));

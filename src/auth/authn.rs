@@ -26,11 +26,13 @@ pub struct UserInfo {
 
 /// What a TLS connection proved: its client certificate chain, and the
 /// verification of that chain, done once per connection and trust version
-/// and redone when a certificate of the chain expires.
+/// and redone when a certificate of the chain expires; and whether a
+/// request on it was authenticated.
 #[derive(Default)]
 pub struct Peer {
     chain: Vec<CertificateDer<'static>>,
     verified: Mutex<Option<Verified>>,
+    authenticated: tokio::sync::watch::Sender<bool>,
 }
 
 /// A verification of a peer's chain and how long it holds.
@@ -44,7 +46,12 @@ struct Verified {
 
 impl Peer {
     pub fn new(chain: Vec<CertificateDer<'static>>) -> Self {
-        Peer { chain, verified: Mutex::default() }
+        Peer { chain, verified: Mutex::default(), authenticated: Default::default() }
+    }
+
+    /// Resolves once a request on the connection has been authenticated.
+    pub async fn authenticated(&self) {
+        let _ = self.authenticated.subscribe().wait_for(|authenticated| *authenticated).await;
     }
 }
 
@@ -83,6 +90,9 @@ impl Authenticator {
     /// puts every authenticated user (RBAC's discovery roles bind it).
     pub async fn authenticate(&self, peer: Option<&Peer>, headers: &HeaderMap) -> Result<UserInfo, AuthError> {
         let mut user = self.identify(peer, headers).await?;
+        if let Some(peer) = peer {
+            peer.authenticated.send_if_modified(|authenticated| !std::mem::replace(authenticated, true));
+        }
         if !user.groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
             user.groups.push(AUTHENTICATED_GROUP.to_owned());
         }
