@@ -6,7 +6,7 @@ use crate::auth::trust::TrustOverrides;
 use crate::discover::PodDiscovery;
 use crate::scrape::ScrapeSettings;
 use crate::serve::listen;
-use crate::store::Limits;
+use crate::store::{Budget, Limits};
 use clap::{Args, Parser, ValueEnum};
 use regex::Regex;
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +71,12 @@ pub struct ServingFlags {
 
     #[command(flatten)]
     pub connections: ConnectionFlags,
+
+    /// Most items one external metric list may hold; a request whose
+    /// labelSelector matches more streams is refused (413) with a message
+    /// to narrow it. An HPA's selector names one stream or a few.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_LIST_ITEMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_list_items: u32,
 
     /// Also serve plain HTTP, WITHOUT authentication or authorization, on this
     /// loopback address (e.g. 127.0.0.1:8080). For local demos only.
@@ -417,6 +423,19 @@ pub struct ScrapeLimitFlags {
     /// a scrape with more fails and the controller's previous data is kept.
     #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_STREAMS", default_value_t = Limits::DEFAULT.max_streams as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub scrape_max_streams: u32,
+
+    /// Most per-stream series all controllers' data may hold together; a
+    /// scrape that would take the sum over it fails (`over_budget`) and
+    /// that controller's previous data is kept, the others' too. Sized
+    /// with --max-total-streams to the memory limit (see README, Sizing).
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_TOTAL_SERIES", default_value_t = Budget::DEFAULT.max_series as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_total_series: u32,
+
+    /// Most streams all controllers' data may hold together, a stream
+    /// counted once per controller listing it; beyond it as
+    /// --max-total-series.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_TOTAL_STREAMS", default_value_t = Budget::DEFAULT.max_streams as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_total_streams: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -608,6 +627,10 @@ impl ScrapeLimitFlags {
             max_streams: self.scrape_max_streams as usize,
         }
     }
+
+    pub fn budget(&self) -> Budget {
+        Budget { max_series: self.max_total_series as usize, max_streams: self.max_total_streams as usize }
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -651,6 +674,7 @@ mod tests {
         let c = config(&["--controller-url", "http://127.0.0.1:10080/prometheus"]).unwrap();
         assert_eq!(c.serving.secure_port, 6443);
         assert_eq!(c.serving.serving_threads, 1);
+        assert_eq!(c.serving.max_list_items, 10_000);
         let connections = &c.serving.connections;
         assert_eq!(connections.max_connections, 1000);
         assert_eq!((connections.max_unauthenticated_connections, connections.max_unauthenticated_connections_per_source), (200, 20));
@@ -668,6 +692,7 @@ mod tests {
         assert_eq!(scraping.scrape_timeout, Duration::from_secs(2));
         assert_eq!(scraping.scrape_max_body_bytes, 64 << 20);
         assert_eq!(scraping.limits.limits(), Limits { max_series: 2_000_000, max_families: 1_000, max_streams: 200_000 });
+        assert_eq!(scraping.limits.budget(), Budget::DEFAULT);
         assert_eq!(scraping.max_staleness, Duration::from_secs(1));
         assert_eq!(scraping.metrics_max_age, Duration::from_secs(30));
         assert_eq!(c.controllers.discovery.controller_selector, "component=pravega-controller");

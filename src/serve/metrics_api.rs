@@ -38,6 +38,8 @@ pub struct Answer<'a> {
     pub truths: &'a Truths,
     /// The Pravega scopes the request sees.
     pub visible: Visible<'a>,
+    /// Most items an external list may hold; a larger one is refused.
+    pub max_list_items: usize,
 }
 
 impl Answer<'_> {
@@ -108,6 +110,7 @@ impl Answer<'_> {
     /// External metric: one item per selected stream.
     pub fn external(&self, metric: &str, selector: &Selector) -> Result<Served, ApiError> {
         let series = self.select(metric, selector)?;
+        self.within_list_limit(series.len())?;
         let oldest = series.iter().map(|s| s.scraped_at).min();
         let items: Vec<ExternalValue<'_>> = series
             .iter()
@@ -122,6 +125,21 @@ impl Answer<'_> {
             })
             .collect();
         Ok(Served { body: list("ExternalMetricValueList", ApiVersion::ExternalV1Beta1, &items), oldest })
+    }
+
+    /// Refuses a list of `items` over [`Answer::max_list_items`] before it
+    /// is built: an unselective list of every stream would cost memory in
+    /// proportion to all streams, and an HPA needs only the streams its
+    /// selector names.
+    fn within_list_limit(&self, items: usize) -> Result<(), ApiError> {
+        if items <= self.max_list_items {
+            return Ok(());
+        }
+        Err(ApiError::TooManyItems(format!(
+            "the labelSelector matches {items} streams, more than the {} one answer lists (--max-list-items); \
+             narrow the labelSelector, e.g. to scope=<scope>,stream=<stream>",
+            self.max_list_items
+        )))
     }
 
     /// `APIResourceList` of one group-version: every metric served now.
@@ -351,7 +369,7 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + SCRAPED;
         let mut builder = store.builder("t");
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
-        store.publish("t", builder.finish(), at);
+        store.publish("t", builder.finish(), at).unwrap();
         store.remerge(at);
         store.view()
     }
@@ -364,6 +382,7 @@ mod tests {
             window: Duration::from_secs(10),
             truths: &NO_TRUTHS,
             visible: Visible::All,
+            max_list_items: 10_000,
         }
     }
 
@@ -493,6 +512,16 @@ mod tests {
         assert_eq!(all["items"].as_array().unwrap().len(), 3);
         let none = answer(&v, 1).external("m", &selector("scope=zzz")).unwrap().json();
         assert_eq!(none["items"], json!([]));
+    }
+
+    #[test]
+    fn a_list_over_the_item_limit_is_refused_with_a_way_to_narrow_it() {
+        let v = view(TWO_STREAMS);
+        let a = Answer { max_list_items: 2, ..answer(&v, 1) };
+        let Err(refused) = a.external("m", &selector("")) else { panic!("three items listed") };
+        assert_eq!(refused.code(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(refused.to_string().contains("narrow the labelSelector"), "{refused}");
+        assert_eq!(a.external("m", &selector("stream=a")).unwrap().json()["items"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -49,6 +49,8 @@ pub struct App {
     /// listener.
     pub guard: Option<Arc<Guard>>,
     pub scopes: Arc<ScopePolicy>,
+    /// See [`Answer::max_list_items`].
+    pub max_list_items: usize,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -154,8 +156,15 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 fn with_view<T>(app: &App, view: &MergedView, truths: &Truths, visible: Visible<'_>, f: impl FnOnce(&Answer<'_>) -> T) -> T {
-    let answer =
-        Answer { view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval, truths, visible };
+    let answer = Answer {
+        view,
+        now: SystemTime::now(),
+        max_age: app.store.max_age(),
+        window: app.pool.settings().interval,
+        truths,
+        visible,
+        max_list_items: app.max_list_items,
+    };
     f(&answer)
 }
 

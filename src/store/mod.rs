@@ -11,9 +11,9 @@ mod merge;
 mod snapshot;
 
 pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MERGES_FAMILY, SPLITS_FAMILY};
-pub use snapshot::{LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
+pub use snapshot::{Budget, LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, Usage, SCOPE_LABEL, STREAM_LABEL};
 
-use snapshot::Interner;
+use snapshot::{Interner, Room};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -25,6 +25,7 @@ pub struct Store {
     family_names: Arc<Interner>,
     label_sets: Arc<Interner>,
     limits: Limits,
+    budget: Budget,
     /// See [`Store::replica_labels`].
     replica_labels: Arc<[String]>,
     max_age: Duration,
@@ -47,6 +48,13 @@ struct Targets {
     generation: u64,
 }
 
+impl Targets {
+    /// What the snapshots of every target but `target` hold.
+    fn usage_beside(&self, target: &str) -> Usage {
+        self.entries.iter().filter(|(id, _)| &***id != target).map(|(_, e)| e.snapshot.usage()).sum()
+    }
+}
+
 struct TargetEntry {
     snapshot: Arc<TargetSnapshot>,
     /// Last successful scrape, ms since epoch; read by the served view.
@@ -55,13 +63,15 @@ struct TargetEntry {
 
 impl Store {
     /// `max_age`: data scraped longer ago than this is never served. Each
-    /// scrape may store up to the default [`Limits`].
+    /// scrape may store up to the default [`Limits`], all targets together
+    /// the default [`Budget`].
     pub fn new(max_age: Duration) -> Self {
         Store {
             family_names: Arc::default(),
             replica_labels: Arc::from([]),
             label_sets: Arc::default(),
             limits: Limits::DEFAULT,
+            budget: Budget::DEFAULT,
             max_age,
             scrapes_started: AtomicU32::new(0),
             targets: Mutex::default(),
@@ -76,6 +86,11 @@ impl Store {
     /// The store with `limits` on each scrape instead of the defaults.
     pub fn with_limits(self, limits: Limits) -> Self {
         Store { limits, ..self }
+    }
+
+    /// The store with `budget` on all targets together instead of the default.
+    pub fn with_budget(self, budget: Budget) -> Self {
+        Store { budget, ..self }
     }
 
     /// Labels that name the replica reporting a series rather than the
@@ -96,14 +111,24 @@ impl Store {
         // tie with each other in the merge instead of ranking first.
         let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         let scrape = started.map_or(u32::MAX, |n| n + 1);
-        let previous = self.lock_targets().entries.get(target).map(|e| e.snapshot.clone());
-        SnapshotBuilder::new(self.family_names.clone(), self.label_sets.clone(), self.limits, previous, scrape, self.replica_labels.clone())
+        let (previous, room) = {
+            let targets = self.lock_targets();
+            (targets.entries.get(target).map(|e| e.snapshot.clone()), Room::beside(self.budget, targets.usage_beside(target)))
+        };
+        let (family_names, label_sets) = (self.family_names.clone(), self.label_sets.clone());
+        SnapshotBuilder::new(family_names, label_sets, self.limits, room, previous, scrape, self.replica_labels.clone())
     }
 
     /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
     /// the generation a merge must reach to include it (see [`Store::merged`]).
-    pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> u64 {
+    /// Refused if it would take the store over its [`Budget`] beside what
+    /// the other targets hold now (they may have grown while it was built).
+    pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> Result<u64, LimitExceeded> {
         let mut targets = self.lock_targets();
+        if let Some(exceeded) = Room::beside(self.budget, targets.usage_beside(target)).exceeded_by(snapshot.usage()) {
+            drop(targets);
+            return Err(exceeded);
+        }
         let now = epoch_millis::of(scraped_at);
         // Unchanged content needs no merge, unless the target's data had
         // expired, which a merge may already have dropped from the view.
@@ -114,13 +139,13 @@ impl Store {
             .filter(|e| !snapshot.changed && now.saturating_sub(e.scraped_at.load(Ordering::Relaxed)) <= max_age);
         if let Some(entry) = unchanged {
             entry.scraped_at.store(now, Ordering::Relaxed);
-            return targets.generation;
+            return Ok(targets.generation);
         }
         let entry = TargetEntry { snapshot: Arc::new(snapshot), scraped_at: Arc::new(AtomicU64::new(now)) };
         let replaced = targets.entries.insert(Arc::from(target), entry);
         let generation = self.changed(targets);
         drop(replaced); // outside the lock
-        generation
+        Ok(generation)
     }
 
     /// Forgets a target (its pod is gone).
@@ -236,7 +261,7 @@ mod tests {
     fn scrape(store: &Store, target: &str, secs: u64, text: &str) {
         let mut builder = store.builder(target);
         Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), text.as_bytes(), |s| builder.push(s));
-        store.publish(target, builder.finish(), at(secs));
+        store.publish(target, builder.finish(), at(secs)).unwrap();
         store.remerge(at(secs));
     }
 
@@ -524,7 +549,7 @@ mod tests {
         let generation = *store.merged_generation.borrow();
         let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
-        assert_eq!(store.publish("a", builder.finish(), at(20)), generation, "no merge needed");
+        assert_eq!(store.publish("a", builder.finish(), at(20)), Ok(generation), "no merge needed");
         let view = store.view();
         let series: Vec<_> = view.family("pravega_controller_segments_count").unwrap().narrowed(None, None).collect();
         assert_eq!(series[0].scraped_at, at(20));
@@ -537,7 +562,7 @@ mod tests {
         assert_eq!(segments(&store, "s"), None);
         let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
-        let back = store.publish("a", builder.finish(), at(101));
+        let back = store.publish("a", builder.finish(), at(101)).unwrap();
         assert!(back > generation);
         store.remerge(at(101));
         assert_eq!(segments(&store, "s"), Some(5.0));
@@ -545,7 +570,7 @@ mod tests {
         // A changed value does need a merge.
         let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));
-        assert!(store.publish("a", builder.finish(), at(41)) > generation);
+        assert!(store.publish("a", builder.finish(), at(41)).unwrap() > generation);
     }
 
     #[test]
@@ -687,7 +712,7 @@ mod tests {
         let text = [line("a", 1), line("b", 2), line("c", 3), line("a", 4), line("b", 5), line("d", 6)].concat();
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         assert_eq!(builder.rejected(), 2);
-        store.publish("a", builder.finish(), at(0));
+        store.publish("a", builder.finish(), at(0)).unwrap();
         store.remerge(at(0));
         let view = store.view();
         let mut values: Vec<_> = view.family("pravega_controller_x").unwrap().narrowed(None, None).map(|s| s.value).collect();
@@ -729,5 +754,31 @@ mod tests {
         store.remerge(at(21));
         store.remerge(at(22));
         assert_eq!(store.names_held(), (0, 0));
+    }
+
+    #[test]
+    fn a_target_that_would_take_the_store_over_its_budget_fails_and_the_others_stay() {
+        let budget = Budget { max_series: 1_000, max_streams: 3 };
+        let store = Store::new(Duration::from_secs(30)).with_budget(budget);
+        scrape(&store, "a", 0, &(replica("s1", 3, 0, 0) + &replica("s2", 4, 0, 0)));
+        let mut builder = store.builder("b");
+        Scanner::scan_all(|_: &str| true, (replica("s1", 3, 0, 0) + &replica("s3", 5, 0, 0)).as_bytes(), |s| builder.push(s));
+        assert_eq!(builder.exceeded(), Some(LimitExceeded::TotalStreams(3)));
+        assert_eq!(builder.exceeded().map(|e| e.reason()), Some("over_budget"));
+        assert_eq!(segments(&store, "s2"), Some(4.0), "the other target's data stays");
+        // A target's own previous data does not count against it.
+        scrape(&store, "a", 1, &(replica("s1", 3, 0, 0) + &replica("s2", 4, 0, 0) + &replica("s4", 6, 0, 0)));
+        assert_eq!(segments(&store, "s4"), Some(6.0));
+    }
+
+    #[test]
+    fn a_snapshot_built_while_another_target_grew_is_refused_at_publishing() {
+        let store = Store::new(Duration::from_secs(30)).with_budget(Budget { max_series: 7, max_streams: 100 });
+        let mut late = store.builder("b");
+        Scanner::scan_all(|_: &str| true, replica("s1", 3, 0, 0).as_bytes(), |s| late.push(s));
+        scrape(&store, "a", 0, &(replica("s2", 4, 0, 0) + &replica("s3", 4, 0, 0)));
+        assert_eq!(late.exceeded(), None, "within the budget when it started");
+        assert_eq!(store.publish("b", late.finish(), at(1)), Err(LimitExceeded::TotalSeries(7)));
+        assert_eq!(segments(&store, "s1"), None);
     }
 }

@@ -110,7 +110,55 @@ impl Default for Limits {
     }
 }
 
-/// Which of the [`Limits`] a scrape went over.
+/// Caps on what all targets' snapshots hold together, which bound the
+/// store's memory whatever the number of targets; a scrape that would take
+/// the store over one fails and the target keeps its previous snapshot,
+/// the other targets theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Per-stream samples (cells) of all families of all targets.
+    pub max_series: usize,
+    /// Streams of all targets, counted once per target listing them.
+    pub max_streams: usize,
+}
+
+impl Budget {
+    pub const DEFAULT: Budget = Budget { max_series: 1_000_000, max_streams: 250_000 };
+
+    /// What a target may hold beside `others`, what the other targets hold.
+    fn room_beside(self, others: Usage) -> Usage {
+        Usage { series: self.max_series.saturating_sub(others.series), streams: self.max_streams.saturating_sub(others.streams) }
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::DEFAULT
+    }
+}
+
+/// Series and streams held by snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub series: usize,
+    pub streams: usize,
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+
+    fn add(self, other: Usage) -> Usage {
+        Usage { series: self.series + other.series, streams: self.streams + other.streams }
+    }
+}
+
+impl std::iter::Sum for Usage {
+    fn sum<I: Iterator<Item = Usage>>(usages: I) -> Usage {
+        usages.fold(Usage::default(), std::ops::Add::add)
+    }
+}
+
+/// Which of the [`Limits`] or the [`Budget`] a scrape went over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
     #[error("the exposition holds more than {0} per-stream series (--scrape-max-series)")]
@@ -119,6 +167,10 @@ pub enum LimitExceeded {
     Families(usize),
     #[error("the exposition holds more than {0} streams (--scrape-max-streams)")]
     Streams(usize),
+    #[error("with the other targets' data the store would hold more than {0} series (--max-total-series)")]
+    TotalSeries(usize),
+    #[error("with the other targets' data the store would hold more than {0} streams (--max-total-streams)")]
+    TotalStreams(usize),
 }
 
 impl LimitExceeded {
@@ -128,7 +180,29 @@ impl LimitExceeded {
             LimitExceeded::Series(_) => "too_many_series",
             LimitExceeded::Families(_) => "too_many_families",
             LimitExceeded::Streams(_) => "too_many_streams",
+            LimitExceeded::TotalSeries(_) | LimitExceeded::TotalStreams(_) => "over_budget",
         }
+    }
+}
+
+/// What a target's next snapshot may hold under the [`Budget`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Room {
+    pub(super) budget: Budget,
+    pub(super) left: Usage,
+}
+
+impl Room {
+    pub(super) fn beside(budget: Budget, others: Usage) -> Self {
+        Room { budget, left: budget.room_beside(others) }
+    }
+
+    /// Which cap `usage` goes over, if any.
+    pub(super) fn exceeded_by(&self, usage: Usage) -> Option<LimitExceeded> {
+        if usage.series > self.left.series {
+            return Some(LimitExceeded::TotalSeries(self.budget.max_series));
+        }
+        (usage.streams > self.left.streams).then_some(LimitExceeded::TotalStreams(self.budget.max_streams))
     }
 }
 
@@ -184,6 +258,11 @@ impl TargetSnapshot {
         self.series
     }
 
+    /// What the snapshot counts against the [`Budget`].
+    pub fn usage(&self) -> Usage {
+        Usage { series: self.series, streams: self.streams.len() }
+    }
+
     /// The slot of `labels`, trying `guess` first: replicas and scrapes
     /// mostly list streams in the same order, so this saves a hash lookup.
     pub(super) fn locate(&self, guess: usize, labels: &str) -> Option<usize> {
@@ -213,6 +292,7 @@ pub struct SnapshotBuilder {
     family_names: Arc<Interner>,
     label_sets: Arc<Interner>,
     limits: Limits,
+    room: Room,
     previous: Option<Arc<TargetSnapshot>>,
     /// This scrape's number: see [`Cell::changed_in`].
     scrape: u32,
@@ -289,6 +369,7 @@ impl SnapshotBuilder {
         family_names: Arc<Interner>,
         label_sets: Arc<Interner>,
         limits: Limits,
+        room: Room,
         previous: Option<Arc<TargetSnapshot>>,
         scrape: u32,
         replica_labels: Arc<[String]>,
@@ -298,6 +379,7 @@ impl SnapshotBuilder {
             family_names,
             label_sets,
             limits,
+            room,
             previous,
             scrape,
             streams: Vec::with_capacity(capacity),
@@ -354,6 +436,10 @@ impl SnapshotBuilder {
         }
         if self.series == self.limits.max_series {
             self.exceeded = Some(LimitExceeded::Series(self.limits.max_series));
+            return;
+        }
+        if let Some(exceeded) = self.room.exceeded_by(Usage { series: self.series + 1, streams: 0 }) {
+            self.exceeded = Some(exceeded);
             return;
         }
         let previous = match (&self.previous, building.previous, self.previous_slots[slot]) {
@@ -416,6 +502,10 @@ impl SnapshotBuilder {
         let slot = self.streams.len();
         if slot == self.limits.max_streams {
             self.exceeded = Some(LimitExceeded::Streams(self.limits.max_streams));
+            return None;
+        }
+        if let Some(exceeded) = self.room.exceeded_by(Usage { series: 0, streams: slot + 1 }) {
+            self.exceeded = Some(exceeded);
             return None;
         }
         // Again, the stream after the last one added is the best guess.
@@ -516,7 +606,8 @@ mod tests {
     use crate::parse::Scanner;
 
     fn snapshot(label_sets: &Arc<Interner>, text: &str) -> TargetSnapshot {
-        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), Limits::DEFAULT, None, 1, Arc::from([]));
+        let room = Room::beside(Budget::DEFAULT, Usage::default());
+        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), Limits::DEFAULT, room, None, 1, Arc::from([]));
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         builder.finish()
     }
