@@ -458,8 +458,12 @@ impl Drop for Attack {
 
 /// Ten requests from a client-certificate client, each on a new
 /// connection, and ten through the aggregator (front proxy) on the
-/// connection it opened before: how many were served.
-async fn legitimate_requests_served(s: &Setup, aggregator: &reqwest::Client) -> usize {
+/// connection it opened before the attack, while `connections` from
+/// `sources` addresses are held as `hold` says: how many were served.
+async fn served_under_attack(s: &Setup, connections: usize, sources: usize, hold: Hold) -> usize {
+    let aggregator = aggregator(s).await;
+    let attack = Attack::start(s, connections, sources, hold);
+    attack.until_reopened(200).await;
     let carol = s.client_ca.client("carol", &[]);
     let mut served = 0;
     for _ in 0..10 {
@@ -493,10 +497,7 @@ async fn aggregator(s: &Setup) -> reqwest::Client {
 #[tokio::test]
 async fn authenticated_clients_are_served_while_raw_sockets_are_held_and_reopened() {
     let s = Setup::start(&[]).await;
-    let aggregator = aggregator(&s).await;
-    let attack = Attack::start(&s, 1100, 55, Hold::RawSockets);
-    attack.until_reopened(200).await;
-    assert_eq!(legitimate_requests_served(&s, &aggregator).await, 20);
+    assert_eq!(served_under_attack(&s, 1100, 55, Hold::RawSockets).await, 20);
     assert!(s.adapter.log().contains("too many unauthenticated connections"), "{}", s.adapter.log());
 }
 
@@ -505,10 +506,7 @@ async fn authenticated_clients_are_served_while_raw_sockets_are_held_and_reopene
 #[tokio::test]
 async fn authenticated_clients_are_served_while_idle_tls_connections_are_held_and_reopened() {
     let s = Setup::start(&[]).await;
-    let aggregator = aggregator(&s).await;
-    let attack = Attack::start(&s, 1000, 50, Hold::IdleTls);
-    attack.until_reopened(200).await;
-    assert_eq!(legitimate_requests_served(&s, &aggregator).await, 20);
+    assert_eq!(served_under_attack(&s, 1000, 50, Hold::IdleTls).await, 20);
     assert!(s.adapter.log().contains("too many unauthenticated connections"), "{}", s.adapter.log());
 }
 
@@ -518,10 +516,7 @@ async fn authenticated_clients_are_served_while_idle_tls_connections_are_held_an
 #[tokio::test]
 async fn authenticated_clients_are_served_with_an_open_files_limit_below_the_cap() {
     let s = Setup::start_with_open_files(&[], Some(300)).await;
-    let aggregator = aggregator(&s).await;
-    let attack = Attack::start(&s, 1100, 55, Hold::RawSockets);
-    attack.until_reopened(200).await;
-    assert_eq!(legitimate_requests_served(&s, &aggregator).await, 20);
+    assert_eq!(served_under_attack(&s, 1100, 55, Hold::RawSockets).await, 20);
     assert!(s.adapter.log().contains("the open-files limit is below --max-connections"), "{}", s.adapter.log());
 }
 
