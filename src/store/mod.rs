@@ -13,7 +13,7 @@ mod snapshot;
 pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MERGES_FAMILY, SPLITS_FAMILY};
 pub use snapshot::{Budget, LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, Usage, SCOPE_LABEL, STREAM_LABEL};
 
-use snapshot::{Interner, Room};
+use snapshot::{InFlight, Interner, Room};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -26,6 +26,7 @@ pub struct Store {
     label_sets: Arc<Interner>,
     limits: Limits,
     budget: Budget,
+    in_flight: Arc<InFlight>,
     /// See [`Store::replica_labels`].
     replica_labels: Arc<[String]>,
     max_age: Duration,
@@ -72,6 +73,7 @@ impl Store {
             label_sets: Arc::default(),
             limits: Limits::DEFAULT,
             budget: Budget::DEFAULT,
+            in_flight: Arc::default(),
             max_age,
             scrapes_started: AtomicU32::new(0),
             targets: Mutex::default(),
@@ -111,10 +113,12 @@ impl Store {
         // tie with each other in the merge instead of ranking first.
         let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         let scrape = started.map_or(u32::MAX, |n| n + 1);
-        let (previous, room) = {
+        let (previous, others) = {
             let targets = self.lock_targets();
-            (targets.entries.get(target).map(|e| e.snapshot.clone()), Room::beside(self.budget, targets.usage_beside(target)))
+            (targets.entries.get(target).map(|e| e.snapshot.clone()), targets.usage_beside(target))
         };
+        let base = previous.as_ref().map_or_else(Usage::default, |p| p.usage());
+        let room = Room::new(self.budget, others, base, self.in_flight.clone());
         let (family_names, label_sets) = (self.family_names.clone(), self.label_sets.clone());
         SnapshotBuilder::new(family_names, label_sets, self.limits, room, previous, scrape, self.replica_labels.clone())
     }
@@ -125,7 +129,7 @@ impl Store {
     /// the other targets hold now (they may have grown while it was built).
     pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> Result<u64, LimitExceeded> {
         let mut targets = self.lock_targets();
-        if let Some(exceeded) = Room::beside(self.budget, targets.usage_beside(target)).exceeded_by(snapshot.usage()) {
+        if let Some(exceeded) = self.budget.exceeded_by(targets.usage_beside(target), snapshot.usage()) {
             drop(targets);
             return Err(exceeded);
         }
@@ -766,9 +770,28 @@ mod tests {
         assert_eq!(builder.exceeded(), Some(LimitExceeded::TotalStreams(3)));
         assert_eq!(builder.exceeded().map(|e| e.reason()), Some("over_budget"));
         assert_eq!(segments(&store, "s2"), Some(4.0), "the other target's data stays");
+        drop(builder);
         // A target's own previous data does not count against it.
         scrape(&store, "a", 1, &(replica("s1", 3, 0, 0) + &replica("s2", 4, 0, 0) + &replica("s4", 6, 0, 0)));
         assert_eq!(segments(&store, "s4"), Some(6.0));
+    }
+
+    #[test]
+    fn targets_scraped_at_once_cannot_together_go_over_the_budget() {
+        let store = Store::new(Duration::from_secs(30)).with_budget(Budget { max_series: 1_000, max_streams: 3 });
+        let build = |target: &str, streams: &[&str]| {
+            let mut builder = store.builder(target);
+            let text: String = streams.iter().map(|s| replica(s, 1, 0, 0)).collect();
+            Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
+            builder
+        };
+        let a = build("a", &["s1", "s2"]);
+        let b = build("b", &["s3", "s4"]);
+        assert_eq!((a.exceeded(), b.exceeded()), (None, Some(LimitExceeded::TotalStreams(3))));
+        drop(b);
+        store.publish("a", a.finish(), at(0)).unwrap();
+        assert_eq!(build("b", &["s3"]).exceeded(), None, "a failed build returns its room");
+        assert_eq!(build("a", &["s1", "s2", "s5"]).exceeded(), None, "a target's own published data is its room");
     }
 
     #[test]
@@ -776,9 +799,11 @@ mod tests {
         let store = Store::new(Duration::from_secs(30)).with_budget(Budget { max_series: 7, max_streams: 100 });
         let mut late = store.builder("b");
         Scanner::scan_all(|_: &str| true, replica("s1", 3, 0, 0).as_bytes(), |s| late.push(s));
+        assert_eq!(late.exceeded(), None);
+        // Built, it no longer holds room: another target takes it first.
+        let late = late.finish();
         scrape(&store, "a", 0, &(replica("s2", 4, 0, 0) + &replica("s3", 4, 0, 0)));
-        assert_eq!(late.exceeded(), None, "within the budget when it started");
-        assert_eq!(store.publish("b", late.finish(), at(1)), Err(LimitExceeded::TotalSeries(7)));
+        assert_eq!(store.publish("b", late, at(1)), Err(LimitExceeded::TotalSeries(7)));
         assert_eq!(segments(&store, "s1"), None);
     }
 }

@@ -5,6 +5,7 @@ use super::column::{Column, Slot};
 use crate::parse::Sample;
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub const SCOPE_LABEL: &str = "scope";
@@ -125,9 +126,12 @@ pub struct Budget {
 impl Budget {
     pub const DEFAULT: Budget = Budget { max_series: 1_000_000, max_streams: 250_000 };
 
-    /// What a target may hold beside `others`, what the other targets hold.
-    fn room_beside(self, others: Usage) -> Usage {
-        Usage { series: self.max_series.saturating_sub(others.series), streams: self.max_streams.saturating_sub(others.streams) }
+    /// Which cap `usage` beside `others` goes over, if any.
+    pub(super) fn exceeded_by(self, others: Usage, usage: Usage) -> Option<LimitExceeded> {
+        if others.series + usage.series > self.max_series {
+            return Some(LimitExceeded::TotalSeries(self.max_series));
+        }
+        (others.streams + usage.streams > self.max_streams).then_some(LimitExceeded::TotalStreams(self.max_streams))
     }
 }
 
@@ -185,24 +189,73 @@ impl LimitExceeded {
     }
 }
 
-/// What a target's next snapshot may hold under the [`Budget`].
-#[derive(Debug, Clone, Copy)]
+/// What the snapshots being built hold beyond their targets' published
+/// ones: counted against the [`Budget`] with the published snapshots, so
+/// that targets scraped at once cannot together go over it.
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    series: AtomicUsize,
+    streams: AtomicUsize,
+}
+
+impl InFlight {
+    /// Adds `usage`; the totals after it.
+    fn add(&self, usage: Usage) -> Usage {
+        Usage {
+            series: self.series.fetch_add(usage.series, Ordering::Relaxed) + usage.series,
+            streams: self.streams.fetch_add(usage.streams, Ordering::Relaxed) + usage.streams,
+        }
+    }
+
+    fn remove(&self, usage: Usage) {
+        self.series.fetch_sub(usage.series, Ordering::Relaxed);
+        self.streams.fetch_sub(usage.streams, Ordering::Relaxed);
+    }
+}
+
+/// What a target's next snapshot may hold under the [`Budget`]: what the
+/// other targets' published snapshots and every build's growth leave. Its
+/// growth is returned to [`InFlight`] when it is dropped.
+#[derive(Debug)]
 pub(super) struct Room {
-    pub(super) budget: Budget,
-    pub(super) left: Usage,
+    budget: Budget,
+    /// What the other targets' published snapshots hold.
+    others: Usage,
+    /// What the target's published snapshot holds: growing to it is free.
+    base: Usage,
+    in_flight: Arc<InFlight>,
+    /// This build's share of `in_flight`.
+    grown: Usage,
 }
 
 impl Room {
-    pub(super) fn beside(budget: Budget, others: Usage) -> Self {
-        Room { budget, left: budget.room_beside(others) }
+    pub(super) fn new(budget: Budget, others: Usage, base: Usage, in_flight: Arc<InFlight>) -> Self {
+        Room { budget, others, base, in_flight, grown: Usage::default() }
     }
 
-    /// Which cap `usage` goes over, if any.
-    pub(super) fn exceeded_by(&self, usage: Usage) -> Option<LimitExceeded> {
-        if usage.series > self.left.series {
-            return Some(LimitExceeded::TotalSeries(self.budget.max_series));
+    /// Makes room for a snapshot of `usage`; which cap that goes over, if any.
+    fn take(&mut self, usage: Usage) -> Option<LimitExceeded> {
+        if let Some(exceeded) = self.budget.exceeded_by(self.others, usage) {
+            return Some(exceeded);
         }
-        (usage.streams > self.left.streams).then_some(LimitExceeded::TotalStreams(self.budget.max_streams))
+        let held = self.base + self.grown;
+        let growth = Usage { series: usage.series.saturating_sub(held.series), streams: usage.streams.saturating_sub(held.streams) };
+        if growth == Usage::default() {
+            return None;
+        }
+        let in_flight = self.in_flight.add(growth);
+        if let Some(exceeded) = self.budget.exceeded_by(self.others, self.base + in_flight) {
+            self.in_flight.remove(growth);
+            return Some(exceeded);
+        }
+        self.grown = self.grown + growth;
+        None
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.in_flight.remove(self.grown);
     }
 }
 
@@ -438,7 +491,7 @@ impl SnapshotBuilder {
             self.exceeded = Some(LimitExceeded::Series(self.limits.max_series));
             return;
         }
-        if let Some(exceeded) = self.room.exceeded_by(Usage { series: self.series + 1, streams: 0 }) {
+        if let Some(exceeded) = self.room.take(Usage { series: self.series + 1, streams: self.streams.len() }) {
             self.exceeded = Some(exceeded);
             return;
         }
@@ -504,7 +557,7 @@ impl SnapshotBuilder {
             self.exceeded = Some(LimitExceeded::Streams(self.limits.max_streams));
             return None;
         }
-        if let Some(exceeded) = self.room.exceeded_by(Usage { series: 0, streams: slot + 1 }) {
+        if let Some(exceeded) = self.room.take(Usage { series: self.series, streams: slot + 1 }) {
             self.exceeded = Some(exceeded);
             return None;
         }
@@ -606,7 +659,7 @@ mod tests {
     use crate::parse::Scanner;
 
     fn snapshot(label_sets: &Arc<Interner>, text: &str) -> TargetSnapshot {
-        let room = Room::beside(Budget::DEFAULT, Usage::default());
+        let room = Room::new(Budget::DEFAULT, Usage::default(), Usage::default(), Arc::default());
         let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), Limits::DEFAULT, room, None, 1, Arc::from([]));
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         builder.finish()
