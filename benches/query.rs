@@ -33,6 +33,7 @@ fn query(c: &mut Criterion) {
                     window: Duration::from_secs(10),
                     segments: None,
                     visible: Visible::All,
+                    max_list_items: usize::MAX,
                 };
                 let served = answer.external(SEGMENTS, &selector).unwrap();
                 assert_eq!(served.body.matches("\"metricName\"").count(), 1, "one item");

@@ -6,7 +6,7 @@ use crate::auth::trust::TrustOverrides;
 use crate::discover::PodDiscovery;
 use crate::scrape::ScrapeSettings;
 use crate::serve::listen;
-use crate::store::Limits;
+use crate::store::{Budget, Limits};
 use clap::{Args, Parser, ValueEnum};
 use regex::Regex;
 use std::net::{IpAddr, SocketAddr};
@@ -72,6 +72,12 @@ pub struct ServingFlags {
     #[command(flatten)]
     pub connections: ConnectionFlags,
 
+    /// Most items one external metric list may hold; a request whose
+    /// labelSelector matches more streams is refused (413) with a message
+    /// to narrow it. An HPA's selector names one stream or a few.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_LIST_ITEMS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_list_items: u32,
+
     /// Also serve plain HTTP, WITHOUT authentication or authorization, on this
     /// loopback address (e.g. 127.0.0.1:8080). For local demos only.
     #[arg(long, env = "PRAVEGA_ADAPTER_INSECURE_BIND_ADDRESS", value_name = "IP:PORT")]
@@ -82,10 +88,34 @@ pub struct ServingFlags {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Serving")]
 pub struct ConnectionFlags {
-    /// Connections served at once on the secure port; further ones are
-    /// closed as soon as they are accepted.
+    /// Connections served at once on the secure port. A new connection
+    /// beyond it closes an unauthenticated one (see
+    /// --max-unauthenticated-connections); only when every connection is
+    /// authenticated are new ones closed as soon as they are accepted. Kept
+    /// below the open-files limit, less descriptors for the adapter's own
+    /// connections.
     #[arg(long, env = "PRAVEGA_ADAPTER_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// Connections on which no request has been authenticated yet (TLS
+    /// handshake under way, idle, or only unauthenticated requests) held at
+    /// once. A new connection beyond it closes one of them: the oldest of
+    /// the source holding the most, those without a completed handshake
+    /// first; so clients that authenticate, the kube-apiserver's aggregator
+    /// first, are served while others hold or reopen connections. Out of
+    /// file descriptors, the adapter closes one of them too.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_UNAUTHENTICATED_CONNECTIONS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_unauthenticated_connections: u32,
+
+    /// Unauthenticated connections one source (an IPv4 address, an IPv6
+    /// /64) holds at once; its next one closes its oldest.
+    #[arg(
+        long,
+        env = "PRAVEGA_ADAPTER_MAX_UNAUTHENTICATED_CONNECTIONS_PER_SOURCE",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_unauthenticated_connections_per_source: u32,
 
     /// A client that has not completed its TLS handshake by then is
     /// disconnected.
@@ -323,12 +353,12 @@ pub struct ControllerApiFlags {
 
     /// How often each stream's segment count is asked while the call
     /// budget allows. An answer is served for two rounds over every stream.
-    #[arg(long, env = "PRAVEGA_ADAPTER_INVENTORY_REFRESH", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = "PRAVEGA_ADAPTER_INVENTORY_REFRESH", value_parser = parse_duration, default_value = "10s")]
     pub inventory_refresh: Duration,
 
     /// How often the scopes' stream lists are read again (new and deleted
     /// streams).
-    #[arg(long, env = "PRAVEGA_ADAPTER_INVENTORY_LIST_INTERVAL", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = "PRAVEGA_ADAPTER_INVENTORY_LIST_INTERVAL", value_parser = parse_duration, default_value = "10s")]
     pub inventory_list_interval: Duration,
 
     /// Streams the inventory holds at most.
@@ -415,6 +445,19 @@ pub struct ScrapeLimitFlags {
     /// a scrape with more fails and the controller's previous data is kept.
     #[arg(long, env = "PRAVEGA_ADAPTER_SCRAPE_MAX_STREAMS", default_value_t = Limits::DEFAULT.max_streams as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub scrape_max_streams: u32,
+
+    /// Most per-stream series all controllers' data may hold together; a
+    /// scrape that would take the sum over it fails (`over_budget`) and
+    /// that controller's previous data is kept, the others' too. Sized
+    /// with --max-total-streams to the memory limit (see README, Sizing).
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_TOTAL_SERIES", default_value_t = Budget::DEFAULT.max_series as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_total_series: u32,
+
+    /// Most streams all controllers' data may hold together, a stream
+    /// counted once per controller listing it; beyond it as
+    /// --max-total-series.
+    #[arg(long, env = "PRAVEGA_ADAPTER_MAX_TOTAL_STREAMS", default_value_t = Budget::DEFAULT.max_streams as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_total_streams: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -529,7 +572,11 @@ impl Config {
 impl ConnectionFlags {
     pub fn limits(&self) -> listen::Limits {
         listen::Limits {
-            max_connections: self.max_connections as usize,
+            admission: listen::admission::AdmissionLimits {
+                max_connections: self.max_connections as usize,
+                max_unauthenticated: self.max_unauthenticated_connections as usize,
+                max_unauthenticated_per_source: self.max_unauthenticated_connections_per_source as usize,
+            },
             tls_handshake_timeout: self.tls_handshake_timeout,
             header_read_timeout: self.header_read_timeout,
             idle_timeout: self.idle_timeout,
@@ -604,6 +651,10 @@ impl ScrapeLimitFlags {
             max_streams: self.scrape_max_streams as usize,
         }
     }
+
+    pub fn budget(&self) -> Budget {
+        Budget { max_series: self.max_total_series as usize, max_streams: self.max_total_streams as usize }
+    }
 }
 
 /// A positive, finite number of calls per second.
@@ -655,8 +706,10 @@ mod tests {
         let c = config(&["--controller-url", "http://127.0.0.1:10080/prometheus"]).unwrap();
         assert_eq!(c.serving.secure_port, 6443);
         assert_eq!(c.serving.serving_threads, 1);
+        assert_eq!(c.serving.max_list_items, 10_000);
         let connections = &c.serving.connections;
         assert_eq!(connections.max_connections, 1000);
+        assert_eq!((connections.max_unauthenticated_connections, connections.max_unauthenticated_connections_per_source), (200, 20));
         assert_eq!(connections.tls_handshake_timeout, Duration::from_secs(10));
         assert_eq!(connections.header_read_timeout, Duration::from_secs(32));
         assert_eq!(connections.idle_timeout, Duration::from_secs(90));
@@ -671,6 +724,7 @@ mod tests {
         assert_eq!(scraping.scrape_timeout, Duration::from_secs(2));
         assert_eq!(scraping.scrape_max_body_bytes, 64 << 20);
         assert_eq!(scraping.limits.limits(), Limits { max_series: 2_000_000, max_families: 1_000, max_streams: 200_000 });
+        assert_eq!(scraping.limits.budget(), Budget::DEFAULT);
         assert_eq!(scraping.max_staleness, Duration::from_secs(1));
         assert_eq!(scraping.metrics_max_age, Duration::from_secs(30));
         assert_eq!(c.controllers.discovery.controller_selector, "component=pravega-controller");

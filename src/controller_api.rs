@@ -193,10 +193,14 @@ impl ControllerApiError {
     pub fn fault(&self) -> Fault {
         match self {
             ControllerApiError::ScopeNotFound { .. } => Fault::Gone,
+            // Transport failures reach here as UNAVAILABLE (or UNKNOWN for
+            // an answer that is not gRPC); any other code is the server's
+            // answer about what was asked (Pravega answers INTERNAL for a
+            // stream still being created).
             ControllerApiError::Call { status, .. } => match status.code() {
                 Code::NotFound => Fault::Gone,
-                Code::PermissionDenied | Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => Fault::Refused,
-                _ => Fault::Unreachable,
+                Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled | Code::Unauthenticated => Fault::Unreachable,
+                _ => Fault::Refused,
             },
             ControllerApiError::Implausible { .. } | ControllerApiError::ListFailed { .. } => Fault::Refused,
             _ => Fault::Unreachable,
@@ -566,6 +570,7 @@ mod tests {
         assert_eq!(call(Code::NotFound).fault(), Fault::Gone);
         assert_eq!(call(Code::PermissionDenied).fault(), Fault::Refused);
         assert_eq!(call(Code::InvalidArgument).fault(), Fault::Refused);
+        assert_eq!(call(Code::Internal).fault(), Fault::Refused, "Pravega's answer for a stream being created");
         assert_eq!(call(Code::Unavailable).fault(), Fault::Unreachable);
         assert_eq!(ControllerApiError::Timeout { endpoint: "e".into(), timeout: Duration::ZERO }.fault(), Fault::Unreachable);
         assert_eq!(ControllerApiError::Implausible { endpoint: "e".into(), segments: 1 << 40 }.fault(), Fault::Refused);

@@ -97,9 +97,12 @@ struct Entry {
     /// The metrics' mark when the stream entered the inventory (NaN: none):
     /// only a mark past it is a scale the adapter watched.
     baseline: f64,
-    /// The highest mark seen, and since when.
+    /// The highest mark and the last value the metrics showed, and when
+    /// either last changed (None: not since the stream entered the
+    /// inventory): an API answer asked before that is outdated.
     mark: f64,
-    mark_seen: Instant,
+    value: f64,
+    changed: Option<Instant>,
     /// A mark at which current metrics and the API disagreed after the
     /// scale settled: withheld until the mark rises past it.
     disputed: Option<f64>,
@@ -109,20 +112,46 @@ struct Entry {
 
 impl Entry {
     fn new(baseline: f64, now: Instant) -> Self {
-        Entry { answer: None, refused: false, due: now, baseline, mark: baseline, mark_seen: now, disputed: None, reported_stale: None }
+        Entry {
+            answer: None,
+            refused: false,
+            due: now,
+            baseline,
+            mark: baseline,
+            value: f64::NAN,
+            changed: None,
+            disputed: None,
+            reported_stale: None,
+        }
     }
 
-    /// Takes in the metrics' mark: a rise is a scale, which the API is
-    /// asked to confirm once it settles.
-    fn observe(&mut self, mark: f64, now: Instant, settle: Duration) {
-        if mark > self.mark || (self.mark.is_nan() && !mark.is_nan()) {
-            self.mark = mark;
-            self.mark_seen = now;
-            self.due = self.due.min(now + settle);
-            if self.disputed.is_some_and(|disputed| mark > disputed) {
+    /// Takes in the metrics' mark and value: a rise of the mark is a scale,
+    /// and a new value at the same mark a change too (a stream recreated
+    /// under a deleted one's name counts from 0 again). Either makes any
+    /// answer asked before it outdated: the API is asked at once, and again
+    /// once the scale has settled to confirm the metrics.
+    fn observe(&mut self, series: &Series<'_>, now: Instant) {
+        let rose = series.mark > self.mark || (self.mark.is_nan() && !series.mark.is_nan());
+        let new_value = !series.value.is_nan() && !self.value.is_nan() && series.value != self.value;
+        if rose {
+            self.mark = series.mark;
+            if self.disputed.is_some_and(|disputed| series.mark > disputed) {
                 self.disputed = None;
             }
         }
+        if rose || new_value {
+            self.changed = Some(now);
+            self.due = now;
+        }
+        if !series.value.is_nan() {
+            self.value = series.value;
+        }
+    }
+
+    /// The API's answer if it was asked within `max_age` and after the
+    /// last scale the metrics showed.
+    fn recent_answer(&self, max_age: Duration) -> Option<Answer> {
+        self.answer.filter(|a| a.asked.elapsed() <= max_age && self.changed.is_none_or(|changed| a.asked >= changed))
     }
 
     /// Whether the metrics' series is a scale the adapter watched since
@@ -216,23 +245,33 @@ impl Inventory {
     }
 
     /// Asks the API now for the streams that need it: not held, or held
-    /// without a recent answer and with no metrics that prove a value.
+    /// without a recent answer.
     pub async fn ask_now(&self, wanted: &[(Key, Option<Series<'_>>)]) {
         let asks: Vec<&Key> = {
-            let state = self.lock();
+            let now = Instant::now();
+            let mut state = self.lock();
             let max_age = self.answer_max_age(state.streams.len());
-            wanted
-                .iter()
-                .filter(|(key, series)| match state.streams.get(key) {
+            let mut asks = Vec::new();
+            for (key, series) in wanted {
+                let gone = self.recently_gone(&state, key);
+                let ask = match state.streams.get_mut(key) {
                     // A stream created since the last listing is asked;
                     // one found gone is not, until the next listing.
-                    None => !self.recently_gone(&state, key),
+                    None => !gone,
                     Some(entry) => {
-                        !series.as_ref().is_some_and(|s| entry.watched(s)) && entry.answer.is_none_or(|a| a.asked.elapsed() > max_age)
+                        if let Some(series) = series {
+                            entry.observe(series, now);
+                        }
+                        // Even where the metrics vouch now, their data may
+                        // be too old to serve by the time it is decided.
+                        entry.recent_answer(max_age).is_none()
                     }
-                })
-                .map(|(key, _)| key)
-                .collect()
+                };
+                if ask && asks.len() < MAX_ASKS_PER_QUERY {
+                    asks.push(key);
+                }
+            }
+            asks
         };
         let view = self.store.view();
         futures::future::join_all(asks.into_iter().map(|key| self.ask(key, &view))).await;
@@ -260,13 +299,18 @@ impl Inventory {
             };
         };
         if let Some(series) = series {
-            entry.observe(series.mark, now, self.settings.settle);
+            entry.observe(series, now);
         }
-        let answer = entry.answer.filter(|a| a.asked.elapsed() <= max_age);
+        let answer = entry.recent_answer(max_age);
+        // A sealed stream has no current segments and never scales again:
+        // the metrics cannot show it.
+        if let Some(sealed) = answer.filter(|a| a.segments == 0) {
+            return Decision::Serve { segments: 0.0, at: sealed.at };
+        }
         if let Some(series) = series.filter(|s| fresh && entry.watched(s)) {
             // The API is a check on the metrics once the scale settled.
-            let settled = entry.mark_seen + self.settings.settle;
-            let contradicted = answer.filter(|a| a.asked >= settled && f64::from(a.segments) != series.value);
+            let settled = entry.changed.map(|changed| changed + self.settings.settle);
+            let contradicted = answer.filter(|a| settled.is_none_or(|settled| a.asked >= settled) && f64::from(a.segments) != series.value);
             if let Some(answer) = contradicted.filter(|_| entry.disputed.is_none()) {
                 entry.disputed = Some(series.mark);
                 tracing::warn!(
@@ -326,10 +370,16 @@ impl Inventory {
         let period = self.period(state.streams.len());
         match outcome {
             Ok(segments) => {
+                let settle = self.settings.settle;
                 let Some(entry) = Self::entry(&mut state, key, view, &self.settings) else { return };
                 entry.answer = Some(Answer { segments, asked, at: SystemTime::now() });
                 entry.refused = false;
-                entry.due = asked + period;
+                // Asked before the last scale settled: asked again then, to
+                // confirm the metrics.
+                entry.due = match entry.changed.map(|changed| changed + settle).filter(|settled| asked < *settled) {
+                    Some(settled) => settled.min(asked + period),
+                    None => asked + period,
+                };
             }
             Err(error) => match error.fault() {
                 Fault::Gone => {
@@ -482,11 +532,10 @@ impl Inventory {
     fn due(&self, view: &MergedView, n: usize) -> Vec<Key> {
         let now = Instant::now();
         let mut state = self.lock();
-        let settle = self.settings.settle;
         for series in view.family_or_undecided(SEGMENTS_FAMILY).streams(None, None) {
             let (scope, stream) = (series.labels.get(crate::store::SCOPE_LABEL), series.labels.get(crate::store::STREAM_LABEL));
             if let Some(entry) = scope.zip(stream).and_then(|(scope, stream)| state.streams.get_mut(&key(scope, stream))) {
-                entry.observe(series.mark, now, settle);
+                entry.observe(&series, now);
             }
         }
         if n == 0 {
@@ -501,6 +550,10 @@ impl Inventory {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
+
+/// Streams one query asks at once at most; the background asks the rest
+/// within the budget, so a later query finds them answered.
+const MAX_ASKS_PER_QUERY: usize = 256;
 
 /// How often the background loop looks for due streams.
 const TICK: Duration = Duration::from_millis(200);

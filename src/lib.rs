@@ -77,7 +77,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     config.validate()?;
     let (serving, controllers, scraping) = (&config.serving, &config.controllers, &config.scraping);
     let store = Arc::new(
-        Store::new(scraping.metrics_max_age).with_limits(scraping.limits.limits()).replica_labels(scraping.replica_labels.clone()),
+        Store::new(scraping.metrics_max_age)
+            .with_limits(scraping.limits.limits())
+            .with_budget(scraping.limits.budget())
+            .replica_labels(scraping.replica_labels.clone()),
     );
     tokio::spawn(store.clone().keep_merged());
     let telemetry = Arc::new(Telemetry::default());
@@ -107,6 +110,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             inventory: inventory.clone(),
             guard,
             scopes: scopes.clone(),
+            max_list_items: serving.max_list_items as usize,
         }))
     };
     let mut servers = tokio::task::JoinSet::new();

@@ -107,6 +107,15 @@ fn name_thread(name: &CStr) {
     }
 }
 
+/// The process's open-files limit (the soft RLIMIT_NOFILE); `None` if
+/// unlimited or unknown.
+pub fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (known && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
 /// Starts a single-threaded Tokio runtime on a new low-priority thread, for
 /// I/O that must not compete with serving (reading 10,000-stream scrape
 /// bodies costs the serving threads milliseconds); it runs as long as the

@@ -224,7 +224,7 @@ fn parse_and_publish(
     mut incoming: tokio::sync::mpsc::UnboundedReceiver<Body>,
     allow: &Regex,
     mut builder: SnapshotBuilder,
-    publish: impl FnOnce(TargetSnapshot) -> u64,
+    publish: impl FnOnce(TargetSnapshot) -> Result<u64, LimitExceeded>,
 ) -> Option<Result<Landed, ScrapeError>> {
     let mut scanner = Scanner::new(|name: &str| allow.is_match(name));
     let (mut last_byte, mut text) = (None, true);
@@ -255,7 +255,7 @@ fn parse_and_publish(
     }
     let snapshot = builder.finish();
     let series = snapshot.series_count();
-    Some(Ok(Landed { generation: publish(snapshot), series, stats }))
+    Some(publish(snapshot).map(|generation| Landed { generation, series, stats }).map_err(ScrapeError::from))
 }
 
 /// Progress of a target's scrape loop, watched by waiting queries.

@@ -13,7 +13,7 @@ use test_support::adapter_binary;
 use test_support::controller_api::FakeControllerApi;
 use test_support::exposition::{stream_exposition, SEGMENTS};
 use test_support::fake_controller::FakeController;
-use test_support::kube_api::{client, tls_connect, write_kubeconfig, StubApi};
+use test_support::kube_api::{client, tls_connect, tls_over, write_kubeconfig, StubApi};
 use test_support::net::{free_port, http, install_crypto_provider};
 use test_support::pki::Ca;
 use test_support::queries::external_path;
@@ -37,6 +37,12 @@ impl Drop for Setup {
 
 impl Setup {
     async fn start(extra: &[&str]) -> Self {
+        Self::start_with_open_files(extra, None).await
+    }
+
+    /// The adapter with `extra` flags, and at most `open_files` file
+    /// descriptors if given (RLIMIT_NOFILE, set by prlimit before it starts).
+    async fn start_with_open_files(extra: &[&str], open_files: Option<u64>) -> Self {
         install_crypto_provider();
         let dir = std::env::temp_dir().join(format!("adapter-auth-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -82,7 +88,14 @@ impl Setup {
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
         let anonymous = client(&serving_ca, None);
-        let adapter = Adapter::start_secure(adapter_binary!(), &args, port, anonymous).await;
+        let adapter = match open_files {
+            None => Adapter::start_secure(adapter_binary!(), &args, port, anonymous).await,
+            Some(limit) => {
+                let mut limited = vec![format!("--nofile={limit}:{limit}"), adapter_binary!().display().to_string()];
+                limited.extend(args);
+                Adapter::start_secure(std::path::Path::new("prlimit"), &limited, port, anonymous).await
+            }
+        };
         Setup { adapter, api, serving_ca, front_proxy_ca, client_ca, dir, _controller: controller }
     }
 
@@ -132,6 +145,26 @@ async fn front_proxy_with_a_trusted_certificate_is_believed() {
 
     // A trusted proxy that names no user is not authenticated.
     assert_refused(s.request(Some(proxy), &[], &metric_path()).await, 401, "proxy without user header");
+}
+
+/// The SubjectAccessReview carries the extras the kube-apiserver would
+/// derive from the same headers: the key lower-cased, then path-unescaped.
+#[tokio::test]
+async fn front_proxy_extras_reach_the_review_as_the_kube_apiserver_decodes_them() {
+    let s = Setup::start(&[]).await;
+    let proxy = s.front_proxy_ca.client("front-proxy-client", &[]);
+    let headers = [
+        ("X-Remote-User", "alice"),
+        ("X-Remote-Extra-a+b", "plus"),
+        ("X-Remote-Extra-UP%41", "escaped"),
+        ("X-Remote-Extra-Example.com%2Fteam", "slash"),
+        ("X-Remote-Extra-50%zz", "malformed"),
+    ];
+    let (code, body) = s.request(Some(proxy), &headers, &metric_path()).await;
+    assert_eq!(code, 200, "{body}");
+    let review = s.api.last_access_review.lock().unwrap().clone();
+    let expected = json!({"a+b": ["plus"], "upA": ["escaped"], "example.com/team": ["slash"], "50%zz": ["malformed"]});
+    assert_eq!(review["extra"], expected);
 }
 
 #[tokio::test]
@@ -316,16 +349,13 @@ impl Setup {
 
 /// Whether the server closes `stream` within `wait` (reads until then).
 async fn closed_within(stream: &mut (impl AsyncRead + Unpin), wait: Duration) -> bool {
+    tokio::time::timeout(wait, until_closed(stream)).await.is_ok()
+}
+
+/// Reads `stream` until the server closes it.
+async fn until_closed(stream: &mut (impl AsyncRead + Unpin)) {
     let mut buffer = [0u8; 4096];
-    let read_to_end = async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::time::timeout(wait, read_to_end).await.is_ok()
+    while let Ok(1..) = stream.read(&mut buffer).await {}
 }
 
 /// Sends one HTTP/1.1 request for `/livez` and reads its answer.
@@ -343,46 +373,220 @@ async fn livez(stream: &mut (impl AsyncRead + AsyncWrite + Unpin)) -> std::io::R
     Ok(())
 }
 
-#[tokio::test]
-async fn connections_beyond_the_cap_are_closed_at_once() {
-    const CAP: usize = 50;
-    let s = Setup::start(&["--max-connections", &CAP.to_string(), "--tls-handshake-timeout", "60s"]).await;
-    // Held open without a handshake, each takes a slot; readiness polling
-    // may hold one more.
-    let mut streams = Vec::new();
-    for _ in 0..CAP + 10 {
-        streams.push(tokio::net::TcpStream::connect(s.address()).await.unwrap());
+/// A raw connection to `address` from the loopback address `source`.
+async fn connect_from(source: std::net::Ipv4Addr, address: &str) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((source, 0).into())?;
+    socket.connect(address.parse().unwrap()).await
+}
+
+/// The loopback address of attacking source `i` (127.0.1.0 on), apart
+/// from 127.0.0.1, which the legitimate clients use.
+fn attacker(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, (i % 250) as u8)
+}
+
+/// Connections held against the secure port from several loopback sources
+/// that never send a request, each reopened as soon as the adapter closes
+/// it; stopped when dropped. They run on a thread of their own, so that the
+/// test's clients, controller and API stub are not queued behind them.
+struct Attack {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Connections closed by the adapter and reopened.
+    reopened: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Copy)]
+enum Hold {
+    /// TCP only: no TLS handshake.
+    RawSockets,
+    /// A completed TLS handshake, then nothing.
+    IdleTls,
+}
+
+impl Attack {
+    /// `connections` from `sources` addresses, each held as `hold` says.
+    fn start(s: &Setup, connections: usize, sources: usize, hold: Hold) -> Self {
+        let reopened = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (address, counter, ca_pem) = (s.address(), reopened.clone(), s.serving_ca.pem.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for i in 0..connections {
+                    let (address, reopened, ca_pem) = (address.clone(), counter.clone(), ca_pem.clone());
+                    tasks.spawn(async move {
+                        loop {
+                            hold_once(attacker(i % sources), &address, hold, &ca_pem).await;
+                            reopened.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                }
+                let _ = stopped.await;
+            });
+        });
+        Attack { stop: Some(stop), thread: Some(thread), reopened }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut tolerated = 0;
-    for stream in &mut streams {
-        if !closed_within(stream, Duration::from_millis(10)).await {
-            tolerated += 1;
+
+    /// Waits until the adapter has closed `n` of the attack's connections:
+    /// it then holds every one it can.
+    async fn until_reopened(&self, n: u64) {
+        while self.reopened.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    assert!((CAP - 1..=CAP).contains(&tolerated), "{tolerated} of {} connections held open", streams.len());
-    assert!(s.adapter.log().contains("too many connections"), "{}", s.adapter.log());
-    // Slots come back when connections end.
-    drop(streams);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.request(None, &[], "/livez").await.0, 200);
+}
+
+/// One connection from `source`, held as `hold` says until the adapter
+/// closes it.
+async fn hold_once(source: std::net::Ipv4Addr, address: &str, hold: Hold, ca_pem: &str) {
+    let Ok(mut tcp) = connect_from(source, address).await else {
+        return tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    match hold {
+        Hold::RawSockets => until_closed(&mut tcp).await,
+        Hold::IdleTls => {
+            if let Ok(mut tls) = tls_over(ca_pem, tcp).await {
+                until_closed(&mut tls).await;
+            }
+        }
+    }
+}
+
+impl Drop for Attack {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Ten requests from a client-certificate client, each on a new
+/// connection, and ten through the aggregator (front proxy) on the
+/// connection it opened before the attack, while `connections` from
+/// `sources` addresses are held as `hold` says: how many were served.
+async fn served_under_attack(s: &Setup, connections: usize, sources: usize, hold: Hold) -> usize {
+    let aggregator = aggregator(s).await;
+    let attack = Attack::start(s, connections, sources, hold);
+    attack.until_reopened(200).await;
+    let carol = s.client_ca.client("carol", &[]);
+    let mut served = 0;
+    for _ in 0..10 {
+        let fresh = client(&s.serving_ca, Some(carol.clone()));
+        for request in [fresh.get(metric_path_on(s)), ALICE.iter().fold(aggregator.get(metric_path_on(s)), |r, (k, v)| r.header(*k, *v))] {
+            // Bounds a request the adapter never accepts: the outcome is
+            // what counts, not how long it took.
+            if let Ok(Ok(response)) = tokio::time::timeout(Duration::from_secs(60), request.send()).await {
+                served += usize::from(response.status() == 200);
+            }
+        }
+    }
+    served
+}
+
+fn metric_path_on(s: &Setup) -> String {
+    format!("{}{}", s.adapter.base, metric_path())
+}
+
+/// The aggregator's client, its connection open and authenticated.
+async fn aggregator(s: &Setup) -> reqwest::Client {
+    let aggregator = client(&s.serving_ca, Some(s.front_proxy_ca.client("front-proxy-client", &[])));
+    let response = ALICE.iter().fold(aggregator.get(metric_path_on(s)), |r, (k, v)| r.header(*k, *v)).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    aggregator
+}
+
+/// 1,100 raw sockets (the default cap is 1,000) from 55 sources, each
+/// reopened as soon as it is closed: connections that authenticate are
+/// served throughout.
+#[tokio::test]
+async fn authenticated_clients_are_served_while_raw_sockets_are_held_and_reopened() {
+    let s = Setup::start(&[]).await;
+    assert_eq!(served_under_attack(&s, 1100, 55, Hold::RawSockets).await, 20);
+    assert!(s.adapter.log().contains("too many unauthenticated connections"), "{}", s.adapter.log());
+}
+
+/// 1,000 connections from 50 sources that complete their TLS handshake and
+/// send nothing, each reopened as soon as it is closed.
+#[tokio::test]
+async fn authenticated_clients_are_served_while_idle_tls_connections_are_held_and_reopened() {
+    let s = Setup::start(&[]).await;
+    assert_eq!(served_under_attack(&s, 1000, 50, Hold::IdleTls).await, 20);
+    assert!(s.adapter.log().contains("too many unauthenticated connections"), "{}", s.adapter.log());
+}
+
+/// An open-files limit of 300, below the cap of 1,000 connections, under
+/// 1,100 raw sockets reopened: the adapter keeps descriptors for its own
+/// reviews and serves authenticated clients.
+#[tokio::test]
+async fn authenticated_clients_are_served_with_an_open_files_limit_below_the_cap() {
+    let s = Setup::start_with_open_files(&[], Some(300)).await;
+    assert_eq!(served_under_attack(&s, 1100, 55, Hold::RawSockets).await, 20);
+    assert!(s.adapter.log().contains("the open-files limit is below --max-connections"), "{}", s.adapter.log());
 }
 
 #[tokio::test]
-async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
-    let s = Setup::start(&[]).await;
+async fn a_source_over_its_budget_loses_its_oldest_unauthenticated_connection() {
+    let s = Setup::start(&["--max-unauthenticated-connections-per-source", "5", "--tls-handshake-timeout", "60s"]).await;
+    let mut streams = Vec::new();
+    for _ in 0..8 {
+        streams.push(connect_from(attacker(0), &s.address()).await.unwrap());
+    }
+    // Accepted in the order they connected: the first three make way.
+    for (i, stream) in streams.iter_mut().take(3).enumerate() {
+        assert!(closed_within(stream, Duration::from_secs(10)).await, "connection {i} was kept");
+    }
+    for (i, stream) in streams.iter_mut().enumerate().skip(3) {
+        assert!(!closed_within(stream, Duration::from_millis(10)).await, "connection {i} was closed");
+    }
+    assert_eq!(s.request(None, &[], "/livez").await.0, 200, "other sources are served");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_are_closed_at_once_when_all_are_authenticated() {
+    const CAP: usize = 3;
+    let s = Setup::start(&["--max-connections", &CAP.to_string()]).await;
+    // Each client keeps its connection open between requests.
+    let carols: Vec<reqwest::Client> = (0..CAP).map(|_| client(&s.serving_ca, Some(s.client_ca.client("carol", &[])))).collect();
+    for carol in &carols {
+        assert_eq!(carol.get(format!("{}{}", s.adapter.base, metric_path())).send().await.unwrap().status(), 200);
+    }
+    let mut late = connect_from(attacker(0), &s.address()).await.unwrap();
+    assert!(closed_within(&mut late, Duration::from_secs(10)).await, "a connection beyond the cap was kept");
+    assert!(s.adapter.log().contains("too many connections"), "{}", s.adapter.log());
+    // Places come back when connections end.
+    drop(carols);
+    let mut served = false;
+    for _ in 0..50 {
+        let answer = client(&s.serving_ca, None).get(format!("{}/livez", s.adapter.base)).send().await;
+        served = answer.is_ok_and(|response| response.status() == 200);
+        if served {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "no place freed once the authenticated connections closed");
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_unauthenticated_connections_make_way() {
+    // Raw sockets would otherwise hold their descriptors for a minute.
+    let s = Setup::start(&["--tls-handshake-timeout", "60s"]).await;
+    let carol = s.client_ca.client("carol", &[]);
+    // Reviewed and cached before descriptors run out.
+    assert_eq!(s.request(Some(carol.clone()), &[], &metric_path()).await.0, 200);
     let pid = s.adapter.pid();
     let open = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
     let limit = format!("--nofile={0}:{0}", open + 8);
     assert!(std::process::Command::new("prlimit").args(["--pid", &pid.to_string(), &limit]).status().unwrap().success());
-    let streams: Vec<_> = futures::future::join_all((0..30).map(|_| tokio::net::TcpStream::connect(s.address()))).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let failures = s.adapter.log().matches("accept failed").count();
-    // Retrying at once would fail thousands of times in 2 s.
-    assert!((1..=40).contains(&failures), "{failures} failed accepts");
-    drop(streams);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.request(None, &[], "/livez").await.0, 200, "serving again once descriptors are free");
+    let address = s.address();
+    let _streams: Vec<_> = futures::future::join_all((0..30).map(|_| connect_from(attacker(0), &address))).await;
+    let served = tokio::time::timeout(Duration::from_secs(30), s.request(Some(carol), &[], &metric_path())).await;
+    assert_eq!(served.map(|(code, _)| code).ok(), Some(200), "served while the raw sockets are held");
+    assert!(s.adapter.log().contains("out of file descriptors"), "{}", s.adapter.log());
 }
 
 #[tokio::test]

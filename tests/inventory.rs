@@ -259,3 +259,46 @@ async fn an_unreachable_api_leaves_what_the_metrics_decide() {
     }
     panic!("a watched scale is served\n{}", adapter.log());
 }
+
+#[tokio::test]
+async fn a_first_scale_is_served_at_once_and_a_seal_as_0() {
+    // Created with 2 segments, reported by the replica that created it (no
+    // splits or merges yet); the API agrees.
+    let replica = FakeController::start(QUIET).await;
+    let api = FakeControllerApi::default();
+    api.set("test", "s", 2);
+    let api_url = format!("http://{}", api.start().await);
+    let args: Vec<String> = ["--controller-url", &replica.url(), "--controller-api-url", &api_url, "--scrape-interval", "300ms"]
+        .iter()
+        .chain(["--scrape-timeout", "200ms", "--inventory-refresh", "30s", "--scale-settle-time", "30s"].iter())
+        .map(|s| (*s).to_owned())
+        .collect();
+    let adapter = Adapter::start(adapter_binary!(), &args).await;
+    replica.set_body("pravega_controller_segments_count{scope=\"test\",stream=\"s\",} 2.0\n");
+    assert_eq!(external(&adapter, "scope=test,stream=s").await, pairs(&[("s", "2")]));
+    // Its first split, reported as Pravega's scaling replica may: splits,
+    // and no segments_count. The answer asked before it is outdated, and
+    // the API is asked at once.
+    replica.set_body("pravega_controller_segment_splits{scope=\"test\",stream=\"s\",} 1.0\n");
+    api.set("test", "s", 3);
+    let mut served = Vec::new();
+    for _ in 0..20 {
+        served = external(&adapter, "scope=test,stream=s").await;
+        if served == pairs(&[("s", "3")]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served, pairs(&[("s", "3")]), "within 2 s, not at the next refresh (30 s)\n{}", adapter.log());
+    // Sealed: no current segments, whatever the last gauge says.
+    api.set("test", "s", 0);
+    replica.set_body(stream_exposition("test", "s", 4, 2, 0));
+    api.set("test", "s", 0);
+    for _ in 0..20 {
+        if external(&adapter, "scope=test,stream=s").await == pairs(&[("s", "0")]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sealed stream is served as 0\n{}", adapter.log());
+}

@@ -26,11 +26,13 @@ pub struct UserInfo {
 
 /// What a TLS connection proved: its client certificate chain, and the
 /// verification of that chain, done once per connection and trust version
-/// and redone when a certificate of the chain expires.
+/// and redone when a certificate of the chain expires; and whether a
+/// request on it was authenticated.
 #[derive(Default)]
 pub struct Peer {
     chain: Vec<CertificateDer<'static>>,
     verified: Mutex<Option<Verified>>,
+    authenticated: tokio::sync::watch::Sender<bool>,
 }
 
 /// A verification of a peer's chain and how long it holds.
@@ -44,7 +46,12 @@ struct Verified {
 
 impl Peer {
     pub fn new(chain: Vec<CertificateDer<'static>>) -> Self {
-        Peer { chain, verified: Mutex::default() }
+        Peer { chain, verified: Mutex::default(), authenticated: Default::default() }
+    }
+
+    /// Resolves once a request on the connection has been authenticated.
+    pub async fn authenticated(&self) {
+        let _ = self.authenticated.subscribe().wait_for(|authenticated| *authenticated).await;
     }
 }
 
@@ -83,6 +90,9 @@ impl Authenticator {
     /// puts every authenticated user (RBAC's discovery roles bind it).
     pub async fn authenticate(&self, peer: Option<&Peer>, headers: &HeaderMap) -> Result<UserInfo, AuthError> {
         let mut user = self.identify(peer, headers).await?;
+        if let Some(peer) = peer {
+            peer.authenticated.send_if_modified(|authenticated| !std::mem::replace(authenticated, true));
+        }
         if !user.groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
             user.groups.push(AUTHENTICATED_GROUP.to_owned());
         }
@@ -170,17 +180,28 @@ fn user_from_headers(trust: &super::trust::RequestHeaderTrust, headers: &HeaderM
     let values = |name| headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
     let name = trust.username_headers.iter().flat_map(values).find(|v| !v.is_empty())?.to_owned();
     let groups = trust.group_headers.iter().flat_map(values).map(str::to_owned).collect();
+    // Prefix by prefix, as the kube-apiserver collects them: a key's values
+    // are in the order of the prefixes that name it.
     let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (header, value) in headers {
-        let Ok(value) = value.to_str() else { continue };
-        let Some(key) = trust.extra_prefixes.iter().find_map(|p| header.as_str().strip_prefix(p.as_str())) else { continue };
-        // Keys are percent-encoded on the wire (RFC 7230 header names).
-        let key = form_urlencoded::parse(format!("k={key}").as_bytes()).next().map(|(_, v)| v.to_lowercase());
-        if let Some(key) = key.filter(|k| !k.is_empty()) {
-            extra.entry(key).or_default().push(value.to_owned());
+    for prefix in &trust.extra_prefixes {
+        for (header, value) in headers {
+            let (Some(key), Ok(value)) = (header.as_str().strip_prefix(prefix.as_str()), value.to_str()) else { continue };
+            extra.entry(extra_key(key)).or_default().push(value.to_owned());
         }
     }
     Some(UserInfo { name, uid: None, groups, extra })
+}
+
+/// The extra key an `X-Remote-Extra-` header suffix names, as the
+/// kube-apiserver reads it: lower-cased (header names arrive lower-cased),
+/// then path-unescaped (`%XX` is a byte, `+` stays `+`); kept as it is if an
+/// escape is malformed. Bytes that are not UTF-8 become U+FFFD, as Go's JSON
+/// encoding of the SubjectAccessReview makes them.
+fn extra_key(suffix: &str) -> String {
+    match super::authz::path_unescape(suffix) {
+        Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        None => suffix.to_owned(),
+    }
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -225,14 +246,98 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn trust() -> super::super::trust::RequestHeaderTrust {
+        trust_with_extra_prefixes(&["x-remote-extra-"])
+    }
+
+    fn trust_with_extra_prefixes(prefixes: &[&str]) -> super::super::trust::RequestHeaderTrust {
         let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).unwrap();
         super::super::trust::RequestHeaderTrust {
             verifier: super::super::trust::verifier("test", ca.cert.pem().as_bytes()).unwrap(),
             allowed_names: vec![],
             username_headers: vec!["x-remote-user".try_into().unwrap()],
             group_headers: vec!["x-remote-group".try_into().unwrap()],
-            extra_prefixes: vec!["x-remote-extra-".into()],
+            extra_prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
         }
+    }
+
+    /// The extras of a front-proxied request for Bob with `extra_headers`.
+    fn extras(trust: &super::super::trust::RequestHeaderTrust, extra_headers: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-remote-user", HeaderValue::from_static("Bob"));
+        for (name, values) in extra_headers {
+            for value in *values {
+                headers.append(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
+            }
+        }
+        user_from_headers(trust, &headers).unwrap().extra
+    }
+
+    fn expected(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+    }
+
+    /// The kube-apiserver's own cases (headerrequest's "extra prefix matches
+    /// case-insensitive"): every prefix, values in prefix order, and the
+    /// empty key.
+    #[test]
+    fn extras_are_collected_prefix_by_prefix_as_the_kube_apiserver_does() {
+        let trust = trust_with_extra_prefixes(&["x-remote-extra-1-", "x-remote-extra-2-"]);
+        let got = extras(
+            &trust,
+            &[
+                ("X-Remote-extra-1-key1", &["alfa", "bravo"]),
+                ("X-Remote-Extra-1-Key2", &["charlie", "delta"]),
+                ("X-Remote-Extra-1-", &["india", "juliet"]),
+                ("X-Remote-extra-2-", &["kilo", "lima"]),
+                ("X-Remote-extra-2-Key1", &["echo", "foxtrot"]),
+                ("X-Remote-Extra-2-key2", &["golf", "hotel"]),
+            ],
+        );
+        let want = expected(&[
+            ("key1", &["alfa", "bravo", "echo", "foxtrot"]),
+            ("key2", &["charlie", "delta", "golf", "hotel"]),
+            ("", &["india", "juliet", "kilo", "lima"]),
+        ]);
+        assert_eq!(got, want);
+    }
+
+    /// The kube-apiserver's own cases (headerrequest's "escaped extra
+    /// keys"), and the issue's: lower-cased, then path-unescaped, so `+`
+    /// stays and an escape can make an upper-case letter; malformed escapes
+    /// keep the key as it is. (The apiserver's legal-characters case also
+    /// has a backslash, which is no token character, so no header name.)
+    #[test]
+    fn extra_keys_are_lower_cased_then_path_unescaped() {
+        let got = extras(
+            &trust(),
+            &[
+                ("X-Remote-Extra-Alpha", &["alphabetical"]),
+                ("X-Remote-Extra-Alph4num3r1c", &["alphanumeric"]),
+                ("X-Remote-Extra-Percent%20encoded", &["percent encoded"]),
+                ("X-Remote-Extra-Almost%zzpercent%xxencoded", &["not quite percent encoded"]),
+                ("X-Remote-Extra-Example.com%2fpercent%2520encoded", &["url with double percent encoding"]),
+                ("X-Remote-Extra-Example.com%2F%E4%BB%8A%E6%97%A5%E3%81%AF", &["url with unicode"]),
+                ("X-Remote-Extra-Abc123!#$+.-_*^`~|'", &["header key legal characters"]),
+                ("X-Remote-Extra-a+b", &["plus"]),
+                ("X-Remote-Extra-UP%41", &["escaped capital"]),
+                ("X-Remote-Extra-trailing%4", &["short escape"]),
+                ("X-Remote-Extra-latin%ff", &["not UTF-8"]),
+            ],
+        );
+        let want = expected(&[
+            ("alpha", &["alphabetical"]),
+            ("alph4num3r1c", &["alphanumeric"]),
+            ("percent encoded", &["percent encoded"]),
+            ("almost%zzpercent%xxencoded", &["not quite percent encoded"]),
+            ("example.com/percent%20encoded", &["url with double percent encoding"]),
+            ("example.com/今日は", &["url with unicode"]),
+            ("abc123!#$+.-_*^`~|'", &["header key legal characters"]),
+            ("a+b", &["plus"]),
+            ("upA", &["escaped capital"]),
+            ("trailing%4", &["short escape"]),
+            ("latin\u{fffd}", &["not UTF-8"]),
+        ]);
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -59,20 +59,28 @@ fn percent_decode(raw: &str) -> Result<String, MalformedPath> {
     if !raw.contains('%') {
         return Ok(raw.to_owned());
     }
+    String::from_utf8(path_unescape(raw).ok_or(MalformedPath)?).map_err(|_| MalformedPath)
+}
+
+/// The bytes `raw` stands for, as Go's `url.PathUnescape` decodes them:
+/// `%XX` is a byte, `+` stays `+`; `None` if a `%` is not followed by two
+/// hexadecimal digits.
+pub(super) fn path_unescape(raw: &str) -> Option<Vec<u8>> {
+    let hex = |digit: u8| char::from(digit).to_digit(16).and_then(|d| u8::try_from(d).ok());
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = raw.get(i + 1..i + 3).ok_or(MalformedPath)?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| MalformedPath)?);
+            let (high, low) = (hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?);
+            out.push(high << 4 | low);
             i += 3;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| MalformedPath)
+    Some(out)
 }
 
 /// What a request asks to do, as a SubjectAccessReview describes it.
@@ -246,6 +254,9 @@ mod tests {
         assert_eq!((name.as_str(), subresource.as_str(), rest), ("a", "b", vec!["m".to_owned()]));
         assert_eq!(RequestInfo::parse("/apis/g/v/nodes/a%zz/m"), Err(MalformedPath));
         assert_eq!(RequestInfo::parse("/apis/g/v/nodes/a%ff/m"), Err(MalformedPath));
+        // Two hexadecimal digits, no sign (Rust's integer parsing takes `+f`).
+        assert_eq!(RequestInfo::parse("/apis/g/v/nodes/a%+f/m"), Err(MalformedPath));
+        assert_eq!(RequestInfo::parse("/apis/g/v/nodes/a%4"), Err(MalformedPath));
         assert_eq!(RequestInfo::parse("/%6detrics"), Ok(RequestInfo::NonResource { path: "/metrics".into() }));
     }
 

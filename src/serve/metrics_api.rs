@@ -40,8 +40,15 @@ pub struct Resolved {
 #[derive(Debug)]
 pub enum Resolution {
     Whole(Vec<Resolved>),
-    /// At least one selected stream has no value that can be vouched for.
-    Withheld(String),
+    /// At least one of the `selected` streams has no value that can be
+    /// vouched for.
+    Withheld {
+        why: String,
+        selected: usize,
+    },
+    /// An External list selecting this many streams, over the list limit:
+    /// refused before any is decided.
+    TooMany(usize),
 }
 
 /// A selected series: its labels, value and the time of that value.
@@ -51,10 +58,11 @@ struct Item<'a> {
     at: SystemTime,
 }
 
-/// What a query selects: every stream with a value, or why not.
+/// What a query selects: every stream with a value, or why not and how
+/// many streams it selects.
 enum Selected<'a> {
     Whole(Vec<Item<'a>>),
-    Withheld(String),
+    Withheld { why: String, selected: usize },
 }
 
 /// Undecided streams named in a withheld answer at most.
@@ -83,6 +91,8 @@ pub struct Answer<'a> {
     pub segments: Option<&'a Resolution>,
     /// The Pravega scopes the request sees.
     pub visible: Visible<'a>,
+    /// Most items an external list may hold; a larger one is refused.
+    pub max_list_items: usize,
 }
 
 impl Answer<'_> {
@@ -101,7 +111,8 @@ impl Answer<'_> {
                 Resolution::Whole(streams) => {
                     Selected::Whole(streams.iter().map(|s| Item { labels: &s.labels, value: s.value, at: s.at }).collect())
                 }
-                Resolution::Withheld(why) => Selected::Withheld(why.clone()),
+                Resolution::Withheld { why, selected } => Selected::Withheld { why: why.clone(), selected: *selected },
+                Resolution::TooMany(streams) => return self.within_list_limit(*streams).map(|()| Selected::Whole(Vec::new())),
             });
         }
         // Discovery lists the metrics served to those allowed to read it.
@@ -126,7 +137,7 @@ impl Answer<'_> {
         }
         Ok(match undecided.is_empty() {
             true => Selected::Whole(items),
-            false => Selected::Withheld(name_undecided(&undecided)),
+            false => Selected::Withheld { why: name_undecided(&undecided), selected: items.len() + undecided.len() },
         })
     }
 
@@ -142,7 +153,7 @@ impl Answer<'_> {
         }
         let series = match self.select(&query.metric, metric_selector)? {
             Selected::Whole(series) => series,
-            Selected::Withheld(why) => {
+            Selected::Withheld { why, .. } => {
                 return Err(ApiError::NotFound(format!(
                     "{:?} is withheld for metricLabelSelector {:?}: a sum must include every selected stream, and these have no \
                      value that can be vouched for: {why}",
@@ -180,8 +191,14 @@ impl Answer<'_> {
     /// Withheld, the list is empty: the HPA then holds its replicas.
     pub fn external(&self, metric: &str, selector: &Selector) -> Result<Served, ApiError> {
         let (series, withheld) = match self.select(metric, selector)? {
-            Selected::Whole(series) => (series, None),
-            Selected::Withheld(why) => (Vec::new(), Some(why)),
+            Selected::Whole(series) => {
+                self.within_list_limit(series.len())?;
+                (series, None)
+            }
+            Selected::Withheld { why, selected } => {
+                self.within_list_limit(selected)?;
+                (Vec::new(), Some(why))
+            }
         };
         let oldest = series.iter().map(|s| s.at).min();
         let items: Vec<ExternalValue<'_>> = series
@@ -197,6 +214,21 @@ impl Answer<'_> {
             })
             .collect();
         Ok(Served { body: list("ExternalMetricValueList", ApiVersion::ExternalV1Beta1, &items), oldest, withheld })
+    }
+
+    /// Refuses a list of `items` over [`Answer::max_list_items`] before it
+    /// is built: an unselective list of every stream would cost memory in
+    /// proportion to all streams, and an HPA needs only the streams its
+    /// selector names.
+    fn within_list_limit(&self, items: usize) -> Result<(), ApiError> {
+        if items <= self.max_list_items {
+            return Ok(());
+        }
+        Err(ApiError::TooManyItems(format!(
+            "the labelSelector matches {items} streams, more than the {} one answer lists (--max-list-items); \
+             narrow the labelSelector, e.g. to scope=<scope>,stream=<stream>",
+            self.max_list_items
+        )))
     }
 
     /// `APIResourceList` of one group-version: every metric served now.
@@ -430,7 +462,7 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + SCRAPED;
         let mut builder = store.builder("t");
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
-        store.publish("t", builder.finish(), at);
+        store.publish("t", builder.finish(), at).unwrap();
         store.remerge(at);
         store.view()
     }
@@ -443,6 +475,7 @@ mod tests {
             window: Duration::from_secs(10),
             segments: None,
             visible: Visible::All,
+            max_list_items: 10_000,
         }
     }
 
@@ -572,6 +605,16 @@ mod tests {
         assert_eq!(all["items"].as_array().unwrap().len(), 3);
         let none = answer(&v, 1).external("m", &selector("scope=zzz")).unwrap().json();
         assert_eq!(none["items"], json!([]));
+    }
+
+    #[test]
+    fn a_list_over_the_item_limit_is_refused_with_a_way_to_narrow_it() {
+        let v = view(TWO_STREAMS);
+        let a = Answer { max_list_items: 2, ..answer(&v, 1) };
+        let Err(refused) = a.external("m", &selector("")) else { panic!("three items listed") };
+        assert_eq!(refused.code(), axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(refused.to_string().contains("narrow the labelSelector"), "{refused}");
+        assert_eq!(a.external("m", &selector("stream=a")).unwrap().json()["items"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct App {
     /// listener.
     pub guard: Option<Arc<Guard>>,
     pub scopes: Arc<ScopePolicy>,
+    /// See [`Answer::max_list_items`].
+    pub max_list_items: usize,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -125,7 +127,7 @@ async fn answer(app: &App, request: &Parts, kind: &mut &'static str) -> Result<R
             };
             let visible = app.scopes.visible(namespace);
             let view = app.store.view();
-            let segments = resolve(app, &view, visible, &object.metric, &selector).await;
+            let segments = resolve(app, &view, visible, &object.metric, &selector, None).await;
             served(app, &view, segments.as_ref(), visible, &selector, "custom", |a| a.object(&object, &selector))?
         }
         Route::External { namespace, metric } => {
@@ -133,7 +135,7 @@ async fn answer(app: &App, request: &Parts, kind: &mut &'static str) -> Result<R
             app.pool.refresh_stale().await;
             let visible = app.scopes.visible(Some(&namespace));
             let view = app.store.view();
-            let segments = resolve(app, &view, visible, &metric, &selector).await;
+            let segments = resolve(app, &view, visible, &metric, &selector, Some(app.max_list_items)).await;
             served(app, &view, segments.as_ref(), visible, &selector, "external", |a| a.external(&metric, &selector))?
         }
     };
@@ -158,8 +160,15 @@ fn text(status: StatusCode, body: String) -> Response {
 }
 
 fn with_view<T>(app: &App, view: &MergedView, segments: Option<&Resolution>, visible: Visible<'_>, f: impl FnOnce(&Answer<'_>) -> T) -> T {
-    let answer =
-        Answer { view, now: SystemTime::now(), max_age: app.store.max_age(), window: app.pool.settings().interval, segments, visible };
+    let answer = Answer {
+        view,
+        now: SystemTime::now(),
+        max_age: app.store.max_age(),
+        window: app.pool.settings().interval,
+        segments,
+        visible,
+        max_list_items: app.max_list_items,
+    };
     f(&answer)
 }
 
@@ -167,8 +176,17 @@ fn with_view<T>(app: &App, view: &MergedView, segments: Option<&Resolution>, vis
 /// selects (`None` without an inventory, or for other metrics). Streams
 /// the inventory does not hold yet, or holds without a recent answer, are
 /// asked all together first; scopes whose listing is not complete are
-/// listed. A stream without a value withholds the whole answer.
-async fn resolve(app: &App, view: &MergedView, visible: Visible<'_>, metric: &str, selector: &Selector) -> Option<Resolution> {
+/// listed. A stream without a value withholds the whole answer. A list
+/// (`list_limit`) selecting more streams than it may hold is refused before
+/// any is asked.
+async fn resolve(
+    app: &App,
+    view: &MergedView,
+    visible: Visible<'_>,
+    metric: &str,
+    selector: &Selector,
+    list_limit: Option<usize>,
+) -> Option<Resolution> {
     let inventory = app.inventory.as_ref().filter(|_| metric == SEGMENTS_FAMILY)?;
     let (scope, stream) = (selector.pinned(SCOPE_LABEL), selector.pinned(STREAM_LABEL));
     let covered: Option<Vec<String>> = match (scope, visible) {
@@ -197,6 +215,9 @@ async fn resolve(app: &App, view: &MergedView, visible: Visible<'_>, metric: &st
             candidates.entry(key).or_insert((labels, None));
         }
     }
+    if list_limit.is_some_and(|limit| candidates.len() > limit) {
+        return Some(Resolution::TooMany(candidates.len()));
+    }
     let wanted: Vec<((String, String), Option<Series<'_>>)> = candidates.iter().map(|(key, (_, series))| (key.clone(), *series)).collect();
     inventory.ask_now(&wanted).await;
     let oldest = SystemTime::now().checked_sub(app.store.max_age()).unwrap_or(SystemTime::UNIX_EPOCH);
@@ -214,7 +235,7 @@ async fn resolve(app: &App, view: &MergedView, visible: Visible<'_>, metric: &st
     }
     Some(match undecided.is_empty() {
         true => Resolution::Whole(resolved),
-        false => Resolution::Withheld(metrics_api::name_undecided(&undecided)),
+        false => Resolution::Withheld { why: metrics_api::name_undecided(&undecided), selected: resolved.len() + undecided.len() },
     })
 }
 

@@ -18,6 +18,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// The answer would list more items than one answer may.
+    #[error("{0}")]
+    TooManyItems(String),
 }
 
 impl ApiError {
@@ -29,6 +32,7 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyItems(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -41,6 +45,7 @@ impl ApiError {
             ApiError::Unauthorized => "Unauthorized",
             ApiError::Forbidden(_) => "Forbidden",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+            ApiError::TooManyItems(_) => "RequestEntityTooLarge",
         }
     }
 

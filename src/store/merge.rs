@@ -607,7 +607,7 @@ fn judge(ranks: &[Option<f64>], slots: &[u32], before: Option<(f64, Verdict)>, w
         _ if !listed_at_mark => Verdict::Undecided,
         // The mark rose while the adapter watched a replica at it: a scale
         // it saw (not a replica's first scrape that brings a higher mark).
-        Some(_) if mark > previous_mark && watched_at_mark() => Verdict::Current,
+        Some(_) if rose(mark, previous_mark) && watched_at_mark() => Verdict::Current,
         Some((_, Verdict::Current)) if mark == previous_mark => Verdict::Current,
         // A new stream that a replica at the mark began to report while
         // the adapter watched it: created or scaled since.
@@ -642,6 +642,12 @@ fn scale_events((splits, merges): RankColumns<'_>, slot: usize) -> Result<Option
         (None, None) => Ok(None),
         (s, m) => Ok(Some(s.unwrap_or(0.0) + m.unwrap_or(0.0))),
     }
+}
+
+/// Whether `mark` is above `previous`: a stream's first scale event (from
+/// no mark at all) counts.
+fn rose(mark: f64, previous: f64) -> bool {
+    mark > previous || (previous.is_nan() && !mark.is_nan())
 }
 
 /// 2^53: past it, consecutive whole numbers are not all doubles.

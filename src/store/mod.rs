@@ -11,9 +11,9 @@ mod merge;
 mod snapshot;
 
 pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MAX_UNLISTED_MARKS, MERGES_FAMILY, SPLITS_FAMILY};
-pub use snapshot::{LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, SCOPE_LABEL, STREAM_LABEL};
+pub use snapshot::{Budget, LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, Usage, SCOPE_LABEL, STREAM_LABEL};
 
-use snapshot::Interner;
+use snapshot::{InFlight, Interner, Room};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -25,6 +25,8 @@ pub struct Store {
     family_names: Arc<Interner>,
     label_sets: Arc<Interner>,
     limits: Limits,
+    budget: Budget,
+    in_flight: Arc<InFlight>,
     /// See [`Store::replica_labels`].
     replica_labels: Arc<[String]>,
     max_age: Duration,
@@ -54,6 +56,13 @@ struct Targets {
     removed: BTreeMap<Arc<str>, u64>,
 }
 
+impl Targets {
+    /// What the snapshots of every target but `target` hold.
+    fn usage_beside(&self, target: &str) -> Usage {
+        self.entries.iter().filter(|(id, _)| &***id != target).map(|(_, e)| e.snapshot.usage()).sum()
+    }
+}
+
 struct TargetEntry {
     snapshot: Arc<TargetSnapshot>,
     /// Last successful scrape, ms since epoch; read by the served view.
@@ -67,13 +76,16 @@ const MAX_REMOVED: usize = 1_024;
 
 impl Store {
     /// `max_age`: data scraped longer ago than this is never served. Each
-    /// scrape may store up to the default [`Limits`].
+    /// scrape may store up to the default [`Limits`], all targets together
+    /// the default [`Budget`].
     pub fn new(max_age: Duration) -> Self {
         Store {
             family_names: Arc::default(),
             replica_labels: Arc::from([]),
             label_sets: Arc::default(),
             limits: Limits::DEFAULT,
+            budget: Budget::DEFAULT,
+            in_flight: Arc::default(),
             max_age,
             scrapes_started: AtomicU32::new(0),
             targets: Mutex::default(),
@@ -90,6 +102,11 @@ impl Store {
     /// The store with `limits` on each scrape instead of the defaults.
     pub fn with_limits(self, limits: Limits) -> Self {
         Store { limits, ..self }
+    }
+
+    /// The store with `budget` on all targets together instead of the default.
+    pub fn with_budget(self, budget: Budget) -> Self {
+        Store { budget, ..self }
     }
 
     /// Labels that name the replica reporting a series rather than the
@@ -110,21 +127,30 @@ impl Store {
         // tie with each other in the merge instead of ranking first.
         let started = self.scrapes_started.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         let scrape = started.map_or(u32::MAX, |n| n + 1);
-        let (previous, generation) = {
+        let (previous, others, generation) = {
             let targets = self.lock_targets();
-            (targets.entries.get(target).map(|e| e.snapshot.clone()), targets.generation)
+            (targets.entries.get(target).map(|e| e.snapshot.clone()), targets.usage_beside(target), targets.generation)
         };
-        SnapshotBuilder::new(self.family_names.clone(), self.label_sets.clone(), self.limits, previous, scrape, self.replica_labels.clone())
+        let base = previous.as_ref().map_or_else(Usage::default, |p| p.usage());
+        let room = Room::new(self.budget, others, base, self.in_flight.clone());
+        let (family_names, label_sets) = (self.family_names.clone(), self.label_sets.clone());
+        SnapshotBuilder::new(family_names, label_sets, self.limits, room, previous, scrape, self.replica_labels.clone())
             .started_at(generation)
     }
 
     /// Makes `snapshot`, scraped at `scraped_at`, the target's data; returns
     /// the generation a merge must reach to include it (see [`Store::merged`]).
     /// A scrape of a target removed after the scrape started is dropped.
-    pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> u64 {
+    /// Refused if it would take the store over its [`Budget`] beside what
+    /// the other targets hold now (they may have grown while it was built).
+    pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> Result<u64, LimitExceeded> {
         let mut targets = self.lock_targets();
         if targets.removed.get(target).is_some_and(|&removal| removal > snapshot.started_at) {
-            return targets.generation;
+            return Ok(targets.generation);
+        }
+        if let Some(exceeded) = self.budget.exceeded_by(targets.usage_beside(target), snapshot.usage()) {
+            drop(targets);
+            return Err(exceeded);
         }
         let now = epoch_millis::of(scraped_at);
         // Unchanged content needs no merge, unless the last merge left the
@@ -135,7 +161,7 @@ impl Store {
         });
         if let Some(entry) = unchanged {
             entry.scraped_at.store(now, Ordering::Relaxed);
-            return targets.generation;
+            return Ok(targets.generation);
         }
         let entry = TargetEntry {
             snapshot: Arc::new(snapshot),
@@ -145,7 +171,7 @@ impl Store {
         let replaced = targets.entries.insert(Arc::from(target), entry);
         let generation = self.changed(targets);
         drop(replaced); // outside the lock
-        generation
+        Ok(generation)
     }
 
     /// Forgets a target (its pod is gone).
@@ -284,7 +310,7 @@ mod tests {
     fn scrape(store: &Store, target: &str, secs: u64, text: &str) {
         let mut builder = store.builder(target);
         Scanner::scan_all(|n: &str| n.starts_with("pravega_controller_"), text.as_bytes(), |s| builder.push(s));
-        store.publish(target, builder.finish(), at(secs));
+        store.publish(target, builder.finish(), at(secs)).unwrap();
         store.remerge(at(secs));
     }
 
@@ -572,7 +598,7 @@ mod tests {
         let generation = *store.merged_generation.borrow();
         let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
-        assert_eq!(store.publish("a", builder.finish(), at(20)), generation, "no merge needed");
+        assert_eq!(store.publish("a", builder.finish(), at(20)), Ok(generation), "no merge needed");
         let view = store.view();
         let series: Vec<_> = view.family("pravega_controller_segments_count").unwrap().narrowed(None, None).collect();
         assert_eq!(series[0].scraped_at, at(20));
@@ -585,7 +611,7 @@ mod tests {
         assert_eq!(segments(&store, "s"), None);
         let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 5, 6, 4).as_bytes(), |s| builder.push(s));
-        let back = store.publish("a", builder.finish(), at(101));
+        let back = store.publish("a", builder.finish(), at(101)).unwrap();
         assert!(back > generation);
         store.remerge(at(101));
         assert_eq!(segments(&store, "s"), Some(5.0));
@@ -593,7 +619,7 @@ mod tests {
         // A changed value does need a merge.
         let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));
-        assert!(store.publish("a", builder.finish(), at(41)) > generation);
+        assert!(store.publish("a", builder.finish(), at(41)).unwrap() > generation);
     }
 
     #[test]
@@ -737,7 +763,7 @@ mod tests {
         let text = [line("a", 1), line("b", 2), line("c", 3), line("a", 4), line("b", 5), line("d", 6)].concat();
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         assert_eq!(builder.rejected(), 2);
-        store.publish("a", builder.finish(), at(0));
+        store.publish("a", builder.finish(), at(0)).unwrap();
         store.remerge(at(0));
         let view = store.view();
         let mut values: Vec<_> = view.family("pravega_controller_x").unwrap().narrowed(None, None).map(|s| s.value).collect();
@@ -790,7 +816,7 @@ mod tests {
         let mut builder = store.builder("a");
         Scanner::scan_all(|_: &str| true, replica("s", 6, 7, 4).as_bytes(), |s| builder.push(s));
         store.remove("a");
-        store.publish("a", builder.finish(), at(1));
+        store.publish("a", builder.finish(), at(1)).unwrap();
         store.remerge(at(1));
         assert_eq!(segments(&store, "s"), None, "the removed target's data came back");
         assert!(store.lock_targets().entries.is_empty());
@@ -810,7 +836,7 @@ mod tests {
         store.expire();
         store.remerge(at(31));
         assert_eq!(segments(&store, "s"), None, "expired");
-        let generation = store.publish("a", builder.finish(), at(29));
+        let generation = store.publish("a", builder.finish(), at(29)).unwrap();
         store.remerge(at(31));
         assert!(generation > 0);
         assert_eq!(segments(&store, "s"), Some(5.0), "the recovered target is in the view again");
@@ -909,5 +935,52 @@ mod tests {
         let row = |stream: &str| view.family_or_undecided("pravega_controller_segments_count").streams(Some("test"), Some(stream)).count();
         assert_eq!(row(&format!("r{}-0", rounds - 2)), 1, "the most recently listed kept");
         assert_eq!(row("r0-0"), 0, "the oldest dropped");
+    }
+
+    #[test]
+    fn a_target_that_would_take_the_store_over_its_budget_fails_and_the_others_stay() {
+        let budget = Budget { max_series: 1_000, max_streams: 3 };
+        let store = Store::new(Duration::from_secs(30)).with_budget(budget);
+        scrape(&store, "a", 0, &(replica("s1", 3, 0, 0) + &replica("s2", 4, 0, 0)));
+        let mut builder = store.builder("b");
+        Scanner::scan_all(|_: &str| true, (replica("s1", 3, 0, 0) + &replica("s3", 5, 0, 0)).as_bytes(), |s| builder.push(s));
+        assert_eq!(builder.exceeded(), Some(LimitExceeded::TotalStreams(3)));
+        assert_eq!(builder.exceeded().map(|e| e.reason()), Some("over_budget"));
+        assert_eq!(segments(&store, "s2"), Some(4.0), "the other target's data stays");
+        drop(builder);
+        // A target's own previous data does not count against it.
+        scrape(&store, "a", 1, &(replica("s1", 3, 0, 0) + &replica("s2", 4, 0, 0) + &replica("s4", 6, 0, 0)));
+        assert_eq!(segments(&store, "s4"), Some(6.0));
+    }
+
+    #[test]
+    fn targets_scraped_at_once_cannot_together_go_over_the_budget() {
+        let store = Store::new(Duration::from_secs(30)).with_budget(Budget { max_series: 1_000, max_streams: 3 });
+        let build = |target: &str, streams: &[&str]| {
+            let mut builder = store.builder(target);
+            let text: String = streams.iter().map(|s| replica(s, 1, 0, 0)).collect();
+            Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
+            builder
+        };
+        let a = build("a", &["s1", "s2"]);
+        let b = build("b", &["s3", "s4"]);
+        assert_eq!((a.exceeded(), b.exceeded()), (None, Some(LimitExceeded::TotalStreams(3))));
+        drop(b);
+        store.publish("a", a.finish(), at(0)).unwrap();
+        assert_eq!(build("b", &["s3"]).exceeded(), None, "a failed build returns its room");
+        assert_eq!(build("a", &["s1", "s2", "s5"]).exceeded(), None, "a target's own published data is its room");
+    }
+
+    #[test]
+    fn a_snapshot_built_while_another_target_grew_is_refused_at_publishing() {
+        let store = Store::new(Duration::from_secs(30)).with_budget(Budget { max_series: 7, max_streams: 100 });
+        let mut late = store.builder("b");
+        Scanner::scan_all(|_: &str| true, replica("s1", 3, 0, 0).as_bytes(), |s| late.push(s));
+        assert_eq!(late.exceeded(), None);
+        // Built, it no longer holds room: another target takes it first.
+        let late = late.finish();
+        scrape(&store, "a", 0, &(replica("s2", 4, 0, 0) + &replica("s3", 4, 0, 0)));
+        assert_eq!(store.publish("b", late, at(1)), Err(LimitExceeded::TotalSeries(7)));
+        assert_eq!(segments(&store, "s1"), None);
     }
 }

@@ -5,6 +5,7 @@ use super::column::{Column, Slot};
 use crate::parse::Sample;
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub const SCOPE_LABEL: &str = "scope";
@@ -116,7 +117,58 @@ impl Default for Limits {
     }
 }
 
-/// Which of the [`Limits`] a scrape went over.
+/// Caps on what all targets' snapshots hold together, which bound the
+/// store's memory whatever the number of targets; a scrape that would take
+/// the store over one fails and the target keeps its previous snapshot,
+/// the other targets theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Per-stream samples (cells) of all families of all targets.
+    pub max_series: usize,
+    /// Streams of all targets, counted once per target listing them.
+    pub max_streams: usize,
+}
+
+impl Budget {
+    pub const DEFAULT: Budget = Budget { max_series: 1_000_000, max_streams: 250_000 };
+
+    /// Which cap `usage` beside `others` goes over, if any.
+    pub(super) fn exceeded_by(self, others: Usage, usage: Usage) -> Option<LimitExceeded> {
+        if others.series + usage.series > self.max_series {
+            return Some(LimitExceeded::TotalSeries(self.max_series));
+        }
+        (others.streams + usage.streams > self.max_streams).then_some(LimitExceeded::TotalStreams(self.max_streams))
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget::DEFAULT
+    }
+}
+
+/// Series and streams held by snapshots.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub series: usize,
+    pub streams: usize,
+}
+
+impl std::ops::Add for Usage {
+    type Output = Usage;
+
+    fn add(self, other: Usage) -> Usage {
+        Usage { series: self.series + other.series, streams: self.streams + other.streams }
+    }
+}
+
+impl std::iter::Sum for Usage {
+    fn sum<I: Iterator<Item = Usage>>(usages: I) -> Usage {
+        usages.fold(Usage::default(), std::ops::Add::add)
+    }
+}
+
+/// Which of the [`Limits`] or the [`Budget`] a scrape went over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitExceeded {
     #[error("the exposition holds more than {0} per-stream series (--scrape-max-series)")]
@@ -125,6 +177,10 @@ pub enum LimitExceeded {
     Families(usize),
     #[error("the exposition holds more than {0} streams (--scrape-max-streams)")]
     Streams(usize),
+    #[error("with the other targets' data the store would hold more than {0} series (--max-total-series)")]
+    TotalSeries(usize),
+    #[error("with the other targets' data the store would hold more than {0} streams (--max-total-streams)")]
+    TotalStreams(usize),
 }
 
 impl LimitExceeded {
@@ -134,7 +190,78 @@ impl LimitExceeded {
             LimitExceeded::Series(_) => "too_many_series",
             LimitExceeded::Families(_) => "too_many_families",
             LimitExceeded::Streams(_) => "too_many_streams",
+            LimitExceeded::TotalSeries(_) | LimitExceeded::TotalStreams(_) => "over_budget",
         }
+    }
+}
+
+/// What the snapshots being built hold beyond their targets' published
+/// ones: counted against the [`Budget`] with the published snapshots, so
+/// that targets scraped at once cannot together go over it.
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    series: AtomicUsize,
+    streams: AtomicUsize,
+}
+
+impl InFlight {
+    /// Adds `usage`; the totals after it.
+    fn add(&self, usage: Usage) -> Usage {
+        Usage {
+            series: self.series.fetch_add(usage.series, Ordering::Relaxed) + usage.series,
+            streams: self.streams.fetch_add(usage.streams, Ordering::Relaxed) + usage.streams,
+        }
+    }
+
+    fn remove(&self, usage: Usage) {
+        self.series.fetch_sub(usage.series, Ordering::Relaxed);
+        self.streams.fetch_sub(usage.streams, Ordering::Relaxed);
+    }
+}
+
+/// What a target's next snapshot may hold under the [`Budget`]: what the
+/// other targets' published snapshots and every build's growth leave. Its
+/// growth is returned to [`InFlight`] when it is dropped.
+#[derive(Debug)]
+pub(super) struct Room {
+    budget: Budget,
+    /// What the other targets' published snapshots hold.
+    others: Usage,
+    /// What the target's published snapshot holds: growing to it is free.
+    base: Usage,
+    in_flight: Arc<InFlight>,
+    /// This build's share of `in_flight`.
+    grown: Usage,
+}
+
+impl Room {
+    pub(super) fn new(budget: Budget, others: Usage, base: Usage, in_flight: Arc<InFlight>) -> Self {
+        Room { budget, others, base, in_flight, grown: Usage::default() }
+    }
+
+    /// Makes room for a snapshot of `usage`; which cap that goes over, if any.
+    fn take(&mut self, usage: Usage) -> Option<LimitExceeded> {
+        if let Some(exceeded) = self.budget.exceeded_by(self.others, usage) {
+            return Some(exceeded);
+        }
+        let held = self.base + self.grown;
+        let growth = Usage { series: usage.series.saturating_sub(held.series), streams: usage.streams.saturating_sub(held.streams) };
+        if growth == Usage::default() {
+            return None;
+        }
+        let in_flight = self.in_flight.add(growth);
+        if let Some(exceeded) = self.budget.exceeded_by(self.others, self.base + in_flight) {
+            self.in_flight.remove(growth);
+            return Some(exceeded);
+        }
+        self.grown = self.grown + growth;
+        None
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.in_flight.remove(self.grown);
     }
 }
 
@@ -195,6 +322,11 @@ impl TargetSnapshot {
         self.series
     }
 
+    /// What the snapshot counts against the [`Budget`].
+    pub fn usage(&self) -> Usage {
+        Usage { series: self.series, streams: self.streams.len() }
+    }
+
     /// The slot of `labels`, trying `guess` first: replicas and scrapes
     /// mostly list streams in the same order, so this saves a hash lookup.
     pub(super) fn locate(&self, guess: usize, labels: &str) -> Option<usize> {
@@ -224,6 +356,7 @@ pub struct SnapshotBuilder {
     family_names: Arc<Interner>,
     label_sets: Arc<Interner>,
     limits: Limits,
+    room: Room,
     previous: Option<Arc<TargetSnapshot>>,
     /// This scrape's number: see [`Cell::changed_in`].
     scrape: u32,
@@ -302,6 +435,7 @@ impl SnapshotBuilder {
         family_names: Arc<Interner>,
         label_sets: Arc<Interner>,
         limits: Limits,
+        room: Room,
         previous: Option<Arc<TargetSnapshot>>,
         scrape: u32,
         replica_labels: Arc<[String]>,
@@ -311,6 +445,7 @@ impl SnapshotBuilder {
             family_names,
             label_sets,
             limits,
+            room,
             previous,
             scrape,
             streams: Vec::with_capacity(capacity),
@@ -368,6 +503,10 @@ impl SnapshotBuilder {
         }
         if self.series == self.limits.max_series {
             self.exceeded = Some(LimitExceeded::Series(self.limits.max_series));
+            return;
+        }
+        if let Some(exceeded) = self.room.take(Usage { series: self.series + 1, streams: self.streams.len() }) {
+            self.exceeded = Some(exceeded);
             return;
         }
         let previous = match (&self.previous, building.previous, self.previous_slots[slot]) {
@@ -430,6 +569,10 @@ impl SnapshotBuilder {
         let slot = self.streams.len();
         if slot == self.limits.max_streams {
             self.exceeded = Some(LimitExceeded::Streams(self.limits.max_streams));
+            return None;
+        }
+        if let Some(exceeded) = self.room.take(Usage { series: self.series, streams: slot + 1 }) {
+            self.exceeded = Some(exceeded);
             return None;
         }
         // Again, the stream after the last one added is the best guess.
@@ -537,7 +680,8 @@ mod tests {
     use crate::parse::Scanner;
 
     fn snapshot(label_sets: &Arc<Interner>, text: &str) -> TargetSnapshot {
-        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), Limits::DEFAULT, None, 1, Arc::from([]));
+        let room = Room::new(Budget::DEFAULT, Usage::default(), Usage::default(), Arc::default());
+        let mut builder = SnapshotBuilder::new(Arc::default(), label_sets.clone(), Limits::DEFAULT, room, None, 1, Arc::from([]));
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         builder.finish()
     }

@@ -131,12 +131,21 @@ pub fn tls_client(ca_pem: &[u8], identity: Option<(String, String)>, resolve: &[
 /// A raw TLS connection to `address` trusting `serving_ca`, offering only
 /// HTTP/1.1: for tests that control every byte.
 pub async fn tls_connect(serving_ca: &Ca, address: &str) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    tls_over(&serving_ca.pem, tcp).await.unwrap()
+}
+
+/// A TLS handshake over `tcp` as [`tls_connect`] makes it, trusting the
+/// PEM bundle `serving_ca_pem`; an error if the server ends it.
+pub async fn tls_over(
+    serving_ca_pem: &str,
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     install_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(serving_ca.pem.as_bytes()).unwrap()).unwrap();
+    roots.add(rustls::pki_types::CertificateDer::from_pem_slice(serving_ca_pem.as_bytes()).unwrap()).unwrap();
     let mut config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await
 }

@@ -16,7 +16,7 @@ pub fn scan(builder: &mut SnapshotBuilder, body: &str) {
 pub fn publish(store: &Store, target: &str, body: &str, now: SystemTime) {
     let mut builder = store.builder(target);
     scan(&mut builder, body);
-    store.publish(target, builder.finish(), now);
+    store.publish(target, builder.finish(), now).unwrap();
 }
 
 /// A store holding three replicas' expositions of `streams` synthetic
