@@ -11,6 +11,10 @@
 #      the idle segments merge
 #   6. every event is checked (sequence logs), the truth (getCurrentSegments
 #      over gRPC) against each replica's gauges and the adapter's answer
+#   7. the inventory (inventory.sh): streams created with fixed policies,
+#      evicted, scaled by hand, sealed, deleted and recreated; the adapter
+#      and both controllers restarted; every stream's value sampled against
+#      the truth (inventory_check.py)
 # Any failed check exits non-zero. A timeline is printed as it runs.
 #
 #   tests/pravega/run.sh                    the test
@@ -174,11 +178,15 @@ stop_reader() { # name: SIGTERM, then how long until the process exits
 
 # The adapter, scraping both replicas, plain HTTP on loopback; it asks the
 # replicas' gRPC API where their gauges cannot tell the count.
-"$bin/pravega-metrics-adapter" --secure-port 0 --insecure-bind-address $ADAPTER \
-    --controller-url http://127.0.0.1:$A_REST/prometheus --controller-url http://127.0.0.1:$B_REST/prometheus \
-    --controller-api-url http://127.0.0.1:$A_GRPC --controller-api-url http://127.0.0.1:$B_GRPC \
-    --scrape-interval 2s --scrape-timeout 1s >>"$run/adapter.log" 2>&1 &
-pids+=($!)
+start_adapter() { # address log-name: sets adapter_pid
+    "$bin/pravega-metrics-adapter" --secure-port 0 --insecure-bind-address "$1" \
+        --controller-url http://127.0.0.1:$A_REST/prometheus --controller-url http://127.0.0.1:$B_REST/prometheus \
+        --controller-api-url http://127.0.0.1:$A_GRPC --controller-api-url http://127.0.0.1:$B_GRPC \
+        --scrape-interval 2s --scrape-timeout 1s >>"$run/$2.log" 2>&1 &
+    adapter_pid=$!
+    pids+=($adapter_pid)
+}
+start_adapter $ADAPTER adapter
 
 # The generator and the truth go through controller B, which thus creates
 # the stream and has its gauge first; the readers through controller A,
@@ -307,4 +315,9 @@ fi
 
 python3 "$here/check.py" "$run"
 [ "$r1_metric" = "$(wc -l <"$run/r1.seq")" ] || fail "r1 /metrics says $r1_metric events, its log has $(wc -l <"$run/r1.seq")"
+
+# 7. the inventory: quiet, fixed, recreated and many streams, the adapter
+#    and the controllers restarted (inventory.sh)
+. "$here/inventory.sh"
+inventory_steps
 echo "tests/pravega: passed in $(($(date +%s) - RUN_STARTED_EPOCH)) s"
