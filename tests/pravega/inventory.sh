@@ -120,7 +120,8 @@ inventory_steps() {
     sleep 1
     kill $sampler 2>/dev/null || true
     wait $sampler 2>/dev/null || true
-    python3 "$here/inventory_check.py" report "$inv" || fail "the adapter served a value other than the truth (see above; logs in $run)"
+    # The verdict is the function's status.
+    python3 "$here/inventory_check.py" report "$inv"
 }
 
 step() { # name: the samples from now on are filed under it

@@ -313,11 +313,17 @@ if [ "${CAPTURE_FIXTURES:-}" = 1 ]; then
     echo "tests/pravega: fixtures written to $fixtures"
 fi
 
-python3 "$here/check.py" "$run"
+# A failed check of the workload's flow fails the run once the inventory's
+# steps have run too, so one run gives both verdicts.
+workload_checks=0
+python3 "$here/check.py" "$run" || workload_checks=$?
 [ "$r1_metric" = "$(wc -l <"$run/r1.seq")" ] || fail "r1 /metrics says $r1_metric events, its log has $(wc -l <"$run/r1.seq")"
 
 # 7. the inventory: quiet, fixed, recreated and many streams, the adapter
 #    and the controllers restarted (inventory.sh)
 . "$here/inventory.sh"
-inventory_steps
+inventory_checks=0
+inventory_steps || inventory_checks=$?
+[ $workload_checks = 0 ] || fail "check.py: the workload's checks failed (above)"
+[ $inventory_checks = 0 ] || fail "inventory_check.py: the adapter served a value other than the truth (above)"
 echo "tests/pravega: passed in $(($(date +%s) - RUN_STARTED_EPOCH)) s"
