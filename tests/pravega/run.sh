@@ -11,6 +11,10 @@
 #      the idle segments merge
 #   6. every event is checked (sequence logs), the truth (getCurrentSegments
 #      over gRPC) against each replica's gauges and the adapter's answer
+#   7. the inventory (inventory.sh): streams created with fixed policies,
+#      evicted, scaled by hand, sealed, deleted and recreated; the adapter
+#      and both controllers restarted; every stream's value sampled against
+#      the truth (inventory_check.py)
 # Any failed check exits non-zero. A timeline is printed as it runs.
 #
 #   tests/pravega/run.sh                    the test
@@ -174,11 +178,15 @@ stop_reader() { # name: SIGTERM, then how long until the process exits
 
 # The adapter, scraping both replicas, plain HTTP on loopback; it asks the
 # replicas' gRPC API where their gauges cannot tell the count.
-"$bin/pravega-metrics-adapter" --secure-port 0 --insecure-bind-address $ADAPTER \
-    --controller-url http://127.0.0.1:$A_REST/prometheus --controller-url http://127.0.0.1:$B_REST/prometheus \
-    --controller-api-url http://127.0.0.1:$A_GRPC --controller-api-url http://127.0.0.1:$B_GRPC \
-    --scrape-interval 2s --scrape-timeout 1s >>"$run/adapter.log" 2>&1 &
-pids+=($!)
+start_adapter() { # address log-name: sets adapter_pid
+    "$bin/pravega-metrics-adapter" --secure-port 0 --insecure-bind-address "$1" \
+        --controller-url http://127.0.0.1:$A_REST/prometheus --controller-url http://127.0.0.1:$B_REST/prometheus \
+        --controller-api-url http://127.0.0.1:$A_GRPC --controller-api-url http://127.0.0.1:$B_GRPC \
+        --scrape-interval 2s --scrape-timeout 1s >>"$run/$2.log" 2>&1 &
+    adapter_pid=$!
+    pids+=($adapter_pid)
+}
+start_adapter $ADAPTER adapter
 
 # The generator and the truth go through controller B, which thus creates
 # the stream and has its gauge first; the readers through controller A,
@@ -305,6 +313,17 @@ if [ "${CAPTURE_FIXTURES:-}" = 1 ]; then
     echo "tests/pravega: fixtures written to $fixtures"
 fi
 
-python3 "$here/check.py" "$run"
+# A failed check of the workload's flow fails the run once the inventory's
+# steps have run too, so one run gives both verdicts.
+workload_checks=0
+python3 "$here/check.py" "$run" || workload_checks=$?
 [ "$r1_metric" = "$(wc -l <"$run/r1.seq")" ] || fail "r1 /metrics says $r1_metric events, its log has $(wc -l <"$run/r1.seq")"
+
+# 7. the inventory: quiet, fixed, recreated and many streams, the adapter
+#    and the controllers restarted (inventory.sh)
+. "$here/inventory.sh"
+inventory_checks=0
+inventory_steps || inventory_checks=$?
+[ $workload_checks = 0 ] || fail "check.py: the workload's checks failed (above)"
+[ $inventory_checks = 0 ] || fail "inventory_check.py: the adapter served a value other than the truth (above)"
 echo "tests/pravega: passed in $(($(date +%s) - RUN_STARTED_EPOCH)) s"
