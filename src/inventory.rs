@@ -396,10 +396,12 @@ impl Inventory {
                 }
                 Fault::Refused => {
                     tracing::warn!(scope = %key.0, stream = %key.1, %error, "the controller API refused this stream");
+                    // Soon again: Pravega refuses a stream still being
+                    // created, for a moment.
                     if let Some(entry) = state.streams.get_mut(key) {
                         entry.answer = None;
                         entry.refused = true;
-                        entry.due = asked + period;
+                        entry.due = asked + period.min(RETRY);
                     }
                 }
                 Fault::Unreachable => {
@@ -558,7 +560,8 @@ const MAX_ASKS_PER_QUERY: usize = 256;
 /// How often the background loop looks for due streams.
 const TICK: Duration = Duration::from_millis(200);
 
-/// How soon a stream whose ask found no endpoint is asked again.
+/// How soon a stream whose ask found no endpoint, or was refused, is asked
+/// again.
 const RETRY: Duration = Duration::from_secs(5);
 
 /// Whether `mark` is past `baseline`: any mark is past no baseline (NaN),

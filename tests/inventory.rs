@@ -47,6 +47,18 @@ async fn object(adapter: &Adapter, selector: &str) -> Result<String, (u16, Strin
     }
 }
 
+/// Queries until `selector`'s External answer is `expected` (a bounded
+/// number of times); panics with `what` otherwise.
+async fn until_served(adapter: &Adapter, selector: &str, expected: &[(&str, &str)], what: &str) {
+    for _ in 0..50 {
+        if external(adapter, selector).await == pairs(expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}\n{}", adapter.log());
+}
+
 fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
     items.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
 }
@@ -133,13 +145,7 @@ async fn a_deleted_stream_is_not_served_and_its_recreation_starts_anew() {
     // Its first scale, seen in the metrics, counts from 0 again.
     replica.set_body(stream_exposition("test", "s", 3, 1, 0));
     api.set("test", "s", 3);
-    for _ in 0..50 {
-        if external(&adapter, "scope=test,stream=s").await == pairs(&[("s", "3")]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the recreated stream's scale is served\n{}", adapter.log());
+    until_served(&adapter, "scope=test,stream=s", &[("s", "3")], "the recreated stream's scale is served").await;
 }
 
 #[tokio::test]
@@ -196,15 +202,9 @@ async fn a_watched_scale_the_api_contradicts_is_withheld_until_the_next_scale() 
     // ...until the next scale.
     replica.set_body(stream_exposition("test", "s", 4, 2, 0));
     api.set("test", "s", 4);
-    for _ in 0..30 {
-        if external(&adapter, "scope=test,stream=s").await == pairs(&[("s", "4")]) {
-            let (_, metrics) = adapter.get_text("/metrics").await;
-            assert!(metrics.contains("pravega_adapter_disputed_streams_total 1\n"), "{metrics}");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the next scale is served\n{}", adapter.log());
+    until_served(&adapter, "scope=test,stream=s", &[("s", "4")], "the next scale is served").await;
+    let (_, metrics) = adapter.get_text("/metrics").await;
+    assert!(metrics.contains("pravega_adapter_disputed_streams_total 1\n"), "{metrics}");
 }
 
 #[tokio::test]
@@ -220,13 +220,7 @@ async fn without_an_api_only_watched_scales_are_served_and_readyz_says_so() {
     assert!(adapter.log().contains("no controller API endpoint"), "{}", adapter.log());
     assert_eq!(external(&adapter, "scope=test,stream=s").await, [], "known from before the adapter started");
     replica.set_body(stream_exposition("test", "s", 3, 2, 0));
-    for _ in 0..30 {
-        if external(&adapter, "scope=test,stream=s").await == pairs(&[("s", "3")]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("a watched scale is served\n{}", adapter.log());
+    until_served(&adapter, "scope=test,stream=s", &[("s", "3")], "a watched scale is served").await;
 }
 
 #[tokio::test]
@@ -251,13 +245,7 @@ async fn an_unreachable_api_leaves_what_the_metrics_decide() {
     assert_eq!(external(&adapter, "scope=test,stream=s").await, [], "known from before the adapter started");
     assert!(object(&adapter, "scope=test").await.is_err(), "the scope cannot be listed: no sum");
     replica.set_body(stream_exposition("test", "s", 3, 2, 0));
-    for _ in 0..30 {
-        if external(&adapter, "scope=test,stream=s").await == pairs(&[("s", "3")]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("a watched scale is served\n{}", adapter.log());
+    until_served(&adapter, "scope=test,stream=s", &[("s", "3")], "a watched scale is served").await;
 }
 
 #[tokio::test]
@@ -294,11 +282,5 @@ async fn a_first_scale_is_served_at_once_and_a_seal_as_0() {
     api.set("test", "s", 0);
     replica.set_body(stream_exposition("test", "s", 4, 2, 0));
     api.set("test", "s", 0);
-    for _ in 0..20 {
-        if external(&adapter, "scope=test,stream=s").await == pairs(&[("s", "0")]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the sealed stream is served as 0\n{}", adapter.log());
+    until_served(&adapter, "scope=test,stream=s", &[("s", "0")], "the sealed stream is served as 0").await;
 }
