@@ -514,6 +514,7 @@ impl Inventory {
         let burst = self.settings.calls_per_second.max(1.0);
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut observed: Option<Arc<MergedView>> = None;
         loop {
             tick.tick().await;
             tokens = (tokens + per_tick).min(burst);
@@ -523,15 +524,21 @@ impl Inventory {
                 continue;
             }
             let view = self.store.view();
-            let due = self.due(&view, tokens.floor() as usize);
+            // A view is merged after scrapes that change something: its
+            // marks and values are taken in once.
+            if !observed.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, &view)) {
+                self.observe(&view);
+                observed = Some(view.clone());
+            }
+            let due = self.due(tokens.floor() as usize);
             tokens -= due.len() as f64;
             futures::future::join_all(due.iter().map(|key| self.ask(key, &view))).await;
         }
     }
 
-    /// Up to `n` streams due for an ask, the most overdue first; takes in
-    /// the marks of the view on the way, so a scale makes its stream due.
-    fn due(&self, view: &MergedView, n: usize) -> Vec<Key> {
+    /// Takes in the marks and values of `view`, so that a scale makes its
+    /// stream due.
+    fn observe(&self, view: &MergedView) {
         let now = Instant::now();
         let mut state = self.lock();
         for series in view.family_or_undecided(SEGMENTS_FAMILY).streams(None, None) {
@@ -540,12 +547,23 @@ impl Inventory {
                 entry.observe(&series, now);
             }
         }
+    }
+
+    /// Up to `n` streams due for an ask, the most overdue first.
+    fn due(&self, n: usize) -> Vec<Key> {
         if n == 0 {
             return Vec::new();
         }
+        let now = Instant::now();
+        let state = self.lock();
         let mut due: Vec<(Instant, &Key)> = state.streams.iter().filter(|(_, e)| e.due <= now).map(|(k, e)| (e.due, k)).collect();
+        // The n most overdue, without sorting every due stream.
+        if due.len() > n {
+            due.select_nth_unstable(n);
+            due.truncate(n);
+        }
         due.sort_unstable();
-        due.into_iter().take(n).map(|(_, key)| key.clone()).collect()
+        due.into_iter().map(|(_, key)| key.clone()).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
