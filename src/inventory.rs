@@ -131,7 +131,7 @@ impl Entry {
     /// answer asked before it outdated: the API is asked at once, and again
     /// once the scale has settled to confirm the metrics.
     fn observe(&mut self, series: &Series<'_>, now: Instant) {
-        let rose = series.mark > self.mark || (self.mark.is_nan() && !series.mark.is_nan());
+        let rose = crate::store::rose(series.mark, self.mark);
         let new_value = !series.value.is_nan() && !self.value.is_nan() && series.value != self.value;
         if rose {
             self.mark = series.mark;
@@ -542,8 +542,8 @@ impl Inventory {
         let now = Instant::now();
         let mut state = self.lock();
         for series in view.family_or_undecided(SEGMENTS_FAMILY).streams(None, None) {
-            let (scope, stream) = (series.labels.get(crate::store::SCOPE_LABEL), series.labels.get(crate::store::STREAM_LABEL));
-            if let Some(entry) = scope.zip(stream).and_then(|(scope, stream)| state.streams.get_mut(&key(scope, stream))) {
+            let (scope, stream) = series.labels.scope_and_stream();
+            if let Some(entry) = state.streams.get_mut(&key(scope, stream)) {
                 entry.observe(&series, now);
             }
         }

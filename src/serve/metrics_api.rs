@@ -441,11 +441,12 @@ pub fn openapi_v2() -> Value {
 /// groups' streams into a job's value.
 /// `scope/stream` of a label set, for messages.
 pub(crate) fn stream_name(labels: &LabelSet) -> String {
-    format!("{}/{}", labels.get(SCOPE_LABEL).unwrap_or(""), labels.get(STREAM_LABEL).unwrap_or(""))
+    let (scope, stream) = labels.scope_and_stream();
+    format!("{scope}/{stream}")
 }
 
 pub(crate) fn selected(visible: Visible<'_>, selector: &Selector, labels: &LabelSet) -> bool {
-    let (scope, stream) = (labels.get(SCOPE_LABEL).unwrap_or(""), labels.get(STREAM_LABEL).unwrap_or(""));
+    let (scope, stream) = labels.scope_and_stream();
     visible.allows(scope) && !scope.starts_with('_') && !stream.starts_with('_') && selector.matches(|name| labels.get(name))
 }
 

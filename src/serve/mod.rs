@@ -205,7 +205,8 @@ async fn resolve(
     // first, then the streams only the inventory holds.
     let mut candidates: std::collections::BTreeMap<(String, String), (LabelSet, Option<Series<'_>>)> = Default::default();
     for series in view.family_or_undecided(SEGMENTS_FAMILY).streams(scope, stream).filter(|s| selects(s.labels)) {
-        let key = (series.labels.get(SCOPE_LABEL).unwrap_or("").to_owned(), series.labels.get(STREAM_LABEL).unwrap_or("").to_owned());
+        let (scope, stream) = series.labels.scope_and_stream();
+        let key = (scope.to_owned(), stream.to_owned());
         candidates.entry(key).or_insert_with(|| (series.labels.clone(), Some(series)));
     }
     let known = inventory.streams(scope, stream).into_iter().chain(pinned.map(|(scope, stream)| (scope.to_owned(), stream.to_owned())));

@@ -646,7 +646,7 @@ fn scale_events((splits, merges): RankColumns<'_>, slot: usize) -> Result<Option
 
 /// Whether `mark` is above `previous`: a stream's first scale event (from
 /// no mark at all) counts.
-fn rose(mark: f64, previous: f64) -> bool {
+pub fn rose(mark: f64, previous: f64) -> bool {
     mark > previous || (previous.is_nan() && !mark.is_nan())
 }
 

@@ -10,7 +10,7 @@ mod column;
 mod merge;
 mod snapshot;
 
-pub use merge::{Family, MergedView, Series, Verdict, MARK_RETENTION, MAX_UNLISTED_MARKS, MERGES_FAMILY, SPLITS_FAMILY};
+pub use merge::{rose, Family, MergedView, Series, Verdict, MARK_RETENTION, MAX_UNLISTED_MARKS, MERGES_FAMILY, SPLITS_FAMILY};
 pub use snapshot::{Budget, LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, Usage, SCOPE_LABEL, STREAM_LABEL};
 
 use snapshot::{InFlight, Interner, Room};

@@ -42,7 +42,8 @@ impl LabelSet {
         LabelSet(Arc::from(format!("{SCOPE_LABEL}{SEPARATOR}{scope}{SEPARATOR}{STREAM_LABEL}{SEPARATOR}{stream}")))
     }
 
-    pub(super) fn scope_and_stream(&self) -> (&str, &str) {
+    /// The stream's `scope` and `stream` labels, "" where absent.
+    pub fn scope_and_stream(&self) -> (&str, &str) {
         (self.get(SCOPE_LABEL).unwrap_or(""), self.get(STREAM_LABEL).unwrap_or(""))
     }
 }
