@@ -38,6 +38,7 @@ test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real P
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
+	BIN=target/debug tests/clock_step.sh
 	$(MAKE) --no-print-directory test-chart
 	tests/pravega/run.sh
 	tests/e2e/run.sh

@@ -4,17 +4,18 @@
 //! (`cargo bench --bench query`). The serving benchmark measures the same
 //! queries end to end; this one isolates the part the stream count changes.
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use pravega_metrics_adapter::clock::Moment;
 use pravega_metrics_adapter::serve::metrics_api::Answer;
 use pravega_metrics_adapter::serve::scopes::Visible;
 use pravega_metrics_adapter::serve::selector::Selector;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use test_support::exposition::{stream_labels, SEGMENTS};
 use test_support::store::merged_store;
 
 fn query(c: &mut Criterion) {
     let mut group = c.benchmark_group("external_query_3_replicas");
     for streams in [1, 100, 10_000] {
-        let now = SystemTime::now();
+        let now = Moment::now();
         let store = merged_store(streams, now);
         // The selectors an HPA per stream sends, visited in a scattered order.
         let selectors: Vec<String> = (0..streams)
@@ -29,6 +30,7 @@ fn query(c: &mut Criterion) {
                 let answer = Answer {
                     view: &view,
                     now,
+                    wall_now: std::time::SystemTime::now(),
                     max_age: store.max_age(),
                     window: Duration::from_secs(10),
                     segments: None,

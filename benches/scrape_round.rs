@@ -5,8 +5,9 @@
 //! do scrape after scrape; and of one scrape of a controller with 100,000
 //! family names of one series each (`cargo bench --bench scrape_round`).
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pravega_metrics_adapter::clock::Moment;
 use pravega_metrics_adapter::store::{Limits, Store};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use test_support::exposition::{many_families, many_streams};
 use test_support::store::{merged_store, publish};
 
@@ -20,7 +21,7 @@ fn scrape_round(c: &mut Criterion) {
         let store = Store::new(Duration::from_secs(30));
         group.bench_with_input(BenchmarkId::from_parameter(streams), &bodies, |b, bodies| {
             b.iter(|| {
-                let now = SystemTime::now();
+                let now = Moment::now();
                 for (i, body) in bodies.iter().enumerate() {
                     publish(&store, &format!("replica-{i}"), body, now);
                 }
@@ -35,7 +36,7 @@ fn merge(c: &mut Criterion) {
     let mut group = c.benchmark_group("merge_3_replicas");
     group.sample_size(10);
     for streams in [1_000, 20_000] {
-        let now = SystemTime::now();
+        let now = Moment::now();
         let store = merged_store(streams, now);
         group.bench_function(BenchmarkId::from_parameter(streams), |b| b.iter(|| store.remerge(now)));
     }
@@ -54,7 +55,7 @@ fn many_family_names(c: &mut Criterion) {
     let store = Store::new(Duration::from_secs(30)).with_limits(limits);
     group.bench_function(BenchmarkId::from_parameter(FAMILIES), |b| {
         b.iter(|| {
-            let now = SystemTime::now();
+            let now = Moment::now();
             publish(&store, "controller", &body, now);
             store.remerge(now);
         })

@@ -19,12 +19,13 @@
 //! contradicts once the scale has settled is withheld until the next scale:
 //! one of the two is wrong, and neither is trusted silently.
 
+use crate::clock::Moment;
 use crate::controller_api::{ControllerApi, ControllerApiError, Fault, SEGMENTS_FAMILY};
 use crate::store::{MergedView, Series, Store, Verdict};
 use crate::telemetry::Telemetry;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct InventorySettings {
@@ -46,7 +47,7 @@ pub struct InventorySettings {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decision {
     /// This value, as of this time.
-    Serve { segments: f64, at: SystemTime },
+    Serve { segments: f64, at: Moment },
     /// The stream exists (or may), but no value can be vouched for.
     Withhold(Withheld),
     /// The stream does not exist: its scope's listing lacks it.
@@ -84,7 +85,7 @@ fn key(scope: &str, stream: &str) -> Key {
 struct Answer {
     segments: u32,
     asked: Instant,
-    at: SystemTime,
+    at: Moment,
 }
 
 #[derive(Debug)]
@@ -372,7 +373,7 @@ impl Inventory {
             Ok(segments) => {
                 let settle = self.settings.settle;
                 let Some(entry) = Self::entry(&mut state, key, view, &self.settings) else { return };
-                entry.answer = Some(Answer { segments, asked, at: SystemTime::now() });
+                entry.answer = Some(Answer { segments, asked, at: Moment::now() });
                 entry.refused = false;
                 // Asked before the last scale settled: asked again then, to
                 // confirm the metrics.

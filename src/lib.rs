@@ -8,11 +8,12 @@
 //! The controllers' gRPC API is a source of its own: [`controller_api`]
 //! asks it, [`inventory`] keeps every stream of the served scopes and its
 //! segment count from it, and decides per stream what is served.
-//! [`config`] holds the flags, [`telemetry`]
+//! [`config`] holds the flags, [`clock`] measures ages, [`telemetry`]
 //! the adapter's own metrics, [`escape`] makes outside text safe for log
 //! lines.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod controller_api;
 pub mod discover;

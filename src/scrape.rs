@@ -14,6 +14,7 @@
 //! had within the scrape timeout; concurrent queries share the scrape in
 //! flight.
 
+use crate::clock::Moment;
 use crate::parse::{ParseStats, Scanner};
 use crate::store::{LimitExceeded, SnapshotBuilder, Store, TargetSnapshot};
 use crate::telemetry::Telemetry;
@@ -23,7 +24,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
@@ -446,7 +447,7 @@ impl<F: Fetch> Scraper<F> {
         loop {
             let started = Instant::now();
             state.in_flight.store(true, Ordering::Release);
-            let scraped_at = SystemTime::now();
+            let scraped_at = Moment::now();
             let outcome = tokio::time::timeout(self.settings.timeout, self.scrape(target, scraped_at)).await;
             let outcome = outcome.unwrap_or(Err(ScrapeError::Timeout(self.settings.timeout)));
             let elapsed = started.elapsed();
@@ -499,7 +500,7 @@ impl<F: Fetch> Scraper<F> {
         }
     }
 
-    async fn scrape(&self, target: &Target, scraped_at: SystemTime) -> Result<Landed, ScrapeError> {
+    async fn scrape(&self, target: &Target, scraped_at: Moment) -> Result<Landed, ScrapeError> {
         let mut response = self.fetch.fetch(target).await?;
         let cap = self.settings.max_body_bytes;
         if response.content_length().is_some_and(|len| len > cap) {

@@ -7,10 +7,11 @@
 //! The store is measured in process, with an allocator that counts the
 //! heap; the adapter binary is run against fake controllers.
 
+use pravega_metrics_adapter::clock::Moment;
 use pravega_metrics_adapter::store::{LimitExceeded, Limits, Store};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use test_support::adapter::Adapter;
 use test_support::adapter_binary;
 use test_support::exposition::{amplifying, many_families, many_streams, stream_exposition, QUIET};
@@ -78,8 +79,8 @@ fn land(store: &Store, text: &str) {
     let mut builder = store.builder("a");
     scan(&mut builder, text);
     assert_eq!(builder.exceeded(), None);
-    store.publish("a", builder.finish(), SystemTime::now()).unwrap();
-    store.remerge(SystemTime::now());
+    store.publish("a", builder.finish(), Moment::now()).unwrap();
+    store.remerge(Moment::now());
 }
 
 #[test]

@@ -2,8 +2,10 @@
 # Installs what the test suite needs beyond the Rust toolchain, from Debian's
 # packages, when it is missing: openssl (test PKI and gen-serving-cert.sh),
 # python3 (fake controllers in the e2e test) and its yaml module (the chart
-# tests), iproute2 (network namespaces), kubectl (the README's prerequisite;
-# Debian's kubernetes-client as fallback), and DejaVu Sans (the loop's chart, make loop-chart). pravega-client's build brings its own protoc on x86_64/aarch64.
+# tests), iproute2 (network namespaces), libfaketime (tests/clock_step.sh),
+# kubectl (the README's prerequisite; Debian's kubernetes-client as
+# fallback), and DejaVu Sans (the loop's chart, make loop-chart).
+# pravega-client's build brings its own protoc on x86_64/aarch64.
 set -euo pipefail
 
 missing=()
@@ -13,6 +15,7 @@ need python3 python3
 python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 need ip iproute2
 need kubectl kubernetes-client
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 [ ${#missing[@]} -eq 0 ] && exit 0
 

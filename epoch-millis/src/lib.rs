@@ -1,7 +1,7 @@
 //! Wall-clock time as milliseconds since the Unix epoch: one `u64`,
 //! compact, ordered, and comparable across processes and machines. The
-//! adapter stamps its snapshots with it; the workload stamps events with it
-//! so readers can measure end-to-end latency.
+//! workload stamps events with it so readers can measure end-to-end
+//! latency.
 
 use std::time::SystemTime;
 

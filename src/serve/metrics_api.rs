@@ -6,6 +6,7 @@ use super::routes::{ApiVersion, ObjectQuery, CUSTOM_GROUP, EXTERNAL_GROUP};
 use super::scopes::Visible;
 use super::selector::Selector;
 use super::status::ApiError;
+use crate::clock::Moment;
 use crate::controller_api::SEGMENTS_FAMILY;
 use crate::store::{LabelSet, MergedView, Verdict, SCOPE_LABEL, STREAM_LABEL};
 use serde::{Serialize, Serializer};
@@ -17,12 +18,12 @@ use std::time::{Duration, SystemTime};
 /// deployment uses (`namespaces` for `.../namespaces/{ns}/metrics/{m}`).
 const ADVERTISED_RESOURCES: [(&str, bool); 3] = [("namespaces", false), ("deployments.apps", true), ("statefulsets.apps", true)];
 
-/// A metrics answer, serialized, and the scrape time of the oldest data
-/// behind it.
+/// A metrics answer, serialized, and when the oldest data behind it was
+/// scraped.
 #[derive(Debug)]
 pub struct Served {
     pub body: String,
-    pub oldest: Option<SystemTime>,
+    pub oldest: Option<Moment>,
     /// Why the answer is empty though streams match: they are named here.
     pub withheld: Option<String>,
 }
@@ -32,7 +33,7 @@ pub struct Served {
 pub struct Resolved {
     pub labels: LabelSet,
     pub value: f64,
-    pub at: SystemTime,
+    pub at: Moment,
 }
 
 /// The `segments_count` streams a query selects, decided stream by stream
@@ -55,7 +56,7 @@ pub enum Resolution {
 struct Item<'a> {
     labels: &'a LabelSet,
     value: f64,
-    at: SystemTime,
+    at: Moment,
 }
 
 /// What a query selects: every stream with a value, or why not and how
@@ -80,7 +81,10 @@ pub fn name_undecided(undecided: &[String]) -> String {
 /// What every answer needs besides the view.
 pub struct Answer<'a> {
     pub view: &'a MergedView,
-    pub now: SystemTime,
+    /// Ages are measured on the monotonic clock; `wall_now` is the wall
+    /// time of `now`, for the timestamps the answer carries.
+    pub now: Moment,
+    pub wall_now: SystemTime,
     /// Data scraped longer ago than this is never served.
     pub max_age: Duration,
     /// Reported as the metric window: the scrape interval.
@@ -124,7 +128,7 @@ impl Answer<'_> {
             if !selected(self.visible, selector, s.labels) {
                 continue;
             }
-            let fresh = self.now.duration_since(s.scraped_at).unwrap_or_default() <= self.max_age;
+            let fresh = self.now.since(s.scraped_at) <= self.max_age;
             // A segment count is served from the metrics alone only for a
             // scale the adapter watched.
             let vouched = metric != SEGMENTS_FAMILY || s.verdict == Verdict::Current;
@@ -180,7 +184,7 @@ impl Answer<'_> {
                 ApiVersion::CustomV1Beta1 => MetricIdentity::V1Beta1 { metric_name: &query.metric, selector },
                 _ => MetricIdentity::V1Beta2 { metric: MetricId { name: &query.metric, selector } },
             },
-            timestamp: Rfc3339(oldest),
+            timestamp: self.timestamp(oldest),
             window: Window::of(query.version, self.window),
             value,
         };
@@ -207,13 +211,18 @@ impl Answer<'_> {
                 Some(ExternalValue {
                     metric_name: metric,
                     metric_labels: Labels(s.labels),
-                    timestamp: Rfc3339(s.at),
+                    timestamp: self.timestamp(s.at),
                     window: self.window.as_secs(),
                     value: quantity::format(s.value)?,
                 })
             })
             .collect();
         Ok(Served { body: list("ExternalMetricValueList", ApiVersion::ExternalV1Beta1, &items), oldest, withheld })
+    }
+
+    /// The wall-clock time of `at`, as an answer states it.
+    fn timestamp(&self, at: Moment) -> Rfc3339 {
+        Rfc3339(at.wall_time(self.now, self.wall_now))
     }
 
     /// Refuses a list of `items` over [`Answer::max_list_items`] before it
@@ -460,7 +469,7 @@ mod tests {
 
     fn view(text: &str) -> std::sync::Arc<MergedView> {
         let store = Store::new(Duration::from_secs(30));
-        let at = SystemTime::UNIX_EPOCH + SCRAPED;
+        let at = Moment::START + SCRAPED;
         let mut builder = store.builder("t");
         Scanner::scan_all(|_: &str| true, text.as_bytes(), |s| builder.push(s));
         store.publish("t", builder.finish(), at).unwrap();
@@ -471,7 +480,8 @@ mod tests {
     fn answer(view: &MergedView, age: u64) -> Answer<'_> {
         Answer {
             view,
-            now: SystemTime::UNIX_EPOCH + SCRAPED + Duration::from_secs(age),
+            now: Moment::START + SCRAPED + Duration::from_secs(age),
+            wall_now: SystemTime::UNIX_EPOCH + SCRAPED + Duration::from_secs(age),
             max_age: Duration::from_secs(30),
             window: Duration::from_secs(10),
             segments: None,
@@ -637,6 +647,19 @@ mod tests {
         assert_eq!(answer(&v, 30).external("m", &selector("")).unwrap().json()["items"].as_array().unwrap().len(), 3);
         assert_eq!(answer(&v, 31).external("m", &selector("")).unwrap().json()["items"], json!([]));
         assert!(answer(&v, 31).object(&query(ApiVersion::CustomV1Beta2, "tm"), &selector("")).is_err());
+    }
+
+    #[test]
+    fn ages_follow_the_monotonic_clock_and_timestamps_the_wall_clock() {
+        let v = view(TWO_STREAMS);
+        for wall_step in [-7200_i64, 7200] {
+            let mut a = answer(&v, 5);
+            a.wall_now = SystemTime::UNIX_EPOCH + Duration::from_secs((SCRAPED.as_secs() as i64 + 5 + wall_step) as u64);
+            let items = a.external("m", &selector("")).unwrap().json()["items"].clone();
+            assert_eq!(items.as_array().unwrap().len(), 3, "served 5 s after the scrape, whatever the wall clock says");
+            let stated = humantime::format_rfc3339_seconds(a.wall_now - Duration::from_secs(5)).to_string();
+            assert_eq!(items[0]["timestamp"], stated.as_str(), "the wall time now, less the data's age");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod status;
 use crate::auth::authn::Peer;
 use crate::auth::authz::{MalformedPath, RequestInfo};
 use crate::auth::{AuthError, Guard};
+use crate::clock::Moment;
 use crate::controller_api::SEGMENTS_FAMILY;
 use crate::inventory::{Decision, Inventory};
 use crate::scrape::Pool;
@@ -162,7 +163,8 @@ fn text(status: StatusCode, body: String) -> Response {
 fn with_view<T>(app: &App, view: &MergedView, segments: Option<&Resolution>, visible: Visible<'_>, f: impl FnOnce(&Answer<'_>) -> T) -> T {
     let answer = Answer {
         view,
-        now: SystemTime::now(),
+        now: Moment::now(),
+        wall_now: SystemTime::now(),
         max_age: app.store.max_age(),
         window: app.pool.settings().interval,
         segments,
@@ -221,7 +223,7 @@ async fn resolve(
     }
     let wanted: Vec<((String, String), Option<Series<'_>>)> = candidates.iter().map(|(key, (_, series))| (key.clone(), *series)).collect();
     inventory.ask_now(&wanted).await;
-    let oldest = SystemTime::now().checked_sub(app.store.max_age()).unwrap_or(SystemTime::UNIX_EPOCH);
+    let oldest = Moment::now().saturating_sub(app.store.max_age());
     let (mut resolved, mut undecided) = (Vec::new(), Vec::new());
     for ((scope, stream), (labels, series)) in candidates {
         let fresh = series.is_some_and(|s| s.scraped_at >= oldest);
@@ -268,7 +270,7 @@ fn served(
     }
     let served = served?;
     if let Some(oldest) = served.oldest {
-        app.telemetry.served_age(SystemTime::now().duration_since(oldest).unwrap_or(Duration::ZERO));
+        app.telemetry.served_age(Moment::now().since(oldest));
     }
     Ok(served.body)
 }

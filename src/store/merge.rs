@@ -17,13 +17,14 @@
 
 use super::column::{Column, Slot};
 use super::snapshot::{Cell, LabelSet, StreamIndex, TargetSnapshot};
+use crate::clock::Moment;
 use hashbrown::HashTable;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher as _;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub const SPLITS_FAMILY: &str = "pravega_controller_segment_splits";
 pub const MERGES_FAMILY: &str = "pravega_controller_segment_merges";
@@ -56,7 +57,7 @@ pub struct Series<'a> {
     pub value: f64,
     /// When the replica this value came from was last scraped (for an
     /// undecided stream, when the view was merged).
-    pub scraped_at: SystemTime,
+    pub scraped_at: Moment,
     pub verdict: Verdict,
     /// The stream's high-water mark of scale events; NaN if no replica
     /// reports any.
@@ -88,13 +89,13 @@ impl Slot for MergedCell {
 pub struct MergedView {
     layout: Arc<Layout>,
     columns: BTreeMap<Arc<str>, Column<MergedCell>>,
-    /// Per source target, when it was last scraped (ms since epoch); shared
+    /// Per source target, when it was last scraped (a [`Moment`] in ms); shared
     /// with the store, which updates it when a scrape changes nothing.
     scraped_at: Vec<Arc<AtomicU64>>,
     /// Per row, the stream's high-water mark (NaN: none) and verdict.
     marks: Vec<f64>,
     verdicts: Vec<Verdict>,
-    /// When the merge ran, ms since epoch.
+    /// When the merge ran (a [`Moment`] in ms).
     merged_at: u64,
     /// Scale-event totals not believed in this merge (see [`scale_events`]).
     implausible: usize,
@@ -149,7 +150,7 @@ pub(super) struct Layout {
     /// index exactly when it lists the same streams in the same order.
     sources: Vec<Arc<StreamIndex>>,
     streams: Vec<Stream>,
-    /// Per row, since when (ms since epoch) no source lists the stream; 0
+    /// Per row, since when (a [`Moment`] in ms) no source lists the stream; 0
     /// while one does. Such rows hold a mark and no cells.
     unlisted_since: Vec<u64>,
     /// The earliest non-zero `unlisted_since`: the layout must be rebuilt
@@ -339,7 +340,7 @@ impl<'a> Family<'a> {
             let series = Series {
                 labels: &streams[i].labels,
                 value: cell.value,
-                scraped_at: SystemTime::UNIX_EPOCH + Duration::from_millis(millis),
+                scraped_at: Moment::from_millis(millis),
                 verdict,
                 mark: view.marks[i],
             };
@@ -378,7 +379,7 @@ fn expired(unlisted_since: u64, now: u64) -> bool {
     now.saturating_sub(unlisted_since) > MARK_RETENTION.as_millis() as u64
 }
 
-/// Merges `sources` at `now` (ms since epoch), carrying the marks of
+/// Merges `sources` at `now` (a [`Moment`] in ms), carrying the marks of
 /// `previous` (the served view) over and reusing its layout if it still
 /// fits the sources.
 pub(super) fn merge(sources: &[Source<'_>], previous: &MergedView, now: u64, forgotten: &Forgotten) -> MergedView {

@@ -13,11 +13,12 @@ mod snapshot;
 pub use merge::{rose, Family, MergedView, Series, Verdict, MARK_RETENTION, MAX_UNLISTED_MARKS, MERGES_FAMILY, SPLITS_FAMILY};
 pub use snapshot::{Budget, LabelSet, LimitExceeded, Limits, SnapshotBuilder, TargetSnapshot, Usage, SCOPE_LABEL, STREAM_LABEL};
 
+use crate::clock::Moment;
 use snapshot::{InFlight, Interner, Room};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 /// Shared state between the scrapers (writers) and the API (readers).
@@ -65,7 +66,7 @@ impl Targets {
 
 struct TargetEntry {
     snapshot: Arc<TargetSnapshot>,
-    /// Last successful scrape, ms since epoch; read by the served view.
+    /// Last successful scrape, a [`Moment`] in ms; read by the served view.
     scraped_at: Arc<AtomicU64>,
     /// Whether the last merge took this target in (not yet expired).
     merged: Arc<std::sync::atomic::AtomicBool>,
@@ -143,7 +144,7 @@ impl Store {
     /// A scrape of a target removed after the scrape started is dropped.
     /// Refused if it would take the store over its [`Budget`] beside what
     /// the other targets hold now (they may have grown while it was built).
-    pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: SystemTime) -> Result<u64, LimitExceeded> {
+    pub fn publish(&self, target: &str, snapshot: TargetSnapshot, scraped_at: Moment) -> Result<u64, LimitExceeded> {
         let mut targets = self.lock_targets();
         if targets.removed.get(target).is_some_and(|&removal| removal > snapshot.started_at) {
             return Ok(targets.generation);
@@ -152,7 +153,7 @@ impl Store {
             drop(targets);
             return Err(exceeded);
         }
-        let now = epoch_millis::of(scraped_at);
+        let now = scraped_at.as_millis();
         // Unchanged content needs no merge, unless the last merge left the
         // target's data out as expired.
         let max_age = self.max_age.as_millis() as u64;
@@ -222,18 +223,18 @@ impl Store {
             self.merge_wanted.notified().await;
             let store = self.clone();
             // CPU work proportional to the number of streams.
-            crate::resources::run_in_background(c"merge", move || store.remerge(SystemTime::now())).await;
+            crate::resources::run_in_background(c"merge", move || store.remerge(Moment::now())).await;
         }
     }
 
     /// Merges the current snapshots into the served view now.
-    pub fn remerge(&self, now: SystemTime) {
+    pub fn remerge(&self, now: Moment) {
         let _merging = self.merging.lock().unwrap_or_else(PoisonError::into_inner);
         // The view retired by the last merge has had a merge interval for
         // its queries to finish: free it before building the next, so that
         // at most two views exist at once.
         drop(self.retired.lock().unwrap_or_else(PoisonError::into_inner).take());
-        let oldest = epoch_millis::of(now).saturating_sub(self.max_age.as_millis() as u64);
+        let oldest = now.saturating_sub(self.max_age).as_millis();
         let (live, generation) = {
             let targets = self.lock_targets();
             let mut live: Vec<(Arc<TargetSnapshot>, Arc<AtomicU64>)> = Vec::new();
@@ -250,7 +251,7 @@ impl Store {
             live.iter().map(|(snapshot, scraped_at)| merge::Source { snapshot, scraped_at: scraped_at.clone() }).collect();
         let forgotten = std::mem::take(&mut *self.forgotten.lock().unwrap_or_else(PoisonError::into_inner));
         let previous = self.view();
-        let view = Arc::new(merge::merge(&sources, &previous, epoch_millis::of(now), &forgotten));
+        let view = Arc::new(merge::merge(&sources, &previous, now.as_millis(), &forgotten));
         self.dropped_marks.fetch_add(view.dropped_marks() as u64, Ordering::Relaxed);
         drop(previous);
         let previous = std::mem::replace(&mut *self.merged.write().unwrap_or_else(PoisonError::into_inner), view);
@@ -302,8 +303,8 @@ mod tests {
 
     const T0: Duration = Duration::from_secs(1_700_000_000);
 
-    fn at(secs: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(secs)
+    fn at(secs: u64) -> Moment {
+        Moment::START + T0 + Duration::from_secs(secs)
     }
 
     /// Scrapes `text` as `target` at time `secs`.
