@@ -609,7 +609,9 @@ fn judge(ranks: &[Option<f64>], slots: &[u32], before: Option<(f64, Verdict)>, w
         // The mark rose while the adapter watched a replica at it: a scale
         // it saw (not a replica's first scrape that brings a higher mark).
         Some(_) if rose(mark, previous_mark) && watched_at_mark() => Verdict::Current,
-        Some((_, Verdict::Current)) if mark == previous_mark => Verdict::Current,
+        // The mark never falls: unchanged unless it rose (NaN stays NaN for
+        // a stream that never scaled).
+        Some((_, Verdict::Current)) if !rose(mark, previous_mark) => Verdict::Current,
         // A new stream that a replica at the mark began to report while
         // the adapter watched it: created or scaled since.
         None if watched_at_mark() => Verdict::Current,

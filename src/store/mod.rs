@@ -872,6 +872,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_created_while_watched_stays_current_until_it_scales() {
+        // A stream that never scaled has a segments_count gauge and no
+        // splits or merges series: no mark at all.
+        let store = Store::new(Duration::from_secs(30));
+        scrape(&store, "a", 0, &replica("other", 1, 0, 0));
+        let created = replica("other", 1, 0, 0) + "pravega_controller_segments_count{scope=\"test\",stream=\"s\"} 1\n";
+        for secs in 1..4 {
+            scrape(&store, "a", secs, &created);
+            assert_eq!(judged(&store, "s"), Some((1.0, Verdict::Current)), "merge at {secs} s");
+        }
+        scrape(&store, "a", 4, &(replica("other", 1, 0, 0) + &replica("s", 2, 1, 0)));
+        assert_eq!(judged(&store, "s"), Some((2.0, Verdict::Current)), "its first scale");
+    }
+
+    #[test]
     fn implausible_totals_do_not_move_the_mark() {
         let store = Store::new(Duration::from_secs(30));
         scrape(&store, "a", 0, &replica("s", 1, 0, 0));
