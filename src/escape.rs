@@ -3,6 +3,7 @@
 //! drive the terminal reading the log. And a bound on how often lines that
 //! outside input triggers are written.
 
+use crate::clock::Moment;
 use std::fmt::{self, Write as _};
 
 /// `text` as a log field: printable characters as they are, backslashes
@@ -56,7 +57,7 @@ fn is_invisible_format(c: char) -> bool {
 /// outside input (queries, controllers) can trigger at will.
 pub struct RateLimit {
     every: std::time::Duration,
-    /// When the next line may pass, in ms since [`RateLimit::origin`].
+    /// When the next line may pass, as [`Moment::as_millis`] (0: now).
     next: std::sync::atomic::AtomicU64,
 }
 
@@ -65,17 +66,13 @@ impl RateLimit {
         RateLimit { every, next: std::sync::atomic::AtomicU64::new(0) }
     }
 
-    fn origin() -> std::time::Instant {
-        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        *ORIGIN.get_or_init(std::time::Instant::now)
-    }
-
     /// Whether a line may pass now.
     pub fn allow(&self) -> bool {
         use std::sync::atomic::Ordering;
-        let now = Self::origin().elapsed().as_millis() as u64;
+        let now = Moment::now();
         let next = self.next.load(Ordering::Relaxed);
-        now >= next && self.next.compare_exchange(next, now + self.every.as_millis() as u64, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        now.as_millis() >= next
+            && self.next.compare_exchange(next, (now + self.every).as_millis(), Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 }
 
