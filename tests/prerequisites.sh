@@ -4,6 +4,10 @@
 # python3 (fake controllers in the e2e test) and its yaml module (the chart
 # tests), iproute2 (network namespaces), kubectl (the README's prerequisite;
 # Debian's kubernetes-client as fallback), and DejaVu Sans (the loop's chart, make loop-chart). pravega-client's build brings its own protoc on x86_64/aarch64.
+# The e2e node (tests/e2e/node.sh) needs the CNI plugins (bridge, host-local,
+# portmap, loopback in /usr/lib/cni), iptables for kube-proxy, and
+# libseccomp's headers for runc's seccomp support (obtain-node.sh builds runc
+# with cgo; the pods' RuntimeDefault seccomp profile needs it).
 set -euo pipefail
 
 missing=()
@@ -14,6 +18,9 @@ python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 need ip iproute2
 need kubectl kubernetes-client
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+need iptables iptables
+[ -f /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
