@@ -7,9 +7,13 @@
 #   controller_ips           addresses added to the namespace's lo for the controllers
 #   hpa_sync                 --horizontal-pod-autoscaler-sync-period
 #   downscale_stabilization  --horizontal-pod-autoscaler-downscale-stabilization
-#   cargo_build_args         what `cargo build --locked` builds before entering
+#   cargo_build_args         what `cargo build --locked` builds before entering (empty: nothing)
 #   want_helm                (optional) 1: obtain helm too (tests/chart/obtain-helm.sh);
 #                            inside, $helm is its path, empty if it could not be built
+#   want_node                (optional) 1: a real node too (tests/e2e/node.sh): kube-scheduler,
+#                            containerd, the kubelet and kube-proxy, Ready before the
+#                            project's files are applied; the aggregator then reaches
+#                            APIServices through their Service's ClusterIP (kube-proxy)
 # shellcheck shell=bash
 # The caller's settings above are assigned before this file is sourced.
 # shellcheck disable=SC2154
@@ -37,6 +41,16 @@ if [ -z "${E2E_INSIDE_NETNS:-}" ]; then
   [ $obtained -ne 3 ] || skip "cannot build Kubernetes from the Go module proxy: $bin"
   [ $obtained -eq 0 ] || fail "tests/e2e/obtain-kubernetes.sh failed (exit status $obtained)"
   log "kubernetes binaries ready in $bin ($((SECONDS - started)) s)"
+  node_bin=
+  if [ "${want_node:-}" = 1 ]; then
+    "$root/tests/prerequisites.sh" >&2 || fail "tests/prerequisites.sh failed"
+    command -v iptables >/dev/null || skip "the node's kube-proxy needs iptables (tests/prerequisites.sh installs it)"
+    obtained=0
+    node_bin=$("$here/obtain-node.sh") || obtained=$?
+    [ $obtained -ne 3 ] || skip "cannot build the node (kubelet, containerd, runc) from the Go module proxy: $node_bin"
+    [ $obtained -eq 0 ] || fail "tests/e2e/obtain-node.sh failed (exit status $obtained)"
+    log "node binaries and pause image ready in $node_bin ($((SECONDS - started)) s)"
+  fi
   helm=
   if [ "${want_helm:-}" = 1 ]; then
     obtained=0
@@ -47,14 +61,15 @@ if [ -z "${E2E_INSIDE_NETNS:-}" ]; then
   for pkg in openssl python3; do
     command -v "$pkg" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
   done
-  (cd "$root" && cargo build --quiet --locked "${cargo_build_args[@]}")
+  [ ${#cargo_build_args[@]} -eq 0 ] || (cd "$root" && cargo build --quiet --locked "${cargo_build_args[@]}")
   netns=pfa-e2e-$$
   ip netns add "$netns" 2>/dev/null || skip "cannot create a network namespace (ip netns add failed)"
   trap 'ip netns del "$netns" 2>/dev/null || true' EXIT
   ip netns exec "$netns" ip link set lo up
   for ip in "$ns_ip" "${controller_ips[@]}"; do ip netns exec "$netns" ip addr add "$ip/32" dev lo; done
   status=0
-  ip netns exec "$netns" env E2E_INSIDE_NETNS=1 E2E_BIN="$bin" E2E_HELM="$helm" bash ${E2E_TRACE:+-x} "$0" || status=$?
+  ip netns exec "$netns" env E2E_INSIDE_NETNS=1 E2E_NETNS="$netns" E2E_BIN="$bin" E2E_HELM="$helm" E2E_NODE_BIN="$node_bin" \
+    bash ${E2E_TRACE:+-x} "$0" || status=$?
   log "total $((SECONDS - started)) s"
   exit $status
 fi
@@ -141,6 +156,24 @@ EOF
 }
 kubeconfig "$work/admin.kubeconfig" admin
 kubeconfig "$work/controller-manager.kubeconfig" controller-manager
+node_apiserver_args=()
+aggregator_routing=true # no kube-proxy: the aggregator dials the endpoints itself
+if [ -n "${E2E_NODE_BIN:-}" ]; then
+  # shellcheck source=tests/e2e/node.sh
+  source "$here/node.sh"
+  cleanup_hooks+=(node_cleanup)
+  node_pki
+  # The kubelet API (logs, exec) with the kube-apiserver's client certificate,
+  # checking the kubelet's serving certificate, at the node's InternalIP (its
+  # name resolves nowhere; kubeadm prefers InternalIP too). Without aggregator routing, as
+  # most clusters run (kubeadm's default): the aggregator dials an
+  # APIService's Service at its ClusterIP, which kube-proxy's rules in this
+  # namespace carry to an endpoint, as they do on a control-plane node.
+  node_apiserver_args=(--kubelet-client-certificate="$pki/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$pki/apiserver-kubelet-client.key" --kubelet-certificate-authority="$pki/cluster-ca.crt"
+    --kubelet-preferred-address-types=InternalIP)
+  aggregator_routing=false
+fi
 
 # --- control plane --------------------------------------------------------------
 started=$(now)
@@ -156,7 +189,7 @@ background kube-apiserver "$bin/kube-apiserver" \
   --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
-  --enable-aggregator-routing=true
+  --enable-aggregator-routing=$aggregator_routing "${node_apiserver_args[@]}"
 wait_for 90 "kube-apiserver /readyz" kc get --raw /readyz
 background kube-controller-manager "$bin/kube-controller-manager" \
   --kubeconfig="$work/controller-manager.kubeconfig" \
@@ -168,6 +201,12 @@ background kube-controller-manager "$bin/kube-controller-manager" \
   --horizontal-pod-autoscaler-downscale-stabilization="$downscale_stabilization"
 wait_for 60 "extension-apiserver-authentication configmap" kc -n kube-system get configmap extension-apiserver-authentication
 log "TIMING control plane ready in $(elapsed "$started") s"
+if [ -n "${E2E_NODE_BIN:-}" ]; then
+  background kube-scheduler "$E2E_NODE_BIN/kube-scheduler" --kubeconfig="$work/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$work/scheduler.kubeconfig" --authorization-kubeconfig="$work/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false
+  start_node
+fi
 
 # --- the project's files, as shipped ------------------------------------------------
 # apply_files NAME KUBECTL-ARGS...: a server-side dry run, then the server-side apply.
@@ -211,13 +250,15 @@ token_of() {
 
 # controller_pod NAME IP: a Pod object labelled as a Pravega controller, with
 # the status a kubelet would set (Running, Ready, podIP), so the adapter
-# discovers IP:10080 as a replica.
+# discovers IP:10080 as a replica. A process of the namespace plays it: its
+# schedulerName is no scheduler's, so with a node (want_node) no kubelet
+# runs it or overwrites that status.
 controller_pod() {
   kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
 metadata: {name: $1, namespace: pravega, labels: {component: pravega-controller}}
-spec: {containers: [{name: controller, image: pravega/pravega:0.13.0}]}
+spec: {schedulerName: e2e-host-process, containers: [{name: controller, image: pravega/pravega:0.13.0}]}
 EOF
   kc -n pravega patch pod "$1" --subresource=status --type merge -p \
     "{\"status\":{\"phase\":\"Running\",\"podIP\":\"$2\",\"podIPs\":[{\"ip\":\"$2\"}],\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}" >/dev/null
