@@ -211,6 +211,7 @@ bindAddress: $ns_ip
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
 conntrack: {maxPerCore: 0, min: 0}
+nodePortAddresses: [primary]
 EOF
 }
 
@@ -253,8 +254,9 @@ start_node() {
   background kubelet "$node_bin/kubelet" --config "$node_dir/kubelet/config.yaml" \
     --kubeconfig "$work/kubelet.kubeconfig" --root-dir "$node_dir/kubelet" \
     --hostname-override "$node_name" --node-ip "$ns_ip" --v=2
-  local deadline=$((SECONDS + 60))
+  local kubelet=${pids[-1]} deadline=$((SECONDS + 60))
   until node_ready; do
+    kill -0 "$kubelet" 2>/dev/null || { node_logs_tail >&2; fail "the kubelet exited: $(grep -E '^E[0-9]' "$work/logs/kubelet.log" | tail -n 1)"; }
     [ $SECONDS -lt $deadline ] || { node_logs_tail >&2; fail "node $node_name is not Ready 60 s after the kubelet started"; }
     sleep 0.5
   done
