@@ -13,7 +13,10 @@
 #   want_node                (optional) 1: a real node too (tests/e2e/node.sh): kube-scheduler,
 #                            containerd, the kubelet and kube-proxy, Ready before the
 #                            project's files are applied; the aggregator then reaches
-#                            APIServices through their Service's ClusterIP (kube-proxy)
+#                            APIServices through their Service's ClusterIP (kube-proxy),
+#                            and start_adapter waits for the adapter's Deployment
+#   node_images              (with want_node) OCI archives imported into the node's
+#                            containerd before the project's files are applied
 # shellcheck shell=bash
 # The caller's settings above are assigned before this file is sourced.
 # shellcheck disable=SC2154
@@ -206,6 +209,7 @@ if [ -n "${E2E_NODE_BIN:-}" ]; then
     --authentication-kubeconfig="$work/scheduler.kubeconfig" --authorization-kubeconfig="$work/scheduler.kubeconfig" \
     --bind-address=127.0.0.1 --leader-elect=false
   start_node
+  for archive in "${node_images[@]}"; do node_import "$archive"; done
 fi
 
 # --- the project's files, as shipped ------------------------------------------------
@@ -230,8 +234,10 @@ for form in external object; do
 done
 log "PASS server-side dry run and apply of manifests/ and apiservice/, dry run of both HPAs"
 # No kubelet: the adapter runs as a process on $ns_ip; a slice that is not the
-# EndpointSlice controller's (managed-by) points the Service there.
-kc apply --server-side -f - >/dev/null <<EOF
+# EndpointSlice controller's (managed-by) points the Service there. With the
+# node, the Deployment's pods are the Service's endpoints.
+if [ -z "${E2E_NODE_BIN:-}" ]; then
+  kc apply --server-side -f - >/dev/null <<EOF
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -242,6 +248,7 @@ addressType: IPv4
 ports: [{name: https, port: 6443, protocol: TCP}]
 endpoints: [{addresses: ["$ns_ip"], conditions: {ready: true}}]
 EOF
+fi
 # token_of NAMESPACE SERVICEACCOUNT: a bound token from the TokenRequest API.
 token_of() {
   wait_for 60 "serviceaccount $1/$2" kc -n "$1" get serviceaccount "$2"
@@ -264,11 +271,8 @@ EOF
     "{\"status\":{\"phase\":\"Running\",\"podIP\":\"$2\",\"podIPs\":[{\"ip\":\"$2\"}],\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}" >/dev/null
 }
 
-# start_adapter: the adapter as a process on $ns_ip with its ServiceAccount's
-# token, then its serving cert; returns once the three APIServices are Available.
-start_adapter() {
-  token_kubeconfig() { # token_kubeconfig FILE TOKEN
-    cat >"$1" <<EOF
+token_kubeconfig() { # token_kubeconfig FILE TOKEN
+  cat >"$1" <<EOF
 apiVersion: v1
 kind: Config
 clusters: [{name: e2e, cluster: {server: "$apiserver", certificate-authority: "$pki/cluster-ca.crt"}}]
@@ -276,16 +280,33 @@ users: [{name: u, user: {token: "$2"}}]
 contexts: [{name: e2e, context: {cluster: e2e, user: u}}]
 current-context: e2e
 EOF
-  }
-  token_kubeconfig "$work/adapter.kubeconfig" "$(token_of pravega-metrics pravega-metrics-adapter)"
-  # The Deployment's own arguments, with the paths and addresses of this host.
-  background adapter env RUST_LOG=info "$root/target/debug/pravega-metrics-adapter" \
-    --secure-port=6443 --bind-address="$ns_ip" \
-    --tls-cert-file="$work/serving/tls.crt" --tls-private-key-file="$work/serving/tls.key" \
-    --controller-namespace=pravega --log-format=json --kubeconfig="$work/adapter.kubeconfig"
+}
+
+# start_adapter: without the node, the adapter as a process on $ns_ip with
+# its ServiceAccount's token; with it, the Deployment of manifests/adapter as
+# shipped (applied with the project's files), whose pods wait for the
+# serving cert. Then its serving cert; returns once the three APIServices
+# are Available.
+start_adapter() {
+  if [ -z "${E2E_NODE_BIN:-}" ]; then
+    token_kubeconfig "$work/adapter.kubeconfig" "$(token_of pravega-metrics pravega-metrics-adapter)"
+    # The Deployment's own arguments, with the paths and addresses of this host.
+    background adapter env RUST_LOG=info "$root/target/debug/pravega-metrics-adapter" \
+      --secure-port=6443 --bind-address="$ns_ip" \
+      --tls-cert-file="$work/serving/tls.crt" --tls-private-key-file="$work/serving/tls.key" \
+      --controller-namespace=pravega --log-format=json --kubeconfig="$work/adapter.kubeconfig"
+  fi
   started=$(now)
   # gen-serving-cert.sh --out: the serving Secret and apiservice/ with caBundle set.
   apply_files serving -k "$work/serving"
+  if [ -n "${E2E_NODE_BIN:-}" ]; then
+    if ! kc -n pravega-metrics rollout status deployment/pravega-metrics-adapter --timeout=120s >"$work/logs/rollout-adapter.log" 2>&1; then
+      kc -n pravega-metrics describe pods >&2 || true
+      node_logs_tail >&2
+      fail "the adapter's Deployment did not roll out within 120 s of its serving cert: $(tail -n 2 "$work/logs/rollout-adapter.log")"
+    fi
+    log "PASS the adapter's Deployment as shipped: $(kc -n pravega-metrics get deployment pravega-metrics-adapter -o jsonpath='{.status.readyReplicas}') pods Ready (startup, liveness and readiness probes over HTTPS) $(elapsed "$started") s after its serving cert"
+  fi
   for apiservice in v1beta1.custom.metrics.k8s.io v1beta2.custom.metrics.k8s.io v1beta1.external.metrics.k8s.io; do
     wait_for 90 "APIService $apiservice Available" sh -c \
       "'$bin/kubectl' --kubeconfig '$work/admin.kubeconfig' get apiservice $apiservice -o jsonpath='{.status.conditions[?(@.type==\"Available\")].status}' | grep -qx True"

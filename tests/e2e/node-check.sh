@@ -137,11 +137,7 @@ kc -n node-check logs node-check 2>&1 | grep -q 'started, reported to' ||
 log "PASS kubectl logs reads the pod's log through the kubelet"
 
 # --- memory --------------------------------------------------------------------------------
-# The pod's cgroup (cgroup v1: memory.max_usage_in_bytes is the peak), the
-# kubelet's and containerd's peak RSS.
-pod_uid=$(kc -n node-check get pod node-check -o jsonpath='{.metadata.uid}')
-pod_cgroup=$(find "/sys/fs/cgroup/memory/$node_cgroup" -type d -name "pod$pod_uid" | head -n 1)
-[ -n "$pod_cgroup" ] || fail "no memory cgroup for pod $pod_uid under /sys/fs/cgroup/memory/$node_cgroup"
+# The pod's cgroup peak, the kubelet's and containerd's peak RSS.
 hwm() { awk '/^VmHWM/ { printf "%d MiB", $2 / 1024 }' "/proc/$1/status"; }
 for i in "${!pids[@]}"; do
   case $(tr '\0' ' ' 2>/dev/null <"/proc/${pids[i]}/cmdline" | awk '{print $1}') in
@@ -149,7 +145,7 @@ for i in "${!pids[@]}"; do
     */containerd) containerd_pid=${pids[i]} ;;
   esac
 done
-log "MEMORY pod node-check: peak $(($(cat "$pod_cgroup/memory.max_usage_in_bytes") / 1048576)) MiB (cgroup $pod_cgroup, limit $(($(cat "$pod_cgroup/memory.limit_in_bytes") / 1048576)) MiB); kubelet peak RSS $(hwm "$kubelet_pid"), containerd $(hwm "$containerd_pid")"
+log "MEMORY pod node-check: $(pod_memory node-check node-check); kubelet peak RSS $(hwm "$kubelet_pid"), containerd $(hwm "$containerd_pid")"
 
 # --- graceful termination --------------------------------------------------------------
 started=$(now)

@@ -265,6 +265,29 @@ start_node() {
   log "TIMING node Ready in $ready_at s (containerd start to the Ready condition)"
 }
 
+# pod_memory NAMESPACE POD: from the pod's memory cgroup, its peak (cgroup v1:
+# memory.max_usage_in_bytes, which counts page cache too: the binary's pages
+# among them), its RSS now, and its limit.
+pod_memory() {
+  local uid cgroup
+  uid=$(kc -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}')
+  cgroup=$(find "/sys/fs/cgroup/memory/$node_cgroup" -type d -name "pod$uid" | head -n 1)
+  [ -n "$cgroup" ] || fail "no memory cgroup for pod $1/$2 under /sys/fs/cgroup/memory/$node_cgroup"
+  echo "peak $(($(cat "$cgroup/memory.max_usage_in_bytes") / 1048576)) MiB with page cache," \
+    "RSS now $(awk '$1 == "total_rss" { print int($2 / 1048576) }' "$cgroup/memory.stat") MiB," \
+    "limit $(($(cat "$cgroup/memory.limit_in_bytes") / 1048576)) MiB"
+}
+
+# node_import ARCHIVE: an OCI archive into containerd's k8s.io namespace,
+# where the kubelet finds its images (named by the archive's index).
+node_import() {
+  local log_file
+  log_file=$work/logs/ctr-import-$(basename "$1" .tar).log
+  "$node_bin/ctr" --address "$containerd_sock" -n k8s.io images import --local "$1" >"$log_file" 2>&1 ||
+    fail "ctr images import $1: $(cat "$log_file")"
+  log "imported $(grep -o '^unpacking [^ ]*' "$log_file" | cut -d' ' -f2) from $1"
+}
+
 # node_cleanup: the kubelet first (it would restart containers), then
 # containerd, then every process left in the node's cgroups (the pods) and the
 # shims (by the containerd address they were started with), the mounts under
