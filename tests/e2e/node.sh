@@ -50,8 +50,9 @@ containerd_sock=$node_dir/containerd/containerd.sock
 
 # node_pki: the node's certificates, from the cluster CA: the kubelet's client
 # (the Node authorizer's system:node:<name>) and serving certificates, the
-# kube-proxy's client (bound to system:node-proxier by the bootstrap RBAC), and
-# the kube-apiserver's client for the kubelet API (logs, exec).
+# kube-proxy's client (bound to system:node-proxier by the bootstrap RBAC),
+# the kube-apiserver's client for the kubelet API (logs, exec), and the
+# kube-scheduler's client (system:kube-scheduler, bound by the bootstrap RBAC).
 node_pki() {
   leaf kubelet cluster-ca "/O=system:nodes/CN=system:node:$node_name" clientAuth
   leaf kubelet-serving cluster-ca "/CN=$node_name" serverAuth "IP:$ns_ip,DNS:$node_name"
