@@ -7,7 +7,8 @@
 #     RuntimeDefault seccomp, memory limit) and its readiness probe passes;
 #   - the pod reaches a host process of the namespace through the CNI bridge
 #     (as pods reach Pravega), and the kube-apiserver through the kubernetes
-#     Service's ClusterIP (kube-proxy, as in-cluster clients do);
+#     Service's ClusterIP (kube-proxy, as in-cluster clients do), whose name
+#     the cluster DNS resolves;
 #   - a host process reaches the pod through its Service's ClusterIP
 #     (kube-proxy, the aggregator's path to an APIService) and reads its
 #     logs through the kubelet;
@@ -125,6 +126,9 @@ log "PASS the pod reached a host process of the namespace ($ns_ip:$report_port) 
 grep -q 'apiserver=ok' <<<"$started_line" ||
   fail "the pod could not connect to the kubernetes Service's ClusterIP: $started_line"
 log "PASS the pod reached the kube-apiserver through the kubernetes Service's ClusterIP (kube-proxy)"
+grep -q 'dns=10.96.0.1\(&\|$\)' <<<"$started_line" ||
+  fail "kubernetes.default.svc did not resolve to 10.96.0.1 in the pod: $started_line"
+log "PASS the pod resolved kubernetes.default.svc to 10.96.0.1 (CoreDNS behind the kube-dns Service)"
 
 cluster_ip=$(kc -n node-check get service node-check -o jsonpath='{.spec.clusterIP}')
 via_service() { python3 -c "import urllib.request; print(urllib.request.urlopen('http://$cluster_ip/', timeout=2).read().decode().strip())"; }
@@ -146,6 +150,8 @@ for i in "${!pids[@]}"; do
   esac
 done
 log "MEMORY pod node-check: $(pod_memory node-check node-check); kubelet peak RSS $(hwm "$kubelet_pid"), containerd $(hwm "$containerd_pid")"
+coredns_pod=$(kc -n kube-system get pods -l k8s-app=kube-dns -o jsonpath='{.items[0].metadata.name}')
+log "MEMORY CoreDNS: $(pod_memory kube-system "$coredns_pod")"
 
 # --- graceful termination --------------------------------------------------------------
 started=$(now)

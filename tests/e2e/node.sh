@@ -44,6 +44,7 @@ node_dir=$work/node
 pod_subnet=10.244.0.0/24     # the one node's pods (host-local IPAM, bridge cni0)
 cluster_cidr=10.244.0.0/16   # kube-proxy: what is pod traffic
 service_cidr=10.96.0.0/24    # the kube-apiserver's --service-cluster-ip-range
+cluster_dns=10.96.0.10       # the kube-dns Service, as kubeadm numbers it
 node_cgroup=${E2E_NETNS:-pfa-e2e-$$}
 node_bin=$E2E_NODE_BIN
 containerd_sock=$node_dir/containerd/containerd.sock
@@ -195,7 +196,8 @@ failSwapOn: false
 # See the top of this file.
 protectKernelDefaults: true
 podLogsDir: $node_dir/pod-logs
-# No cluster DNS in this control plane: pods get the machine's resolv.conf.
+# CoreDNS (start_cluster_dns) at the kube-dns Service's address.
+clusterDNS: [$cluster_dns]
 clusterDomain: cluster.local
 EOF
 }
@@ -264,6 +266,7 @@ start_node() {
   ready_at=$(elapsed "$started")
   log "PASS node $node_name Ready (kubelet $("$node_bin/kubelet" --version | cut -d' ' -f2), $("$node_bin/containerd" --version | cut -d' ' -f2,3), cgroup v1)"
   log "TIMING node Ready in $ready_at s (containerd start to the Ready condition)"
+  start_cluster_dns
 }
 
 # pod_memory NAMESPACE POD: from the pod's memory cgroup, its peak (cgroup v1:
@@ -287,6 +290,115 @@ node_import() {
   "$node_bin/ctr" --address "$containerd_sock" -n k8s.io images import --local "$1" >"$log_file" 2>&1 ||
     fail "ctr images import $1: $(cat "$log_file")"
   log "imported $(grep -o '^unpacking [^ ]*' "$log_file" | cut -d' ' -f2) from $1"
+}
+
+# start_cluster_dns: CoreDNS as kubeadm deploys it (kube-system: its
+# ServiceAccount and ClusterRole, the Corefile in a ConfigMap, a Deployment,
+# the kube-dns Service at $cluster_dns), from the image obtain-node.sh built,
+# with no forward plugin: nothing upstream is reachable from the namespace.
+# Returns once it is Ready.
+start_cluster_dns() {
+  local started image
+  started=$(now)
+  image=$(cat "$node_bin/coredns.name")
+  node_import "$node_bin/coredns.tar"
+  kc apply -f - >"$work/logs/apply-coredns.log" 2>&1 <<EOF || fail "applying CoreDNS: $(cat "$work/logs/apply-coredns.log")"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: coredns, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: system:coredns}
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: system:coredns}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: system:coredns}
+subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system}
+data:
+  Corefile: |
+    .:53 {
+        errors
+        health {
+            lameduck 5s
+        }
+        ready
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+            ttl 30
+        }
+        cache 30
+        loop
+        loadbalance
+    }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata: {labels: {k8s-app: kube-dns}}
+    spec:
+      serviceAccountName: coredns
+      dnsPolicy: Default
+      priorityClassName: system-cluster-critical
+      securityContext:
+        runAsNonRoot: true
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+      - name: coredns
+        image: $image
+        imagePullPolicy: Never
+        args: [-conf, /etc/coredns/Corefile]
+        ports:
+        - {name: dns, containerPort: 53, protocol: UDP}
+        - {name: dns-tcp, containerPort: 53, protocol: TCP}
+        readinessProbe:
+          httpGet: {path: /ready, port: 8181}
+          periodSeconds: 1
+        livenessProbe:
+          httpGet: {path: /health, port: 8080}
+        resources:
+          requests: {cpu: 10m, memory: 32Mi}
+          limits: {memory: 170Mi}
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {drop: [ALL]}
+        volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
+      volumes: [{name: config, configMap: {name: coredns}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  clusterIP: $cluster_dns
+  selector: {k8s-app: kube-dns}
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+EOF
+  if ! kc -n kube-system rollout status deployment/coredns --timeout=60s >"$work/logs/rollout-coredns.log" 2>&1; then
+    kc -n kube-system describe pods -l k8s-app=kube-dns >&2 || true
+    node_logs_tail >&2
+    fail "CoreDNS did not turn Ready within 60 s: $(tail -n 2 "$work/logs/rollout-coredns.log")"
+  fi
+  log "PASS CoreDNS ($image) Ready behind the kube-dns Service $cluster_dns in $(elapsed "$started") s"
 }
 
 # node_cleanup: the kubelet first (it would restart containers), then

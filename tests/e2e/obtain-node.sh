@@ -19,6 +19,13 @@
 #                              Without the libpathrs tag (a Rust library
 #                              Debian does not ship): runc's pure-Go path
 #                              resolution instead
+#   coredns.tar                the cluster DNS, as kubeadm runs it: CoreDNS
+#                              (github.com/coredns/coredns, no cgo, static)
+#                              in an image of its own from scratch (USER
+#                              65532, ENTRYPOINT /coredns), named
+#                              $COREDNS_IMAGE:<version> (in coredns.name): the
+#                              project's workload reaches Pravega by Service
+#                              names
 #   pause.tar                  the pause image as an OCI archive: pause.c from
 #                              Kubernetes' build/pause (in the k8s.io/kubernetes
 #                              module), compiled static as its Makefile does,
@@ -35,6 +42,7 @@
 #   E2E_KUBERNETES_VERSION  as for obtain-kubernetes.sh
 #   E2E_CONTAINERD_VERSION  (default below) a github.com/containerd/containerd/v2 release
 #   E2E_RUNC_VERSION        (default below) a github.com/opencontainers/runc release
+#   E2E_COREDNS_VERSION     (default below) a github.com/coredns/coredns release
 #
 # The CNI plugins (bridge, host-local, portmap, loopback) come from Debian's
 # containernetworking-plugins, installed by tests/prerequisites.sh.
@@ -52,6 +60,9 @@ CONTAINERD_VERSION=${E2E_CONTAINERD_VERSION:-v2.4.2}
 RUNC_VERSION=${E2E_RUNC_VERSION:-v1.5.3}
 CONTAINERD_DIR=$CACHE_DIR/containerd/$CONTAINERD_VERSION
 RUNC_DIR=$CACHE_DIR/runc/$RUNC_VERSION
+COREDNS_VERSION=${E2E_COREDNS_VERSION:-v1.15.0}
+COREDNS_DIR=$CACHE_DIR/coredns/$COREDNS_VERSION
+COREDNS_IMAGE=localhost/pravega-flink-autoscaler/coredns
 PAUSE_DIR=$K8S_DIR/pause
 PAUSE_IMAGE=localhost/pravega-flink-autoscaler/pause
 NODE_BIN_DIR=$CACHE_DIR/bin/node-kubernetes-$KUBERNETES_VERSION-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION
@@ -112,6 +123,30 @@ build_runc() {
   log "built runc in $((SECONDS - started)) s"
 }
 
+build_coredns() {
+  local module=$COREDNS_DIR/module gomod pkg=github.com/coredns/coredns rootfs
+  module_info "$pkg" "$COREDNS_VERSION"
+  gomod=$(json_field GoMod <<<"$MODULE_INFO")
+  check_go "$(awk '$1 == "go" { print $2; exit }' "$gomod")"
+  mkdir -p "$module"
+  { wrapper_head e2e-coredns "$gomod"; echo "require $pkg $COREDNS_VERSION"; } >"$module/go.mod"
+  log "downloading the modules of $pkg $COREDNS_VERSION"
+  go_download "$module" "$pkg"
+  log "building CoreDNS $COREDNS_VERSION (once per version; cached in $CACHE_DIR)"
+  local started=$SECONDS
+  go_build "$module" "$COREDNS_DIR/bin" "-X $pkg/coremain.GitCommit=$COREDNS_VERSION" "$pkg"
+  "$COREDNS_DIR/bin/coredns" -version >&2
+  rootfs=$COREDNS_DIR/rootfs
+  rm -rf "$rootfs"
+  mkdir -p "$rootfs"
+  cp "$COREDNS_DIR/bin/coredns" "$rootfs/coredns"
+  python3 "$here/oci-image.py" --name "$COREDNS_IMAGE:${COREDNS_VERSION#v}" --user 65532:65532 --rootfs "$rootfs" \
+    --out "$COREDNS_DIR/coredns.tar" -- /coredns >&2
+  rm -rf "$rootfs"
+  echo "$COREDNS_IMAGE:${COREDNS_VERSION#v}" >"$COREDNS_DIR/coredns.name"
+  log "built CoreDNS and its image in $((SECONDS - started)) s"
+}
+
 # pause_tag: the TAG of build/pause/Makefile in this Kubernetes release.
 pause_tag() { awk '$1 == "TAG" && $2 == "?=" { print $3; exit }' "$1/Makefile"; }
 
@@ -138,12 +173,14 @@ node_main() {
   [ -x "$CONTAINERD_DIR/bin/containerd-shim-runc-v2" ] || build_containerd
   [ -x "$RUNC_DIR/bin/runc" ] || build_runc
   [ -f "$PAUSE_DIR/pause.name" ] || build_pause
+  [ -f "$COREDNS_DIR/coredns.name" ] || build_coredns
   mkdir -p "$NODE_BIN_DIR"
   local b
   for b in kubelet kube-proxy kube-scheduler; do ln -sfn "$K8S_DIR/node-bin/$b" "$NODE_BIN_DIR/$b"; done
   for b in containerd ctr containerd-shim-runc-v2; do ln -sfn "$CONTAINERD_DIR/bin/$b" "$NODE_BIN_DIR/$b"; done
   ln -sfn "$RUNC_DIR/bin/runc" "$NODE_BIN_DIR/runc"
   for b in pause.tar pause.name; do ln -sfn "$PAUSE_DIR/$b" "$NODE_BIN_DIR/$b"; done
+  for b in coredns.tar coredns.name; do ln -sfn "$COREDNS_DIR/$b" "$NODE_BIN_DIR/$b"; done
   echo "$NODE_BIN_DIR"
 }
 

@@ -3,11 +3,12 @@
 // tests/e2e/oci-image.py. It tells a host process of the test's network
 // namespace (REPORT_URL) what it saw, so the test sees the pod's side:
 //
-//   - at start, GET REPORT_URL/started?pod=POD_NAME&apiserver=ok|<error>: the
-//     request itself crosses the CNI bridge to a host process, and apiserver
+//   - at start, GET REPORT_URL/started?pod=POD_NAME&apiserver=ok|<error>&dns=<address>|<error>:
+//     the request itself crosses the CNI bridge to a host process, apiserver
 //     says whether a TCP connection to the kubernetes Service's ClusterIP
 //     (KUBERNETES_SERVICE_HOST, which kube-proxy carries to the
-//     kube-apiserver) succeeded;
+//     kube-apiserver) succeeded, and dns what kubernetes.default.svc
+//     resolves to through the pod's resolv.conf (the cluster DNS);
 //   - it serves :8080: /readyz (200 once the start report went through) and /
 //     (its pod name), for the readiness probe and a Service in front of it;
 //   - on SIGTERM, GET REPORT_URL/sigterm?pod=POD_NAME, then exit 0.
@@ -43,6 +44,19 @@ func report(base, event, pod string, extra url.Values) error {
 	return nil
 }
 
+// resolve looks name up with the pod's resolv.conf, for up to 10 s, and
+// returns its first address or the last error.
+func resolve(name string) string {
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		var addrs []string
+		if addrs, err = net.LookupHost(name); err == nil && len(addrs) > 0 {
+			return addrs[0]
+		}
+	}
+	return fmt.Sprint(err)
+}
+
 func main() {
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	base, pod := os.Getenv("REPORT_URL"), os.Getenv("POD_NAME")
@@ -71,8 +85,10 @@ func main() {
 		conn.Close()
 	}
 	log.Printf("the kubernetes Service at %s: %s", addr, apiserver)
+	dns := resolve("kubernetes.default.svc")
+	log.Printf("kubernetes.default.svc: %s", dns)
 	for {
-		err := report(base, "started", pod, url.Values{"apiserver": {apiserver}})
+		err := report(base, "started", pod, url.Values{"apiserver": {apiserver}, "dns": {dns}})
 		if err == nil {
 			break
 		}
