@@ -270,16 +270,21 @@ start_node() {
 }
 
 # pod_memory NAMESPACE POD: from the pod's memory cgroup, its peak (cgroup v1:
-# memory.max_usage_in_bytes, which counts page cache too: the binary's pages
-# among them), its RSS now, and its limit.
+# memory.max_usage_in_bytes, which counts page cache too), its anonymous
+# memory now (total_rss) and its limit; and the sum of its processes' peak
+# resident sets (VmHWM, the pause process's among them), which counts the
+# binary's mapped pages wherever they were charged.
 pod_memory() {
-  local uid cgroup
+  local uid cgroup hwm
   uid=$(kc -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}')
   cgroup=$(find "/sys/fs/cgroup/memory/$node_cgroup" -type d -name "pod$uid" | head -n 1)
   [ -n "$cgroup" ] || fail "no memory cgroup for pod $1/$2 under /sys/fs/cgroup/memory/$node_cgroup"
-  echo "peak $(($(cat "$cgroup/memory.max_usage_in_bytes") / 1048576)) MiB with page cache," \
-    "RSS now $(awk '$1 == "total_rss" { print int($2 / 1048576) }' "$cgroup/memory.stat") MiB," \
-    "limit $(($(cat "$cgroup/memory.limit_in_bytes") / 1048576)) MiB"
+  hwm=$(find "$cgroup" -name cgroup.procs -exec cat {} + | while read -r pid; do
+    awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null
+  done | awk '{ kib += $1 } END { print int(kib / 1024) }')
+  echo "cgroup peak $(($(cat "$cgroup/memory.max_usage_in_bytes") / 1048576)) MiB with page cache," \
+    "anonymous now $(awk '$1 == "total_rss" { print int($2 / 1048576) }' "$cgroup/memory.stat") MiB," \
+    "processes' peak RSS $hwm MiB, limit $(($(cat "$cgroup/memory.limit_in_bytes") / 1048576)) MiB"
 }
 
 # node_import ARCHIVE: an OCI archive into containerd's k8s.io namespace,
