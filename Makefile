@@ -17,7 +17,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-chart test-e2e test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+.PHONY: help build run run-check test test-unit test-chart test-e2e test-node test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ run: ## adapter + simulated Pravega controller on localhost, no cluster needed
 run-check: ## make run's printed queries, checked (part of make test)
 	$(MAKE) --no-print-directory run RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
-test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real Pravega, real-control-plane e2e, the whole loop on Pravega and its chart
+test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real Pravega, real-control-plane e2e and its node, the whole loop on Pravega and its chart
 	tests/prerequisites.sh
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
@@ -42,6 +42,7 @@ test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real P
 	$(MAKE) --no-print-directory test-chart
 	tests/pravega/run.sh
 	tests/e2e/run.sh
+	tests/e2e/node-check.sh
 	LOOP_SOURCE=pravega LOOP_HPA_SYNC=15s tests/e2e/loop.sh
 	$(MAKE) --no-print-directory loop-chart
 
@@ -53,6 +54,9 @@ test-chart: ## the Helm chart: README generated from values.yaml, helm lint and 
 
 test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and etcd into ~/.cache/pravega-flink-autoscaler)
 	tests/e2e/run.sh
+
+test-node: ## only the e2e control plane's real node: kubelet, containerd, runc, kube-proxy, a pod from a local image (root; the first run builds them into ~/.cache/pravega-flink-autoscaler)
+	tests/e2e/node-check.sh
 
 test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
 	tests/pravega/run.sh

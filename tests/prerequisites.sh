@@ -6,6 +6,10 @@
 # kubectl (the README's prerequisite; Debian's kubernetes-client as
 # fallback), and DejaVu Sans (the loop's chart, make loop-chart).
 # pravega-client's build brings its own protoc on x86_64/aarch64.
+# The e2e node (tests/e2e/node.sh) needs the CNI plugins (bridge, host-local,
+# portmap, loopback in /usr/lib/cni), iptables for kube-proxy, and
+# libseccomp's headers for runc's seccomp support (obtain-node.sh builds runc
+# with cgo; the pods' RuntimeDefault seccomp profile needs it).
 set -euo pipefail
 
 missing=()
@@ -17,6 +21,9 @@ need ip iproute2
 need kubectl kubernetes-client
 compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfaketime)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+need iptables iptables
+[ -f /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -7,9 +7,16 @@
 #   controller_ips           addresses added to the namespace's lo for the controllers
 #   hpa_sync                 --horizontal-pod-autoscaler-sync-period
 #   downscale_stabilization  --horizontal-pod-autoscaler-downscale-stabilization
-#   cargo_build_args         what `cargo build --locked` builds before entering
+#   cargo_build_args         what `cargo build --locked` builds before entering (empty: nothing)
 #   want_helm                (optional) 1: obtain helm too (tests/chart/obtain-helm.sh);
 #                            inside, $helm is its path, empty if it could not be built
+#   want_node                (optional) 1: a real node too (tests/e2e/node.sh): kube-scheduler,
+#                            containerd, the kubelet and kube-proxy, Ready before the
+#                            project's files are applied; the aggregator then reaches
+#                            APIServices through their Service's ClusterIP (kube-proxy),
+#                            and start_adapter waits for the adapter's Deployment
+#   node_images              (with want_node) OCI archives imported into the node's
+#                            containerd before the project's files are applied
 # shellcheck shell=bash
 # The caller's settings above are assigned before this file is sourced.
 # shellcheck disable=SC2154
@@ -37,6 +44,16 @@ if [ -z "${E2E_INSIDE_NETNS:-}" ]; then
   [ $obtained -ne 3 ] || skip "cannot build Kubernetes from the Go module proxy: $bin"
   [ $obtained -eq 0 ] || fail "tests/e2e/obtain-kubernetes.sh failed (exit status $obtained)"
   log "kubernetes binaries ready in $bin ($((SECONDS - started)) s)"
+  node_bin=
+  if [ "${want_node:-}" = 1 ]; then
+    "$root/tests/prerequisites.sh" >&2 || fail "tests/prerequisites.sh failed"
+    command -v iptables >/dev/null || skip "the node's kube-proxy needs iptables (tests/prerequisites.sh installs it)"
+    obtained=0
+    node_bin=$("$here/obtain-node.sh") || obtained=$?
+    [ $obtained -ne 3 ] || skip "cannot build the node (kubelet, containerd, runc) from the Go module proxy: $node_bin"
+    [ $obtained -eq 0 ] || fail "tests/e2e/obtain-node.sh failed (exit status $obtained)"
+    log "node binaries and pause image ready in $node_bin ($((SECONDS - started)) s)"
+  fi
   helm=
   if [ "${want_helm:-}" = 1 ]; then
     obtained=0
@@ -47,14 +64,15 @@ if [ -z "${E2E_INSIDE_NETNS:-}" ]; then
   for pkg in openssl python3; do
     command -v "$pkg" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
   done
-  (cd "$root" && cargo build --quiet --locked "${cargo_build_args[@]}")
+  [ ${#cargo_build_args[@]} -eq 0 ] || (cd "$root" && cargo build --quiet --locked "${cargo_build_args[@]}")
   netns=pfa-e2e-$$
   ip netns add "$netns" 2>/dev/null || skip "cannot create a network namespace (ip netns add failed)"
   trap 'ip netns del "$netns" 2>/dev/null || true' EXIT
   ip netns exec "$netns" ip link set lo up
   for ip in "$ns_ip" "${controller_ips[@]}"; do ip netns exec "$netns" ip addr add "$ip/32" dev lo; done
   status=0
-  ip netns exec "$netns" env E2E_INSIDE_NETNS=1 E2E_BIN="$bin" E2E_HELM="$helm" bash ${E2E_TRACE:+-x} "$0" || status=$?
+  ip netns exec "$netns" env E2E_INSIDE_NETNS=1 E2E_NETNS="$netns" E2E_BIN="$bin" E2E_HELM="$helm" E2E_NODE_BIN="$node_bin" \
+    bash ${E2E_TRACE:+-x} "$0" || status=$?
   log "total $((SECONDS - started)) s"
   exit $status
 fi
@@ -141,6 +159,24 @@ EOF
 }
 kubeconfig "$work/admin.kubeconfig" admin
 kubeconfig "$work/controller-manager.kubeconfig" controller-manager
+node_apiserver_args=()
+aggregator_routing=true # no kube-proxy: the aggregator dials the endpoints itself
+if [ -n "${E2E_NODE_BIN:-}" ]; then
+  # shellcheck source=tests/e2e/node.sh
+  source "$here/node.sh"
+  cleanup_hooks+=(node_cleanup)
+  node_pki
+  # The kubelet API (logs, exec) with the kube-apiserver's client certificate,
+  # checking the kubelet's serving certificate, at the node's InternalIP (its
+  # name resolves nowhere; kubeadm prefers InternalIP too). Without aggregator routing, as
+  # most clusters run (kubeadm's default): the aggregator dials an
+  # APIService's Service at its ClusterIP, which kube-proxy's rules in this
+  # namespace carry to an endpoint, as they do on a control-plane node.
+  node_apiserver_args=(--kubelet-client-certificate="$pki/apiserver-kubelet-client.crt"
+    --kubelet-client-key="$pki/apiserver-kubelet-client.key" --kubelet-certificate-authority="$pki/cluster-ca.crt"
+    --kubelet-preferred-address-types=InternalIP)
+  aggregator_routing=false
+fi
 
 # --- control plane --------------------------------------------------------------
 started=$(now)
@@ -156,7 +192,7 @@ background kube-apiserver "$bin/kube-apiserver" \
   --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
   --requestheader-extra-headers-prefix=X-Remote-Extra- \
   --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
-  --enable-aggregator-routing=true
+  --enable-aggregator-routing=$aggregator_routing "${node_apiserver_args[@]}"
 wait_for 90 "kube-apiserver /readyz" kc get --raw /readyz
 background kube-controller-manager "$bin/kube-controller-manager" \
   --kubeconfig="$work/controller-manager.kubeconfig" \
@@ -168,6 +204,13 @@ background kube-controller-manager "$bin/kube-controller-manager" \
   --horizontal-pod-autoscaler-downscale-stabilization="$downscale_stabilization"
 wait_for 60 "extension-apiserver-authentication configmap" kc -n kube-system get configmap extension-apiserver-authentication
 log "TIMING control plane ready in $(elapsed "$started") s"
+if [ -n "${E2E_NODE_BIN:-}" ]; then
+  background kube-scheduler "$E2E_NODE_BIN/kube-scheduler" --kubeconfig="$work/scheduler.kubeconfig" \
+    --authentication-kubeconfig="$work/scheduler.kubeconfig" --authorization-kubeconfig="$work/scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --leader-elect=false
+  start_node
+  for archive in "${node_images[@]}"; do node_import "$archive"; done
+fi
 
 # --- the project's files, as shipped ------------------------------------------------
 # apply_files NAME KUBECTL-ARGS...: a server-side dry run, then the server-side apply.
@@ -191,8 +234,10 @@ for form in external object; do
 done
 log "PASS server-side dry run and apply of manifests/ and apiservice/, dry run of both HPAs"
 # No kubelet: the adapter runs as a process on $ns_ip; a slice that is not the
-# EndpointSlice controller's (managed-by) points the Service there.
-kc apply --server-side -f - >/dev/null <<EOF
+# EndpointSlice controller's (managed-by) points the Service there. With the
+# node, the Deployment's pods are the Service's endpoints.
+if [ -z "${E2E_NODE_BIN:-}" ]; then
+  kc apply --server-side -f - >/dev/null <<EOF
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -203,6 +248,7 @@ addressType: IPv4
 ports: [{name: https, port: 6443, protocol: TCP}]
 endpoints: [{addresses: ["$ns_ip"], conditions: {ready: true}}]
 EOF
+fi
 # token_of NAMESPACE SERVICEACCOUNT: a bound token from the TokenRequest API.
 token_of() {
   wait_for 60 "serviceaccount $1/$2" kc -n "$1" get serviceaccount "$2"
@@ -211,23 +257,22 @@ token_of() {
 
 # controller_pod NAME IP: a Pod object labelled as a Pravega controller, with
 # the status a kubelet would set (Running, Ready, podIP), so the adapter
-# discovers IP:10080 as a replica.
+# discovers IP:10080 as a replica. A process of the namespace plays it: its
+# schedulerName is no scheduler's, so with a node (want_node) no kubelet
+# runs it or overwrites that status.
 controller_pod() {
   kc apply -f - >/dev/null <<EOF
 apiVersion: v1
 kind: Pod
 metadata: {name: $1, namespace: pravega, labels: {component: pravega-controller}}
-spec: {containers: [{name: controller, image: pravega/pravega:0.13.0}]}
+spec: {schedulerName: e2e-host-process, containers: [{name: controller, image: pravega/pravega:0.13.0}]}
 EOF
   kc -n pravega patch pod "$1" --subresource=status --type merge -p \
     "{\"status\":{\"phase\":\"Running\",\"podIP\":\"$2\",\"podIPs\":[{\"ip\":\"$2\"}],\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\"}]}}" >/dev/null
 }
 
-# start_adapter: the adapter as a process on $ns_ip with its ServiceAccount's
-# token, then its serving cert; returns once the three APIServices are Available.
-start_adapter() {
-  token_kubeconfig() { # token_kubeconfig FILE TOKEN
-    cat >"$1" <<EOF
+token_kubeconfig() { # token_kubeconfig FILE TOKEN
+  cat >"$1" <<EOF
 apiVersion: v1
 kind: Config
 clusters: [{name: e2e, cluster: {server: "$apiserver", certificate-authority: "$pki/cluster-ca.crt"}}]
@@ -235,16 +280,33 @@ users: [{name: u, user: {token: "$2"}}]
 contexts: [{name: e2e, context: {cluster: e2e, user: u}}]
 current-context: e2e
 EOF
-  }
-  token_kubeconfig "$work/adapter.kubeconfig" "$(token_of pravega-metrics pravega-metrics-adapter)"
-  # The Deployment's own arguments, with the paths and addresses of this host.
-  background adapter env RUST_LOG=info "$root/target/debug/pravega-metrics-adapter" \
-    --secure-port=6443 --bind-address="$ns_ip" \
-    --tls-cert-file="$work/serving/tls.crt" --tls-private-key-file="$work/serving/tls.key" \
-    --controller-namespace=pravega --log-format=json --kubeconfig="$work/adapter.kubeconfig"
+}
+
+# start_adapter: without the node, the adapter as a process on $ns_ip with
+# its ServiceAccount's token; with it, the Deployment of manifests/adapter as
+# shipped (applied with the project's files), whose pods wait for the
+# serving cert. Then its serving cert; returns once the three APIServices
+# are Available.
+start_adapter() {
+  if [ -z "${E2E_NODE_BIN:-}" ]; then
+    token_kubeconfig "$work/adapter.kubeconfig" "$(token_of pravega-metrics pravega-metrics-adapter)"
+    # The Deployment's own arguments, with the paths and addresses of this host.
+    background adapter env RUST_LOG=info "$root/target/debug/pravega-metrics-adapter" \
+      --secure-port=6443 --bind-address="$ns_ip" \
+      --tls-cert-file="$work/serving/tls.crt" --tls-private-key-file="$work/serving/tls.key" \
+      --controller-namespace=pravega --log-format=json --kubeconfig="$work/adapter.kubeconfig"
+  fi
   started=$(now)
   # gen-serving-cert.sh --out: the serving Secret and apiservice/ with caBundle set.
   apply_files serving -k "$work/serving"
+  if [ -n "${E2E_NODE_BIN:-}" ]; then
+    if ! kc -n pravega-metrics rollout status deployment/pravega-metrics-adapter --timeout=120s >"$work/logs/rollout-adapter.log" 2>&1; then
+      kc -n pravega-metrics describe pods >&2 || true
+      node_logs_tail >&2
+      fail "the adapter's Deployment did not roll out within 120 s of its serving cert: $(tail -n 2 "$work/logs/rollout-adapter.log")"
+    fi
+    log "PASS the adapter's Deployment as shipped: $(kc -n pravega-metrics get deployment pravega-metrics-adapter -o jsonpath='{.status.readyReplicas}') pods Ready (startup, liveness and readiness probes over HTTPS) $(elapsed "$started") s after its serving cert"
+  fi
   for apiservice in v1beta1.custom.metrics.k8s.io v1beta2.custom.metrics.k8s.io v1beta1.external.metrics.k8s.io; do
     wait_for 90 "APIService $apiservice Available" sh -c \
       "'$bin/kubectl' --kubeconfig '$work/admin.kubeconfig' get apiservice $apiservice -o jsonpath='{.status.conditions[?(@.type==\"Available\")].status}' | grep -qx True"

@@ -41,22 +41,24 @@ export GOMODCACHE=$CACHE_DIR/go/mod GOCACHE=$CACHE_DIR/go/build
 export GOTOOLCHAIN=local GOFLAGS=-modcacherw CGO_ENABLED=0
 
 # go_download DIR PACKAGE...: resolves and downloads every module the
-# packages need (go.mod and go.sum of the wrapper are completed on the way).
+# packages need (go.mod and go.sum of the wrapper are completed on the way),
+# with go_build's tags (GO_BUILD_TAGS).
 go_download() {
   local dir=$1 out
   shift
-  if ! out=$(cd "$dir" && go list -mod=mod -deps -f '' "$@" 2>&1); then
+  if ! out=$(cd "$dir" && go list -mod=mod -deps -tags="notest${GO_BUILD_TAGS:+,$GO_BUILD_TAGS}" -f '' "$@" 2>&1); then
     cannot_download "go list -mod=mod -deps $* (in $dir) failed: $out"
   fi
 }
 
 # go_build DIR OUT_DIR LDFLAGS PACKAGE...: builds offline from what
-# go_download fetched, lean (no symbol tables, no local paths).
+# go_download fetched, lean (no symbol tables, no local paths). GO_BUILD_TAGS
+# (comma-separated) adds build tags to notest.
 go_build() {
   local dir=$1 out_dir=$2 ldflags=$3
   shift 3
   mkdir -p "$out_dir.tmp"
-  (cd "$dir" && GOPROXY=off nice -n 10 go build -mod=readonly -buildvcs=false -trimpath -tags=notest \
+  (cd "$dir" && GOPROXY=off nice -n 10 go build -mod=readonly -buildvcs=false -trimpath -tags="notest${GO_BUILD_TAGS:+,$GO_BUILD_TAGS}" \
     -ldflags="-s -w $ldflags" -o "$out_dir.tmp/" "$@") >&2
   rm -rf "$out_dir"
   mv "$out_dir.tmp" "$out_dir"
@@ -71,8 +73,8 @@ check_go() {
 }
 
 # module_info MODULE VERSION: downloads the module and sets MODULE_INFO to
-# what `go mod download -json` says about it (GoMod: its go.mod, Time: its
-# release time).
+# what `go mod download -json` says about it (GoMod: its go.mod, Info: the
+# proxy's .info file).
 module_info() {
   command -v go >/dev/null || cannot_download "Go is needed to build Kubernetes and etcd; no go on PATH"
   mkdir -p "$CACHE_DIR"
@@ -84,6 +86,9 @@ module_info() {
   fi
 }
 json_field() { sed -n "s/^[[:space:]]*\"$1\": \"\(.*\)\",\?\$/\1/p"; }
+# release_time: the release time of the module module_info downloaded, from
+# its .info file (one line: {"Version":"...","Time":"..."}).
+release_time() { sed -n 's/.*"Time":"\([^"]*\)".*/\1/p' "$(json_field Info <<<"$MODULE_INFO")"; }
 
 # wrapper_head NAME GOMOD: the start of a wrapper's go.mod, with the go and
 # godebug lines of the module it builds (they set the runtime defaults its
@@ -94,15 +99,19 @@ wrapper_head() {
   echo
 }
 
-build_kubernetes() {
-  local module=$K8S_DIR/module gomod minor ldflags pkg out
+# kubernetes_module: the wrapper module of k8s.io/kubernetes in
+# $K8S_DIR/module (its go.mod regenerated, its go.sum kept), and in
+# KUBERNETES_LDFLAGS what hack/lib/version.sh stamps into a release build.
+# obtain-node.sh builds the kubelet, kube-proxy and kube-scheduler from it.
+kubernetes_module() {
+  local gomod minor pkg released
   module_info k8s.io/kubernetes "$KUBERNETES_VERSION"
   gomod=$(json_field GoMod <<<"$MODULE_INFO")
   check_go "$(awk '$1 == "go" { print $2; exit }' "$gomod")"
   minor=${KUBERNETES_VERSION#v1.}
   minor=${minor%%.*}
   # A replace line per staging module, read from k8s.io/kubernetes's go.mod.
-  mkdir -p "$module"
+  mkdir -p "$K8S_DIR/module"
   {
     wrapper_head e2e-kubernetes "$gomod"
     echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
@@ -111,19 +120,24 @@ build_kubernetes() {
     awk -v v="v0.$minor.${KUBERNETES_VERSION##*.}" \
       '$2 == "=>" && $3 ~ /^\.\/staging\/src\// { printf "\t%s => %s %s\n", $1, $1, v }' "$gomod"
     echo ")"
-  } >"$module/go.mod"
+  } >"$K8S_DIR/module/go.mod"
+  released=$(release_time)
+  KUBERNETES_LDFLAGS=
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    KUBERNETES_LDFLAGS+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    KUBERNETES_LDFLAGS+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$released"
+  done
+}
+
+build_kubernetes() {
+  local module=$K8S_DIR/module out
+  kubernetes_module
   local pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
   log "downloading the modules of k8s.io/kubernetes $KUBERNETES_VERSION"
   go_download "$module" "${pkgs[@]}"
-  # What hack/lib/version.sh stamps into a release build.
-  ldflags=
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(json_field Time <<<"$MODULE_INFO")"
-  done
   log "building kube-apiserver, kube-controller-manager and kubectl $KUBERNETES_VERSION (once per version; cached in $CACHE_DIR)"
   local started=$SECONDS
-  go_build "$module" "$K8S_DIR/bin" "$ldflags" "${pkgs[@]}"
+  go_build "$module" "$K8S_DIR/bin" "$KUBERNETES_LDFLAGS" "${pkgs[@]}"
   log "built Kubernetes in $((SECONDS - started)) s"
   out=$("$K8S_DIR/bin/kube-apiserver" --version)
   [ "$out" = "Kubernetes $KUBERNETES_VERSION" ] || { log "kube-apiserver --version says '$out'"; exit 1; }
@@ -156,4 +170,5 @@ main() {
   echo "$BIN_DIR"
 }
 
-main
+# Sourced by obtain-node.sh for its functions; run, it obtains the control plane.
+[ "${BASH_SOURCE[0]}" != "$0" ] || main

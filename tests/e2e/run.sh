@@ -18,6 +18,13 @@
 # controller pods are Pod objects whose status the test sets (IPs served by
 # the fakes).
 #
+# E2E_NODE=1: with the real node (tests/e2e/node.sh) instead, the adapter
+# runs as the Deployment of manifests/adapter as shipped, from its image
+# (E2E_IMAGES, default target/images: pravega-metrics-adapter.tar, as `make
+# images` writes it), imported into the node's containerd; the aggregator
+# reaches its pods through the Service's ClusterIP, and they reach the fake
+# controllers through the pods' bridge.
+#
 # Without root or network namespaces, or when the module proxy refuses a
 # download, it prints SKIPPED and exits 0; any failed assertion exits
 # non-zero. Timings are printed as "TIMING ..." lines.
@@ -28,6 +35,12 @@ hpa_sync=2s
 downscale_stabilization=1s
 cargo_build_args=(--bin pravega-metrics-adapter)
 want_helm=1
+if [ "${E2E_NODE:-}" = 1 ]; then
+  want_node=1
+  cargo_build_args=()
+  node_images=("$(realpath "${E2E_IMAGES:-$(dirname "$0")/../../target/images}")/pravega-metrics-adapter.tar")
+  [ -f "${node_images[0]}" ] || { echo "run.sh: E2E_NODE=1 runs the adapter from ${node_images[0]}; make images writes it" >&2; exit 1; }
+fi
 # shellcheck source=tests/e2e/cluster.sh
 source "$(dirname "${BASH_SOURCE[0]}")/cluster.sh"
 
@@ -206,5 +219,10 @@ if errors=$(tail -n "+$((apiserver_log_mark + 1))" "$work/logs/kube-apiserver.lo
 $(head -n 5 <<<"$errors")"
 fi
 log "PASS the aggregator downloads the OpenAPI spec of the three APIServices without error"
+if [ -n "${E2E_NODE_BIN:-}" ]; then
+  for pod in $(kc -n pravega-metrics get pods -l app.kubernetes.io/name=pravega-metrics-adapter -o name); do
+    log "MEMORY adapter ${pod#pod/}: $(pod_memory pravega-metrics "${pod#pod/}"), after the whole test"
+  done
+fi
 
 log "ALL PASSED"
