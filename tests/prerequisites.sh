@@ -3,7 +3,10 @@
 # packages, when it is missing: openssl (test PKI and gen-serving-cert.sh),
 # python3 (fake controllers in the e2e test) and its yaml module (the chart
 # tests), iproute2 (network namespaces), kubectl (the README's prerequisite;
-# Debian's kubernetes-client as fallback), and DejaVu Sans (the loop's chart, make loop-chart). pravega-client's build brings its own protoc on x86_64/aarch64.
+# Debian's kubernetes-client as fallback), DejaVu Sans (the loop's chart, make
+# loop-chart), and buildah (make images: the images built from scratch with no
+# registry and no daemon). pravega-client's build brings its own protoc on
+# x86_64/aarch64.
 set -euo pipefail
 
 missing=()
@@ -14,6 +17,7 @@ python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 need ip iproute2
 need kubectl kubernetes-client
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
+need buildah buildah
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -21,5 +25,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 echo "prerequisites: installing ${missing[*]}" >&2
-apt-get update -qq >&2
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+apt-get update -o DPkg::Lock::Timeout=300 -qq >&2
+# The lock timeout waits out another apt-get (a concurrent install) instead of failing.
+DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=300 -y -qq "${missing[@]}" >&2
