@@ -17,7 +17,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-chart test-e2e test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+.PHONY: help build run run-check test test-unit test-chart test-e2e test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images images-docker
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -105,7 +105,11 @@ serving-cert: ## (re)generate the serving cert and patch the APIServices' caBund
 hpa-external hpa-object: ## apply one HPA form (never both)
 	$(KUBECTL) apply -f hpa/flink-taskmanager-$(@:hpa-%=%).yaml
 
-images: ## container images (needs a Docker engine)
+images: ## OCI archives of the three images in target/images/ (root): FROM scratch with buildah, no registry, no daemon; reused while their inputs are unchanged
+	tests/prerequisites.sh
+	CARGO='$(CARGO)' IMAGE_REPO='$(IMAGE_REPO)' VERSION='$(VERSION)' scripts/images.sh
+
+images-docker: ## the same images with a Docker engine, pulling the build's base images from a registry
 	for t in adapter generator flink-reader; do \
 	  name=$$t; [ $$t = adapter ] && name=pravega-metrics-adapter; \
 	  docker build -f manifests/docker/Dockerfile --target $$t -t $(IMAGE_REPO)/$$name:$(VERSION) . || exit 1; \
