@@ -17,7 +17,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-chart test-e2e test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images images-docker
+.PHONY: help build run run-check test test-unit test-chart test-e2e test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images images-docker test-images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -38,6 +38,7 @@ test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real P
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
+	CARGO='$(CARGO)' tests/images/run.sh
 	$(MAKE) --no-print-directory test-chart
 	tests/pravega/run.sh
 	tests/e2e/run.sh
@@ -46,6 +47,10 @@ test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real P
 
 test-unit: ## cargo tests only (no root needed)
 	$(CARGO) test --workspace --locked
+
+test-images: ## only the images (root): make images, then their files, user and libraries checked, and the binaries run from them
+	tests/prerequisites.sh
+	CARGO='$(CARGO)' tests/images/run.sh
 
 test-chart: ## the Helm chart: README generated from values.yaml, helm lint and template, equal to the kustomize manifests (the first run builds helm into ~/.cache/pravega-flink-autoscaler)
 	KUBECTL='$(KUBECTL)' tests/chart/run.sh
