@@ -70,7 +70,8 @@ for target in adapter generator flink-reader; do
   name=$target
   [ "$target" = adapter ] && name=pravega-metrics-adapter
   ref=$repo/$name:$version
-  cp -p "target/release/$name" "$ctx/builder/out/$name"
+  ln -f "target/release/$name" "$ctx/builder/out/$name" 2>/dev/null \
+    || cp -p "target/release/$name" "$ctx/builder/out/$name"
   inputs=$(printf '%s\n' "ref $ref" "epoch $epoch" "rootfs $rootfs_digest" \
     "$(sha256sum "target/release/$name" manifests/docker/Dockerfile scripts/images.sh)")
   if [ -f "$out/$name.tar" ] && [ "$(cat "$out/$name.inputs" 2>/dev/null)" = "$inputs" ]; then
