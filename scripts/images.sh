@@ -52,9 +52,10 @@ rootfs_digest=$(cd "$ctx/rootfs/rootfs" && find . -printf '%p %y %m %l\n' | LC_A
   && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) 
 rootfs_digest=$(echo "$rootfs_digest" | sha256sum | cut -d' ' -f1)
 
-# Image timestamps (creation, files in the layers): the last commit's, so
-# that the same inputs give the same layers.
-epoch=$(git log -1 --format=%ct 2>/dev/null || echo 0)
+# Image timestamps (creation, files in the layers): SOURCE_DATE_EPOCH, or
+# 1970 as distroless images have it, so that the same inputs give the same
+# layers whatever the commit.
+epoch=${SOURCE_DATE_EPOCH:-0}
 
 storage=
 cleanup() {

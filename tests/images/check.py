@@ -7,7 +7,7 @@
   check.py --unpack TAR DIR   the image's root filesystem (its layers in
                               order) into DIR, for run.sh to run it
 
-For each image:
+Checks, for each image:
 - its archive names it with the reference that the manifests and the chart
   use, and no shipped manifest sets an imagePullPolicy that would pull it;
 - its config runs the Dockerfile stage's ENTRYPOINT as 65532:65532, with
@@ -25,7 +25,8 @@ For each image:
   stages that make images replaces with its own builder and rootfs;
 - every shared object in it is the binary's interpreter or in the NEEDED
   closure of the three binaries, each NEEDED name and the interpreter are
-  found in it, and nothing else in it is executable (no shell).
+  found in it, and nothing else in it is executable (no shell);
+and once: every image the manifests use has an archive.
 """
 import gzip
 import hashlib
@@ -37,6 +38,8 @@ import stat
 import subprocess
 import sys
 import tarfile
+
+import yaml
 
 IMAGES = {  # Dockerfile target -> binary name (and image name)
     "adapter": "pravega-metrics-adapter",
@@ -265,7 +268,6 @@ def manifest_refs(root):
                 text = open(os.path.join(dirpath, name)).read()
                 refs |= set(re.findall(r"^\s*image:\s*\"?([a-z0-9.\-]+/[^\s\"{}]+:[^\s\"{}]+)", text, re.M))
                 policies += re.findall(r"imagePullPolicy:\s*(\S+)", text)
-    import yaml
     chart = os.path.join(root, "charts/pravega-metrics-adapter")
     values = yaml.safe_load(open(os.path.join(chart, "values.yaml")))
     app = yaml.safe_load(open(os.path.join(chart, "Chart.yaml")))["appVersion"]
