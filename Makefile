@@ -17,7 +17,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-chart test-e2e test-node test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images
+.PHONY: help build run run-check test test-unit test-chart test-e2e test-node test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images images-docker test-images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -39,6 +39,7 @@ test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real P
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
 	BIN=target/debug tests/clock_step.sh
+	CARGO='$(CARGO)' tests/images/run.sh
 	$(MAKE) --no-print-directory test-chart
 	tests/pravega/run.sh
 	tests/e2e/run.sh
@@ -48,6 +49,10 @@ test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real P
 
 test-unit: ## cargo tests only (no root needed)
 	$(CARGO) test --workspace --locked
+
+test-images: ## only the images (root): make images, then their files, user and libraries checked, and the binaries run from them
+	tests/prerequisites.sh
+	CARGO='$(CARGO)' tests/images/run.sh
 
 test-chart: ## the Helm chart: README generated from values.yaml, helm lint and template, equal to the kustomize manifests (the first run builds helm into ~/.cache/pravega-flink-autoscaler)
 	KUBECTL='$(KUBECTL)' tests/chart/run.sh
@@ -110,7 +115,11 @@ serving-cert: ## (re)generate the serving cert and patch the APIServices' caBund
 hpa-external hpa-object: ## apply one HPA form (never both)
 	$(KUBECTL) apply -f hpa/flink-taskmanager-$(@:hpa-%=%).yaml
 
-images: ## container images (needs a Docker engine)
+images: ## OCI archives of the three images in target/images/ (root): FROM scratch with buildah, no registry, no daemon; reused while their inputs are unchanged
+	tests/prerequisites.sh
+	CARGO='$(CARGO)' IMAGE_REPO='$(IMAGE_REPO)' VERSION='$(VERSION)' scripts/images.sh
+
+images-docker: ## the same images with a Docker engine, pulling the build's base images from a registry
 	for t in adapter generator flink-reader; do \
 	  name=$$t; [ $$t = adapter ] && name=pravega-metrics-adapter; \
 	  docker build -f manifests/docker/Dockerfile --target $$t -t $(IMAGE_REPO)/$$name:$(VERSION) . || exit 1; \

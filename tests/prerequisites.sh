@@ -4,8 +4,9 @@
 # python3 (fake controllers in the e2e test) and its yaml module (the chart
 # tests), iproute2 (network namespaces), libfaketime (tests/clock_step.sh),
 # kubectl (the README's prerequisite; Debian's kubernetes-client as
-# fallback), and DejaVu Sans (the loop's chart, make loop-chart).
-# pravega-client's build brings its own protoc on x86_64/aarch64.
+# fallback), DejaVu Sans (the loop's chart, make loop-chart), and buildah
+# (make images: the images built from scratch with no registry and no
+# daemon). pravega-client's build brings its own protoc on x86_64/aarch64.
 # The e2e node (tests/e2e/node.sh) needs the CNI plugins (bridge, host-local,
 # portmap, loopback in /usr/lib/cni), iptables for kube-proxy, and
 # libseccomp's headers for runc's seccomp support (obtain-node.sh builds runc
@@ -24,6 +25,7 @@ compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(libfak
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 need iptables iptables
 [ -f /usr/include/seccomp.h ] || missing+=(libseccomp-dev)
+need buildah buildah
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -31,5 +33,6 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 echo "prerequisites: installing ${missing[*]}" >&2
-apt-get update -qq >&2
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+apt-get update -o DPkg::Lock::Timeout=300 -qq >&2
+# The lock timeout waits out another apt-get (a concurrent install) instead of failing.
+DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=300 -y -qq "${missing[@]}" >&2
