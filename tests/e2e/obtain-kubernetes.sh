@@ -143,13 +143,20 @@ build_kubernetes() {
   [ "$out" = "Kubernetes $KUBERNETES_VERSION" ] || { log "kube-apiserver --version says '$out'"; exit 1; }
 }
 
-build_etcd() {
-  local module=$ETCD_DIR/module gomod
-  module_info go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
+# wrapper_module DIR NAME MODULE VERSION: a wrapper module in DIR that
+# requires MODULE at VERSION, once Go is known to be new enough for it.
+wrapper_module() {
+  local dir=$1 name=$2 pkg=$3 version=$4 gomod
+  module_info "$pkg" "$version"
   gomod=$(json_field GoMod <<<"$MODULE_INFO")
   check_go "$(awk '$1 == "go" { print $2; exit }' "$gomod")"
-  mkdir -p "$module"
-  { wrapper_head e2e-etcd "$gomod"; echo "require go.etcd.io/etcd/server/v3 $ETCD_VERSION"; } >"$module/go.mod"
+  mkdir -p "$dir"
+  { wrapper_head "$name" "$gomod"; echo "require $pkg $version"; } >"$dir/go.mod"
+}
+
+build_etcd() {
+  local module=$ETCD_DIR/module
+  wrapper_module "$module" e2e-etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
   log "downloading the modules of go.etcd.io/etcd/server/v3 $ETCD_VERSION"
   go_download "$module" go.etcd.io/etcd/server/v3
   log "building etcd $ETCD_VERSION (once per version; cached in $CACHE_DIR)"

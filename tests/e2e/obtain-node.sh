@@ -81,12 +81,8 @@ build_kubelet() {
 }
 
 build_containerd() {
-  local module=$CONTAINERD_DIR/module gomod ldflags pkg=github.com/containerd/containerd/v2
-  module_info "$pkg" "$CONTAINERD_VERSION"
-  gomod=$(json_field GoMod <<<"$MODULE_INFO")
-  check_go "$(awk '$1 == "go" { print $2; exit }' "$gomod")"
-  mkdir -p "$module"
-  { wrapper_head e2e-containerd "$gomod"; echo "require $pkg $CONTAINERD_VERSION"; } >"$module/go.mod"
+  local module=$CONTAINERD_DIR/module ldflags pkg=github.com/containerd/containerd/v2
+  wrapper_module "$module" e2e-containerd "$pkg" "$CONTAINERD_VERSION"
   log "downloading the modules of $pkg $CONTAINERD_VERSION"
   GO_BUILD_TAGS=urfave_cli_no_docs,no_grpc go_download "$module" "$pkg/cmd/containerd" "$pkg/cmd/ctr" "$pkg/cmd/containerd-shim-runc-v2"
   # What containerd's Makefile stamps and tags; the shim without its gRPC
@@ -103,14 +99,10 @@ build_containerd() {
 }
 
 build_runc() {
-  local module=$RUNC_DIR/module gomod pkg=github.com/opencontainers/runc
-  module_info "$pkg" "$RUNC_VERSION"
-  gomod=$(json_field GoMod <<<"$MODULE_INFO")
-  check_go "$(awk '$1 == "go" { print $2; exit }' "$gomod")"
+  local module=$RUNC_DIR/module pkg=github.com/opencontainers/runc
   [ -f /usr/include/seccomp.h ] ||
     { log "runc's seccomp support needs libseccomp's headers (Debian: libseccomp-dev; tests/prerequisites.sh installs it)"; exit 1; }
-  mkdir -p "$module"
-  { wrapper_head e2e-runc "$gomod"; echo "require $pkg $RUNC_VERSION"; } >"$module/go.mod"
+  wrapper_module "$module" e2e-runc "$pkg" "$RUNC_VERSION"
   local CGO_ENABLED=1 GO_BUILD_TAGS=seccomp,urfave_cli_no_docs
   export CGO_ENABLED GO_BUILD_TAGS
   log "downloading the modules of $pkg $RUNC_VERSION"
@@ -124,12 +116,8 @@ build_runc() {
 }
 
 build_coredns() {
-  local module=$COREDNS_DIR/module gomod pkg=github.com/coredns/coredns rootfs
-  module_info "$pkg" "$COREDNS_VERSION"
-  gomod=$(json_field GoMod <<<"$MODULE_INFO")
-  check_go "$(awk '$1 == "go" { print $2; exit }' "$gomod")"
-  mkdir -p "$module"
-  { wrapper_head e2e-coredns "$gomod"; echo "require $pkg $COREDNS_VERSION"; } >"$module/go.mod"
+  local module=$COREDNS_DIR/module pkg=github.com/coredns/coredns rootfs
+  wrapper_module "$module" e2e-coredns "$pkg" "$COREDNS_VERSION"
   log "downloading the modules of $pkg $COREDNS_VERSION"
   go_download "$module" "$pkg"
   log "building CoreDNS $COREDNS_VERSION (once per version; cached in $CACHE_DIR)"
