@@ -183,11 +183,23 @@ pub struct Inventory {
     store: Arc<Store>,
     state: Mutex<State>,
     telemetry: Arc<Telemetry>,
+    /// Bumped when an answer changes what may be served: a count that
+    /// differs from the last, a refusal, a stream entering or leaving.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Inventory {
     pub fn new(api: Arc<ControllerApi>, settings: InventorySettings, store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
-        Inventory { api, settings, store, state: Mutex::default(), telemetry }
+        Inventory { api, settings, store, state: Mutex::default(), telemetry, changes: tokio::sync::watch::Sender::new(0) }
+    }
+
+    /// Changes whenever the API's answers change what may be served.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// How long one round over every stream takes within the budget.
@@ -372,6 +384,7 @@ impl Inventory {
             Ok(segments) => {
                 let settle = self.settings.settle;
                 let Some(entry) = Self::entry(&mut state, key, view, &self.settings) else { return };
+                let changed = entry.refused || entry.answer.is_none_or(|a| a.segments != segments);
                 entry.answer = Some(Answer { segments, asked, at: SystemTime::now() });
                 entry.refused = false;
                 // Asked before the last scale settled: asked again then, to
@@ -380,6 +393,9 @@ impl Inventory {
                     Some(settled) => settled.min(asked + period),
                     None => asked + period,
                 };
+                if changed {
+                    self.changed();
+                }
             }
             Err(error) => match error.fault() {
                 Fault::Gone => {
@@ -392,6 +408,7 @@ impl Inventory {
                     if state.streams.remove(key).is_some() {
                         tracing::info!(scope = %key.0, stream = %key.1, "stream deleted: it leaves the inventory");
                         self.store.forget_marks(&key.0, &key.1);
+                        self.changed();
                     }
                 }
                 Fault::Refused => {
@@ -399,6 +416,9 @@ impl Inventory {
                     // Soon again: Pravega refuses a stream still being
                     // created, for a moment.
                     if let Some(entry) = state.streams.get_mut(key) {
+                        if !entry.refused || entry.answer.is_some() {
+                            self.changed();
+                        }
                         entry.answer = None;
                         entry.refused = true;
                         entry.due = asked + period.min(RETRY);
@@ -468,9 +488,12 @@ impl Inventory {
         if all {
             // Scopes gone from the listing take their streams with them.
             let gone: Vec<Key> = state.streams.keys().filter(|(scope, _)| !scopes.contains(scope)).cloned().collect();
-            for key in gone {
-                state.streams.remove(&key);
+            for key in &gone {
+                state.streams.remove(key);
                 self.store.forget_marks(&key.0, &key.1);
+            }
+            if !gone.is_empty() {
+                self.changed();
             }
             state.listed.retain(|scope, _| scopes.contains(scope));
             if complete {
@@ -485,6 +508,7 @@ impl Inventory {
         let mut state = self.lock();
         let listed: std::collections::HashSet<&str> = streams.iter().map(String::as_str).filter(|s| !s.starts_with('_')).collect();
         let gone: Vec<Key> = state.streams.keys().filter(|(sc, st)| sc == scope && !listed.contains(st.as_str())).cloned().collect();
+        let mut changed = !gone.is_empty() || !Self::scope_listed(&state, scope);
         for key in gone {
             tracing::info!(scope = %key.0, stream = %key.1, "stream no longer listed: it leaves the inventory");
             state.streams.remove(&key);
@@ -500,10 +524,13 @@ impl Inventory {
                 if relisted {
                     self.store.forget_marks(&key.0, &key.1);
                 }
-                Self::entry(&mut state, &key, &view, &self.settings);
+                changed |= Self::entry(&mut state, &key, &view, &self.settings).is_some();
             }
         }
         state.listed.insert(scope.to_owned(), Instant::now());
+        if changed {
+            self.changed();
+        }
     }
 
     /// Keeps the inventory fresh: lists the scopes every list interval and
