@@ -266,14 +266,10 @@ impl Scaler {
         let selector = &trigger.selector;
         let segments = super::resolve(app, &view, visible, SEGMENTS_FAMILY, selector, Some(app.max_list_items)).await;
         let total = super::with_view(app, &view, segments.as_ref(), visible, |answer| answer.total(SEGMENTS_FAMILY, selector));
-        match total {
+        let value = match total {
             Ok(Total::Sum { value, .. }) => Ok(value),
             Ok(Total::Withheld(why)) => {
                 app.telemetry.withheld("keda");
-                if super::WITHHELD_LOG.allow() {
-                    tracing::warn!(route = "keda", namespace, selector = %selector.to_string(), undecided = %why,
-                        "answer withheld: not every selected stream has a value");
-                }
                 Err(Status::unavailable(format!(
                     "withheld: a sum must include every selected stream, and these have no value that can be vouched for: {why}"
                 )))
@@ -283,7 +279,12 @@ impl Scaler {
             }
             Err(ApiError::TooManyItems(message)) => Err(Status::invalid_argument(message)),
             Err(error) => Err(Status::unavailable(error.to_string())),
+        };
+        if let Some(status) = value.as_ref().err().filter(|_| NO_VALUE_LOG.allow()) {
+            tracing::warn!(namespace, selector = %selector.to_string(), code = ?status.code(), error = status.message(),
+                "KEDA scaler: no value for a trigger");
         }
+        value
     }
 
     async fn is_active(&self, reference: proto::ScaledObjectRef) -> Result<proto::IsActiveResponse, Status> {
@@ -456,6 +457,9 @@ pub struct Limits {
     /// and unary calls beside.
     pub max_concurrent_streams: u32,
 }
+
+/// Triggers without a value are logged at most once per this interval.
+static NO_VALUE_LOG: crate::escape::RateLimit = crate::escape::RateLimit::per(Duration::from_secs(10));
 
 /// Refused handshakes are logged at most once per this interval.
 static REFUSED_LOG: crate::escape::RateLimit = crate::escape::RateLimit::per(Duration::from_secs(10));
