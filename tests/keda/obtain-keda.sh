@@ -73,7 +73,7 @@ build_keda() {
     -ldflags="-s -w -X=$v.Version=${KEDA_VERSION#v} -X=$v.GitCommit=$KEDA_VERSION" \
     -o "$KEDA_DIR/bin.tmp/keda-adapter" "$MODULE/cmd/adapter") >&2
   mkdir -p "$KEDA_DIR/bin.tmp/crd"
-  cp "$dir"/config/crd/bases/keda.sh_*.yaml "$KEDA_DIR/bin.tmp/crd/"
+  cp "$dir"/config/crd/bases/*.yaml "$KEDA_DIR/bin.tmp/crd/"
   chmod -R u+w "$KEDA_DIR/bin.tmp/crd"
   rm -rf "$KEDA_DIR/bin"
   mv "$KEDA_DIR/bin.tmp" "$KEDA_DIR/bin"
