@@ -361,20 +361,24 @@ struct Watch {
 }
 
 impl Watch {
-    /// Until a merged view or the inventory's answers change, or
-    /// [`RECHECK`] passes.
     async fn wait(&mut self) {
-        let answers = async {
-            match &mut self.answers {
-                Some(answers) => changed(answers).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = changed(&mut self.merges) => {}
-            _ = answers => {}
-            _ = tokio::time::sleep(RECHECK) => {}
+        until_change(&mut self.merges, self.answers.as_mut()).await;
+    }
+}
+
+/// Until a merged view or the inventory's answers change, or [`RECHECK`]
+/// passes.
+async fn until_change(merges: &mut tokio::sync::watch::Receiver<u64>, answers: Option<&mut tokio::sync::watch::Receiver<u64>>) {
+    let answers = async {
+        match answers {
+            Some(answers) => changed(answers).await,
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        _ = changed(merges) => {}
+        _ = answers => {}
+        _ = tokio::time::sleep(RECHECK) => {}
     }
 }
 
@@ -542,6 +546,24 @@ mod tests {
         }
         assert!(matches!(parse(&[("scope", "a"), ("activationThreshold", "-1")]), Err(TriggerError::Number { .. })));
         assert_eq!(parse(&[("scope", "a"), ("segmentsPerReplicas", "2")]), Err(TriggerError::Unknown("segmentsPerReplicas".into())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_stream_wakes_at_each_change_and_else_after_the_recheck() {
+        let (merged, mut merges) = tokio::sync::watch::channel(0);
+        let (answered, mut answers) = tokio::sync::watch::channel(0);
+        let start = tokio::time::Instant::now();
+        merged.send_modify(|n| *n += 1);
+        until_change(&mut merges, Some(&mut answers)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "a merged view at once");
+        answered.send_modify(|n| *n += 1);
+        until_change(&mut merges, Some(&mut answers)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "an answer at once");
+        until_change(&mut merges, Some(&mut answers)).await;
+        assert_eq!(start.elapsed(), RECHECK, "nothing changed: the recheck");
+        drop((merged, answered));
+        until_change(&mut merges, None).await;
+        assert_eq!(start.elapsed(), RECHECK * 2, "senders gone: only the recheck");
     }
 
     #[test]
