@@ -20,8 +20,10 @@
 # Without a kubelet no pod is ever ready, so the phases use a static
 # fallback (5 replicas) where the shipped file keeps the running replicas.
 #
-# Environment: KEDA_HPA_SYNC (15s), KEDA_PERIOD (the sine's period, 90s),
-# KEDA_PERIODS (per phase, 2), KEDA_OUT (target/keda).
+# Environment: KEDA_HPA_SYNC (15s), KEDA_PERIOD (the sine's period, 97s: no
+# multiple of the HPA's sync or KEDA's polling, so that changes fall at
+# different points of their cycles), KEDA_PERIODS (per phase, 3), KEDA_OUT
+# (target/keda).
 set -euo pipefail
 
 controller_ips=(10.200.0.11)
@@ -45,8 +47,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../e2e/cluster.sh"
 keda_here=$root/tests/keda
 out=${KEDA_OUT:-$root/target/keda}
 mkdir -p "$out"
-period=${KEDA_PERIOD:-90s}
-phase_s=$((${period%s} * ${KEDA_PERIODS:-2}))
+period=${KEDA_PERIOD:-97s}
+phase_s=$((${period%s} * ${KEDA_PERIODS:-3}))
 fallback_replicas=5
 bin_dir=$root/target/debug
 
