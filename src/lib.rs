@@ -4,7 +4,8 @@
 //! Data flows through one module per stage:
 //! [`discover`] (which controllers) -> [`scrape`] (fetch each one) ->
 //! [`parse`] (extract the wanted families) -> [`store`] (per-target
-//! snapshots, merged across replicas) -> [`serve`] (the metrics APIs).
+//! snapshots, merged across replicas) -> [`serve`] (the metrics APIs,
+//! and KEDA's external scaler).
 //! The controllers' gRPC API is a source of its own: [`controller_api`]
 //! asks it, [`inventory`] keeps every stream of the served scopes and its
 //! segment count from it, and decides per stream what is served.
