@@ -125,7 +125,7 @@ def analyze(args):
         if not any(d == "up" and lat is not None for d, lat, _, _ in seen):
             print(f"FAILED {phase}: the replicas followed no rise of the segment count")
             ok = False
-    fallback = [r for r in rows if r["phase"] == "fallback"]
+    fallback = [r for r in rows if r["phase"] in ("fallback", "after")]
     engaged = [r for r in fallback if r["fallback"] == "True" and r["replicas"] == str(args.fallback_replicas)]
     if args.fallback_replicas is not None:
         if engaged:

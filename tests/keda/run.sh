@@ -162,7 +162,11 @@ trigger external-push 1 0 30
 echo fallback >"$phase_file"
 kill -STOP "$generator"
 log "phase fallback: the simulated controller stopped"
-fallen_back() { [ "$(kc -n pravega get deployment flink-taskmanager -o jsonpath='{.spec.replicas}')" = "$fallback_replicas" ]; }
+# KEDA's HPA may read the fallback value before KEDA patches the condition.
+fallen_back() {
+  [ "$(kc -n pravega get deployment flink-taskmanager -o jsonpath='{.spec.replicas}')" = "$fallback_replicas" ] &&
+    kc -n pravega get scaledobject flink-taskmanager -o jsonpath='{.status.conditions[?(@.type=="Fallback")].status}' | grep -qx True
+}
 wait_for 180 "KEDA's fallback to $fallback_replicas replicas while the adapter withholds" fallen_back
 kill -CONT "$generator"
 echo after >"$phase_file"
