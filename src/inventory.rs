@@ -619,3 +619,47 @@ fn past(mark: f64, baseline: f64) -> bool {
 fn mark_of(view: &MergedView, scope: &str, stream: &str) -> f64 {
     view.family_or_undecided(SEGMENTS_FAMILY).streams(Some(scope), Some(stream)).map(|s| s.mark).fold(f64::NAN, f64::max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller_api::ControllerApiSettings;
+    use test_support::controller_api::FakeControllerApi;
+
+    #[tokio::test]
+    async fn answers_that_change_what_may_be_served_notify_and_the_same_answer_does_not() {
+        let fake = FakeControllerApi::default();
+        fake.set("test", "s", 1);
+        let endpoints = vec![format!("http://{}", fake.start().await)];
+        let timeout = Duration::from_secs(2);
+        let settings =
+            ControllerApiSettings { endpoints, port: 0, tls: false, ca_pem: None, bearer_token_file: None, timeout, concurrency: 2 };
+        let telemetry = Arc::new(Telemetry::default());
+        let api = Arc::new(ControllerApi::new(settings, Vec::new, telemetry.clone()));
+        let store = Arc::new(Store::new(Duration::from_secs(30)));
+        let every = Duration::from_secs(10);
+        let settings = InventorySettings {
+            scopes: None,
+            calls_per_second: 20.0,
+            refresh: every,
+            list_interval: every,
+            settle: every,
+            max_streams: 100,
+        };
+        let inventory = Inventory::new(api, settings, store.clone(), telemetry);
+        let mut changes = inventory.changes();
+        let (view, key) = (store.view(), key("test", "s"));
+        inventory.ask(&key, &view).await;
+        assert!(changes.has_changed().unwrap(), "a first answer");
+        changes.mark_unchanged();
+        inventory.ask(&key, &view).await;
+        assert!(!changes.has_changed().unwrap(), "the same count again");
+        fake.set("test", "s", 3);
+        inventory.ask(&key, &view).await;
+        assert!(changes.has_changed().unwrap(), "a new count");
+        changes.mark_unchanged();
+        fake.delete("test", "s");
+        inventory.ask(&key, &view).await;
+        assert!(changes.has_changed().unwrap(), "the stream is gone");
+    }
+}
