@@ -53,7 +53,7 @@ test-chart: ## the Helm chart: README generated from values.yaml, helm lint and 
 test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and etcd into ~/.cache/pravega-flink-autoscaler)
 	tests/e2e/run.sh
 
-test-keda: ## a real KEDA 2.20.2 (operator, metrics server; built once into ~/.cache/pravega-flink-autoscaler) scales flink-taskmanager from the adapter's external scaler on the e2e control plane, push and poll (root; ~25 min); figures in target/keda
+test-keda: ## a real KEDA 2.20.2 (operator, metrics server; built once into ~/.cache/pravega-flink-autoscaler) scales flink-taskmanager from the adapter's external scaler on the e2e control plane, push and poll (root; ~21 min, the first KEDA build ~30 min more); figures in target/keda
 	tests/keda/run.sh
 
 test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
