@@ -75,10 +75,12 @@ build_keda() {
   mkdir -p "$KEDA_DIR/bin.tmp/crd"
   cp "$dir"/config/crd/bases/*.yaml "$KEDA_DIR/bin.tmp/crd/"
   chmod -R u+w "$KEDA_DIR/bin.tmp/crd"
-  rm -rf "$KEDA_DIR/bin"
+  rm -rf "${KEDA_DIR:?}/bin"
   mv "$KEDA_DIR/bin.tmp" "$KEDA_DIR/bin"
   log "built KEDA in $((SECONDS - started)) s"
 }
 
-[ -x "$KEDA_DIR/bin/keda" ] && [ -x "$KEDA_DIR/bin/keda-adapter" ] || build_keda
+if [ ! -x "$KEDA_DIR/bin/keda" ] || [ ! -x "$KEDA_DIR/bin/keda-adapter" ]; then
+  build_keda
+fi
 echo "$KEDA_DIR/bin"

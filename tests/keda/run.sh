@@ -55,7 +55,7 @@ bin_dir=$root/target/debug
 # --- KEDA: CRDs, certificates, the operator and the metrics server --------------------
 # KEDA's operator stops when a CRD it watches is missing: all of the module's.
 kc apply --server-side -f "$KEDA_BIN/crd/" >"$work/logs/apply-keda-crds.log"
-[ "$(ls "$KEDA_BIN/crd" | wc -l)" -ge 6 ] || fail "$KEDA_BIN/crd lacks KEDA's eventing CRDs: delete $KEDA_BIN and run again"
+[ "$(find "$KEDA_BIN/crd" -name '*.yaml' | wc -l)" -ge 6 ] || fail "$KEDA_BIN/crd lacks KEDA's eventing CRDs: delete $KEDA_BIN and run again"
 kc create namespace keda >/dev/null
 wait_for 60 "KEDA's CRDs" kc get scaledobjects -A
 # The operator's metrics gRPC service and the metrics server share one
