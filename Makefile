@@ -17,7 +17,7 @@ BIN = target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 EXTERNAL_QUERY = /apis/external.metrics.k8s.io/v1beta1/namespaces/default/pravega_controller_segments_count?labelSelector=scope%3Dtest,stream%3Dstream
 CUSTOM_QUERY = /apis/custom.metrics.k8s.io/v1beta2/namespaces/default/deployments.apps/flink-taskmanager/pravega_controller_segments_count?metricLabelSelector=scope%3Dtest
 
-.PHONY: help build run run-check test test-unit test-chart test-e2e test-node test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images images-docker test-images
+.PHONY: help build run run-check test test-unit test-chart test-e2e test-node test-keda test-pravega test-loop loop-chart bench bench-baseline bench-baseline-serving lint deploy deploy-cert-manager deploy-pravega serving-cert hpa-external hpa-object images images-docker test-images
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ test-e2e: ## only the end-to-end test (root; the first run builds Kubernetes and
 
 test-node: ## only the e2e control plane's real node: kubelet, containerd, runc, kube-proxy, a pod from a local image (root; the first run builds them into ~/.cache/pravega-flink-autoscaler)
 	tests/e2e/node-check.sh
+
+test-keda: ## a real KEDA 2.20.2 (operator, metrics server; built once into ~/.cache/pravega-flink-autoscaler) scales flink-taskmanager from the adapter's external scaler on the e2e control plane, push and poll (root; ~21 min, the first KEDA build ~30 min more); figures in target/keda
+	tests/keda/run.sh
 
 test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
 	tests/pravega/run.sh

@@ -45,6 +45,9 @@ pub struct Config {
     #[command(flatten)]
     pub scraping: ScrapeFlags,
 
+    #[command(flatten)]
+    pub keda: KedaFlags,
+
     /// Log line format.
     #[arg(long, env = "PRAVEGA_ADAPTER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,
@@ -266,6 +269,34 @@ pub struct ScopeFlags {
         value_name = "NAMESPACE=SCOPE,..."
     )]
     pub namespace_scope: Vec<NamespaceScope>,
+}
+
+/// KEDA's external scaler API, served on a port of its own.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "KEDA external scaler")]
+pub struct KedaFlags {
+    /// Port for KEDA's external scaler gRPC API (`external` and
+    /// `external-push` triggers) on --bind-address, with the serving
+    /// certificate of the secure port; 0 (the default) disables it. Needs
+    /// --keda-client-ca-file.
+    #[arg(long, env = "PRAVEGA_ADAPTER_KEDA_SCALER_PORT", default_value_t = 0)]
+    pub keda_scaler_port: u16,
+
+    /// PEM CA bundle that KEDA's client certificate (its TriggerAuthentication's
+    /// tlsClientCert) must chain to; a client without such a certificate is
+    /// refused in the TLS handshake. Read at start.
+    #[arg(long, env = "PRAVEGA_ADAPTER_KEDA_CLIENT_CA_FILE")]
+    pub keda_client_ca_file: Option<PathBuf>,
+
+    /// StreamIsActive streams held open at once, all clients together; a
+    /// stream beyond it is refused (RESOURCE_EXHAUSTED). KEDA opens one per
+    /// ScaledObject trigger of type external-push.
+    #[arg(long, env = "PRAVEGA_ADAPTER_KEDA_MAX_STREAMS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keda_max_streams: u32,
+
+    /// StreamIsActive streams one client (source address) holds open at once.
+    #[arg(long, env = "PRAVEGA_ADAPTER_KEDA_MAX_STREAMS_PER_CLIENT", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub keda_max_streams_per_client: u32,
 }
 
 /// Which controllers are scraped and asked, and how they are reached.
@@ -513,7 +544,7 @@ pub enum LogFormat {
 pub enum ConfigError {
     #[error("no controllers to scrape: give --controller-url and/or --controller-namespace")]
     NoControllers,
-    #[error("nothing to serve: --secure-port is 0 and no --insecure-bind-address is set")]
+    #[error("nothing to serve: --secure-port and --keda-scaler-port are 0 and no --insecure-bind-address is set")]
     NothingToServe,
     #[error("--insecure-bind-address {0} is not a loopback address; unauthenticated serving is only allowed on loopback")]
     InsecureNotLoopback(SocketAddr),
@@ -527,6 +558,8 @@ pub enum ConfigError {
     BadControllerApiUrl(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("--keda-scaler-port needs --keda-client-ca-file: KEDA's client certificates are verified against it")]
+    KedaWithoutClientCa,
 }
 
 impl Config {
@@ -541,11 +574,14 @@ impl Config {
         if let Some(url) = controllers.api.controller_api_urls.iter().find(|u| !is_http_url(u)) {
             return Err(ConfigError::BadControllerApiUrl(url.clone()));
         }
-        if serving.secure_port == 0 && serving.insecure_bind_address.is_none() {
+        if serving.secure_port == 0 && serving.insecure_bind_address.is_none() && self.keda.keda_scaler_port == 0 {
             return Err(ConfigError::NothingToServe);
         }
         if let Some(address) = serving.insecure_bind_address.filter(|a| !a.ip().is_loopback()) {
             return Err(ConfigError::InsecureNotLoopback(address));
+        }
+        if self.keda.keda_scaler_port != 0 && self.keda.keda_client_ca_file.is_none() {
+            return Err(ConfigError::KedaWithoutClientCa);
         }
         for (name, value) in [
             ("--scrape-interval", scraping.scrape_interval),
@@ -728,6 +764,7 @@ mod tests {
         assert_eq!(scraping.max_staleness, Duration::from_secs(1));
         assert_eq!(scraping.metrics_max_age, Duration::from_secs(30));
         assert_eq!(c.controllers.discovery.controller_selector, "component=pravega-controller");
+        assert_eq!((c.keda.keda_scaler_port, c.keda.keda_max_streams, c.keda.keda_max_streams_per_client), (0, 1000, 500), "KEDA off");
         assert_eq!(c.controllers.discovery.controller_port, 10080);
         assert!(scraping.metrics_allow_regex.is_match("pravega_controller_segments_count"));
         assert!(!scraping.metrics_allow_regex.is_match("jvm_memory_used_bytes"));
@@ -747,6 +784,7 @@ mod tests {
         assert!(matches!(check(&["--controller-url", "http://x", "--scrape-timeout", "10s"]), ConfigError::TimeoutNotBelowInterval { .. }));
         assert!(matches!(check(&["--controller-url", "http://x", "--metrics-max-age", "5s"]), ConfigError::MaxAgeBelowInterval { .. }));
         assert_eq!(check(&["--controller-url", "http://x", "--tls-handshake-timeout", "0s"]), ConfigError::Zero("--tls-handshake-timeout"));
+        assert_eq!(check(&["--controller-url", "http://x", "--keda-scaler-port", "9443"]), ConfigError::KedaWithoutClientCa);
     }
 
     #[test]

@@ -184,11 +184,23 @@ pub struct Inventory {
     store: Arc<Store>,
     state: Mutex<State>,
     telemetry: Arc<Telemetry>,
+    /// Bumped when an answer changes what may be served: a count that
+    /// differs from the last, a refusal, a stream entering or leaving.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Inventory {
     pub fn new(api: Arc<ControllerApi>, settings: InventorySettings, store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
-        Inventory { api, settings, store, state: Mutex::default(), telemetry }
+        Inventory { api, settings, store, state: Mutex::default(), telemetry, changes: tokio::sync::watch::Sender::new(0) }
+    }
+
+    /// Changes whenever the API's answers change what may be served.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// How long one round over every stream takes within the budget.
@@ -373,6 +385,7 @@ impl Inventory {
             Ok(segments) => {
                 let settle = self.settings.settle;
                 let Some(entry) = Self::entry(&mut state, key, view, &self.settings) else { return };
+                let changed = entry.refused || entry.answer.is_none_or(|a| a.segments != segments);
                 entry.answer = Some(Answer { segments, asked, at: Moment::now() });
                 entry.refused = false;
                 // Asked before the last scale settled: asked again then, to
@@ -381,6 +394,9 @@ impl Inventory {
                     Some(settled) => settled.min(asked + period),
                     None => asked + period,
                 };
+                if changed {
+                    self.changed();
+                }
             }
             Err(error) => match error.fault() {
                 Fault::Gone => {
@@ -393,6 +409,7 @@ impl Inventory {
                     if state.streams.remove(key).is_some() {
                         tracing::info!(scope = %key.0, stream = %key.1, "stream deleted: it leaves the inventory");
                         self.store.forget_marks(&key.0, &key.1);
+                        self.changed();
                     }
                 }
                 Fault::Refused => {
@@ -400,6 +417,9 @@ impl Inventory {
                     // Soon again: Pravega refuses a stream still being
                     // created, for a moment.
                     if let Some(entry) = state.streams.get_mut(key) {
+                        if !entry.refused || entry.answer.is_some() {
+                            self.changed();
+                        }
                         entry.answer = None;
                         entry.refused = true;
                         entry.due = asked + period.min(RETRY);
@@ -469,9 +489,12 @@ impl Inventory {
         if all {
             // Scopes gone from the listing take their streams with them.
             let gone: Vec<Key> = state.streams.keys().filter(|(scope, _)| !scopes.contains(scope)).cloned().collect();
-            for key in gone {
-                state.streams.remove(&key);
+            for key in &gone {
+                state.streams.remove(key);
                 self.store.forget_marks(&key.0, &key.1);
+            }
+            if !gone.is_empty() {
+                self.changed();
             }
             state.listed.retain(|scope, _| scopes.contains(scope));
             if complete {
@@ -486,6 +509,7 @@ impl Inventory {
         let mut state = self.lock();
         let listed: std::collections::HashSet<&str> = streams.iter().map(String::as_str).filter(|s| !s.starts_with('_')).collect();
         let gone: Vec<Key> = state.streams.keys().filter(|(sc, st)| sc == scope && !listed.contains(st.as_str())).cloned().collect();
+        let mut changed = !gone.is_empty() || !Self::scope_listed(&state, scope);
         for key in gone {
             tracing::info!(scope = %key.0, stream = %key.1, "stream no longer listed: it leaves the inventory");
             state.streams.remove(&key);
@@ -501,10 +525,13 @@ impl Inventory {
                 if relisted {
                     self.store.forget_marks(&key.0, &key.1);
                 }
-                Self::entry(&mut state, &key, &view, &self.settings);
+                changed |= Self::entry(&mut state, &key, &view, &self.settings).is_some();
             }
         }
         state.listed.insert(scope.to_owned(), Instant::now());
+        if changed {
+            self.changed();
+        }
     }
 
     /// Keeps the inventory fresh: lists the scopes every list interval and
@@ -592,4 +619,48 @@ fn past(mark: f64, baseline: f64) -> bool {
 /// The stream's mark in the view (NaN if none).
 fn mark_of(view: &MergedView, scope: &str, stream: &str) -> f64 {
     view.family_or_undecided(SEGMENTS_FAMILY).streams(Some(scope), Some(stream)).map(|s| s.mark).fold(f64::NAN, f64::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller_api::ControllerApiSettings;
+    use test_support::controller_api::FakeControllerApi;
+
+    #[tokio::test]
+    async fn answers_that_change_what_may_be_served_notify_and_the_same_answer_does_not() {
+        let fake = FakeControllerApi::default();
+        fake.set("test", "s", 1);
+        let endpoints = vec![format!("http://{}", fake.start().await)];
+        let timeout = Duration::from_secs(2);
+        let settings =
+            ControllerApiSettings { endpoints, port: 0, tls: false, ca_pem: None, bearer_token_file: None, timeout, concurrency: 2 };
+        let telemetry = Arc::new(Telemetry::default());
+        let api = Arc::new(ControllerApi::new(settings, Vec::new, telemetry.clone()));
+        let store = Arc::new(Store::new(Duration::from_secs(30)));
+        let every = Duration::from_secs(10);
+        let settings = InventorySettings {
+            scopes: None,
+            calls_per_second: 20.0,
+            refresh: every,
+            list_interval: every,
+            settle: every,
+            max_streams: 100,
+        };
+        let inventory = Inventory::new(api, settings, store.clone(), telemetry);
+        let mut changes = inventory.changes();
+        let (view, key) = (store.view(), key("test", "s"));
+        inventory.ask(&key, &view).await;
+        assert!(changes.has_changed().unwrap(), "a first answer");
+        changes.mark_unchanged();
+        inventory.ask(&key, &view).await;
+        assert!(!changes.has_changed().unwrap(), "the same count again");
+        fake.set("test", "s", 3);
+        inventory.ask(&key, &view).await;
+        assert!(changes.has_changed().unwrap(), "a new count");
+        changes.mark_unchanged();
+        fake.delete("test", "s");
+        inventory.ask(&key, &view).await;
+        assert!(changes.has_changed().unwrap(), "the stream is gone");
+    }
 }

@@ -4,7 +4,8 @@
 //! Data flows through one module per stage:
 //! [`discover`] (which controllers) -> [`scrape`] (fetch each one) ->
 //! [`parse`] (extract the wanted families) -> [`store`] (per-target
-//! snapshots, merged across replicas) -> [`serve`] (the metrics APIs).
+//! snapshots, merged across replicas) -> [`serve`] (the metrics APIs,
+//! and KEDA's external scaler).
 //! The controllers' gRPC API is a source of its own: [`controller_api`]
 //! asks it, [`inventory`] keeps every stream of the served scopes and its
 //! segment count from it, and decides per stream what is served.
@@ -104,7 +105,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     }
     let scopes = Arc::new(serve::scopes::ScopePolicy::new(config.scopes.namespace_scopes, &config.scopes.namespace_scope));
     let app = |guard| {
-        serve::router(Arc::new(App {
+        Arc::new(App {
             store: store.clone(),
             pool: pool.clone(),
             telemetry: telemetry.clone(),
@@ -112,15 +113,22 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             guard,
             scopes: scopes.clone(),
             max_list_items: serving.max_list_items as usize,
-        }))
+        })
+    };
+    let keda = &config.keda;
+    let certificate = match serving.secure_port != 0 || keda.keda_scaler_port != 0 {
+        true => {
+            let certificate = auth::tls::ServingCertificate::load(config.tls.certificate_source(serving.bind_address))?;
+            tokio::spawn(certificate.clone().keep_fresh());
+            Some(certificate)
+        }
+        false => None,
     };
     let mut servers = tokio::task::JoinSet::new();
-    if serving.secure_port != 0 {
+    if let (true, Some(certificate)) = (serving.secure_port != 0, &certificate) {
         let address = std::net::SocketAddr::new(serving.bind_address, serving.secure_port);
-        let router = app(Some(guard(&config.auth, controllers.kubeconfig.as_ref()).await?));
-        let certificate = auth::tls::ServingCertificate::load(config.tls.certificate_source(serving.bind_address))?;
+        let router = serve::router(app(Some(guard(&config.auth, controllers.kubeconfig.as_ref()).await?)));
         let tls = certificate.server_config()?;
-        tokio::spawn(certificate.keep_fresh());
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::info!(%address, "serving HTTPS with authentication and authorization");
         let limits = serving.connections.limits();
@@ -129,10 +137,29 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             Ok(())
         });
     }
+    if let (Some(client_ca), Some(certificate)) = (keda.keda_client_ca_file.as_ref().filter(|_| keda.keda_scaler_port != 0), &certificate) {
+        let address = std::net::SocketAddr::new(serving.bind_address, keda.keda_scaler_port);
+        let tls = certificate.client_verified_config(client_ca)?;
+        let scaler = serve::keda::Scaler::new(app(None), keda.keda_max_streams as usize, keda.keda_max_streams_per_client as usize);
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
+        tracing::info!(%address, client_ca = %client_ca.display(), "serving KEDA's external scaler over TLS with client certificates");
+        let connections = &serving.connections;
+        let limits = serve::keda::Limits {
+            tls_handshake_timeout: connections.tls_handshake_timeout,
+            http2_keepalive_interval: connections.http2_keepalive_interval,
+            http2_keepalive_timeout: connections.http2_keepalive_timeout,
+            max_concurrent_streams: keda.keda_max_streams_per_client.saturating_add(100),
+        };
+        let router = serve::keda::router(scaler);
+        servers.spawn(async move {
+            serve::keda::serve(listener, tls, router, limits, shutdown_signal::wait()).await;
+            Ok(())
+        });
+    }
     if let Some(address) = serving.insecure_bind_address {
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| RunError::Listen { address, source })?;
         tracing::warn!(%address, "serving plain HTTP WITHOUT authentication or authorization (demo mode)");
-        let router = app(None);
+        let router = serve::router(app(None));
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });

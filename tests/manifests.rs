@@ -758,6 +758,12 @@ fn both_hpa_forms_state_their_behavior() {
         behaviors.push(behavior.clone());
     }
     assert_eq!(behaviors[0], behaviors[1], "the two forms' behaviors differ");
+    let keda = parse_file(&repo().join("hpa").join("flink-taskmanager-keda.yaml")).unwrap();
+    let scaled = keda.iter().find(|d| d.kind() == "ScaledObject").expect("a ScaledObject");
+    let spec = &scaled.value["spec"];
+    assert_eq!(spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"], behaviors[0], "the ScaledObject's HPA behaves as the HPAs");
+    let external = &parse_file(&repo().join("hpa").join("flink-taskmanager-external.yaml")).unwrap()[0].value["spec"];
+    assert_eq!((&spec["minReplicaCount"], &spec["maxReplicaCount"]), (&external["minReplicas"], &external["maxReplicas"]));
 }
 
 /// The path the HPA controller asks for (through the aggregator) for one HPA

@@ -52,6 +52,18 @@ pub enum Resolution {
     TooMany(usize),
 }
 
+/// The sum of a metric over the streams a selector selects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Total {
+    /// Every selected stream has a value: their sum, and the scrape (or
+    /// answer) time of the oldest.
+    Sum { value: f64, oldest: Moment },
+    /// Not every selected stream has a value; these have none.
+    Withheld(String),
+    /// No stream matches.
+    NoStream,
+}
+
 /// A selected series: its labels, value and the time of that value.
 struct Item<'a> {
     labels: &'a LabelSet,
@@ -155,9 +167,9 @@ impl Answer<'_> {
                 query.metric, query.resource
             )));
         }
-        let series = match self.select(&query.metric, metric_selector)? {
-            Selected::Whole(series) => series,
-            Selected::Withheld { why, .. } => {
+        let (total, oldest) = match self.total(&query.metric, metric_selector)? {
+            Total::Sum { value, oldest } => (value, oldest),
+            Total::Withheld(why) => {
                 return Err(ApiError::NotFound(format!(
                     "{:?} is withheld for metricLabelSelector {:?}: a sum must include every selected stream, and these have no \
                      value that can be vouched for: {why}",
@@ -165,18 +177,16 @@ impl Answer<'_> {
                     metric_selector.to_string()
                 )))
             }
+            Total::NoStream => {
+                return Err(ApiError::NotFound(format!(
+                    "no stream of metric {:?} matches metricLabelSelector {:?}",
+                    query.metric,
+                    metric_selector.to_string()
+                )))
+            }
         };
-        if series.is_empty() {
-            return Err(ApiError::NotFound(format!(
-                "no stream of metric {:?} matches metricLabelSelector {:?}",
-                query.metric,
-                metric_selector.to_string()
-            )));
-        }
-        let total: f64 = series.iter().map(|s| s.value).sum();
         let value =
             quantity::format(total).ok_or_else(|| ApiError::NotFound(format!("the sum of {:?} is not a finite number", query.metric)))?;
-        let oldest = series.iter().map(|s| s.at).min().unwrap_or(self.now);
         let selector = (!metric_selector.is_empty()).then(|| metric_selector.to_label_selector());
         let item = ObjectValue {
             described_object: described_object(query),
@@ -189,6 +199,18 @@ impl Answer<'_> {
             value,
         };
         Ok(Served { body: list("MetricValueList", query.version, &[item]), oldest: Some(oldest), withheld: None })
+    }
+
+    /// The sum of `metric` over the streams `selector` selects, whole or
+    /// withheld, as an Object query and KEDA's scaler serve it.
+    pub fn total(&self, metric: &str, selector: &Selector) -> Result<Total, ApiError> {
+        Ok(match self.select(metric, selector)? {
+            Selected::Withheld { why, .. } => Total::Withheld(why),
+            Selected::Whole(series) if series.is_empty() => Total::NoStream,
+            Selected::Whole(series) => {
+                Total::Sum { value: series.iter().map(|s| s.value).sum(), oldest: series.iter().map(|s| s.at).min().unwrap_or(self.now) }
+            }
+        })
     }
 
     /// External metric: one item per selected stream.

@@ -1,5 +1,7 @@
-//! The HTTP side: routing, query handling and the adapter's own endpoints.
+//! The HTTP side: routing, query handling and the adapter's own endpoints;
+//! and KEDA's external scaler ([`keda`]), answered from the same values.
 
+pub mod keda;
 pub mod listen;
 pub mod metrics_api;
 pub mod quantity;

@@ -216,6 +216,13 @@ impl Store {
         let _ = merged.wait_for(|g| *g >= generation).await;
     }
 
+    /// Changes whenever a merge publishes a view that takes in new data
+    /// (scrapes that changed something, expiry, forgotten marks): a
+    /// subscriber looks at the served values again then.
+    pub fn merges(&self) -> watch::Receiver<u64> {
+        self.merged_generation.subscribe()
+    }
+
     /// Merges whenever asked to, coalescing the changes of several scrapes
     /// that land while a merge runs into the next one.
     pub async fn keep_merged(self: Arc<Self>) {
@@ -331,6 +338,19 @@ mod tests {
         let series: Vec<_> = view.family("pravega_controller_segments_count")?.narrowed(Some("test"), Some(stream)).collect();
         assert!(series.len() <= 1);
         series.first().map(|s| (s.value, s.verdict))
+    }
+
+    #[test]
+    fn a_merge_that_takes_in_new_data_notifies_and_an_unchanged_scrape_does_not() {
+        let store = Store::new(Duration::from_secs(30));
+        let mut merges = store.merges();
+        scrape(&store, "a", 0, &replica("s", 1, 0, 0));
+        assert!(merges.has_changed().unwrap(), "the first scrape");
+        merges.mark_unchanged();
+        scrape(&store, "a", 1, &replica("s", 1, 0, 0));
+        assert!(!merges.has_changed().unwrap(), "nothing new: no merge, no notification");
+        scrape(&store, "a", 2, &replica("s", 3, 1, 0));
+        assert!(merges.has_changed().unwrap(), "a scale");
     }
 
     #[test]

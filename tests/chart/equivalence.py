@@ -42,6 +42,18 @@ CASES = [
         ["hpa/flink-taskmanager-object.yaml"],
     ),
     (
+        "KEDA scaler = manifests/keda + apiservice",
+        ["kedaScaler.enabled=true"],
+        ["manifests/keda", "apiservice"],
+        [],
+    ),
+    (
+        "ScaledObject = manifests/keda + apiservice + hpa/flink-taskmanager-keda.yaml",
+        ["kedaScaler.enabled=true", "scaledObject.enabled=true"],
+        ["manifests/keda", "apiservice"],
+        ["hpa/flink-taskmanager-keda.yaml"],
+    ),
+    (
         "cert-manager = manifests/adapter + apiservice/cert-manager",
         ["servingCert.certManager.enabled=true"],
         ["manifests/adapter", "apiservice/cert-manager"],

@@ -39,6 +39,8 @@ variants=(
   "hpa.enabled=true,hpa.metricType=Object,apiServices.external=false"
   "hpa.enabled=true,hpa.tolerance=null,hpa.scaleUp.pods=8,hpa.scaleDown.stabilizationWindowSeconds=300"
   "servingCert.certManager.enabled=true"
+  "kedaScaler.enabled=true,kedaScaler.port=9500,kedaScaler.clientCaSecret=ca,scaledObject.enabled=true,apiServices.external=false"
+  "kedaScaler.enabled=true,scaledObject.enabled=true,scaledObject.triggerType=external,scaledObject.minReplicaCount=0,scaledObject.activationThreshold=1,scaledObject.streams.scope=null,scaledObject.streams.stream=null,scaledObject.streams.labelSelector=scope=test"
   "servingCert.certManager.enabled=true,servingCert.certManager.issuerRef.kind=ClusterIssuer,servingCert.certManager.issuerRef.name=corp-ca"
   "servingCert.caBundle=Y2E=,servingCert.secretName=my-cert,namespace.create=false,namespace.name=metrics,podDisruptionBudget.enabled=false,topologySpread.enabled=false,rbac.bindHpaController=false"
   "controllers.namespace=,controllers.urls={http://10.0.0.1:10080/prometheus},controllerApi.urls={tcp://10.0.0.1:9090},controllerApi.callsPerSecond=5,controllerApi.refresh=60s,controllerApi.timeout=2s"

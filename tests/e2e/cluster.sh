@@ -17,6 +17,9 @@
 #                            and start_adapter waits for the adapter's Deployment
 #   node_images              (with want_node) OCI archives imported into the node's
 #                            containerd before the project's files are applied
+#   netns_hosts              (optional) /etc/hosts lines inside the namespace (Service
+#                            names that host processes dial)
+#   adapter_args             (optional) more arguments for start_adapter's adapter
 # shellcheck shell=bash
 # The caller's settings above are assigned before this file is sourced.
 # shellcheck disable=SC2154
@@ -67,7 +70,12 @@ if [ -z "${E2E_INSIDE_NETNS:-}" ]; then
   [ ${#cargo_build_args[@]} -eq 0 ] || (cd "$root" && cargo build --quiet --locked "${cargo_build_args[@]}")
   netns=pfa-e2e-$$
   ip netns add "$netns" 2>/dev/null || skip "cannot create a network namespace (ip netns add failed)"
-  trap 'ip netns del "$netns" 2>/dev/null || true' EXIT
+  trap 'ip netns del "$netns" 2>/dev/null || true; rm -rf "/etc/netns/$netns"' EXIT
+  if [ -n "${netns_hosts:-}" ]; then
+    # ip netns exec bind-mounts /etc/netns/NAME/hosts over /etc/hosts.
+    mkdir -p "/etc/netns/$netns"
+    printf '127.0.0.1 localhost\n%s\n' "$netns_hosts" >"/etc/netns/$netns/hosts"
+  fi
   ip netns exec "$netns" ip link set lo up
   for ip in "$ns_ip" "${controller_ips[@]}"; do ip netns exec "$netns" ip addr add "$ip/32" dev lo; done
   status=0
@@ -294,7 +302,7 @@ start_adapter() {
     background adapter env RUST_LOG=info "$root/target/debug/pravega-metrics-adapter" \
       --secure-port=6443 --bind-address="$ns_ip" \
       --tls-cert-file="$work/serving/tls.crt" --tls-private-key-file="$work/serving/tls.key" \
-      --controller-namespace=pravega --log-format=json --kubeconfig="$work/adapter.kubeconfig"
+      --controller-namespace=pravega --log-format=json --kubeconfig="$work/adapter.kubeconfig" ${adapter_args[@]+"${adapter_args[@]}"}
   fi
   started=$(now)
   # gen-serving-cert.sh --out: the serving Secret and apiservice/ with caBundle set.

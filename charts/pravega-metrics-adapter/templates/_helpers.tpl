@@ -33,3 +33,32 @@ app.kubernetes.io/name: {{ .Values.name }}
 {{- end -}}
 {{- toJson $list -}}
 {{- end }}
+
+{{/* An HPA behavior: `behavior` if set, else built from `h`'s tolerance,
+scaleUp and scaleDown with up to `max` pods added per period. */}}
+{{- define "pma.behavior" -}}
+{{- with .behavior -}}
+{{ toYaml . }}
+{{- else -}}
+scaleUp:
+  stabilizationWindowSeconds: {{ .h.scaleUp.stabilizationWindowSeconds }}
+  selectPolicy: Max
+  policies:
+    - type: Pods
+      value: {{ .h.scaleUp.pods | default .max }}
+      periodSeconds: {{ .h.scaleUp.periodSeconds }}
+  {{- if not (kindIs "invalid" .h.tolerance) }}
+  tolerance: {{ .h.tolerance }}
+  {{- end }}
+scaleDown:
+  stabilizationWindowSeconds: {{ .h.scaleDown.stabilizationWindowSeconds }}
+  selectPolicy: Max
+  policies:
+    - type: Percent
+      value: {{ .h.scaleDown.percent }}
+      periodSeconds: {{ .h.scaleDown.periodSeconds }}
+  {{- if not (kindIs "invalid" .h.tolerance) }}
+  tolerance: {{ .h.tolerance }}
+  {{- end }}
+{{- end }}
+{{- end }}
