@@ -129,19 +129,25 @@ kubernetes_module() {
   done
 }
 
-build_kubernetes() {
-  local module=$K8S_DIR/module out
+# build_from_kubernetes OUT_DIR COMMAND...: Kubernetes' cmd/COMMANDs built
+# from the wrapper module into OUT_DIR, checked by the first one's --version.
+build_from_kubernetes() {
+  local out_dir=$1 out command pkgs=()
+  shift
+  local names="$*"
+  for command in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$command"); done
   kubernetes_module
-  local pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
-  log "downloading the modules of k8s.io/kubernetes $KUBERNETES_VERSION"
-  go_download "$module" "${pkgs[@]}"
-  log "building kube-apiserver, kube-controller-manager and kubectl $KUBERNETES_VERSION (once per version; cached in $CACHE_DIR)"
+  log "downloading the modules of $names $KUBERNETES_VERSION"
+  go_download "$K8S_DIR/module" "${pkgs[@]}"
+  log "building $names $KUBERNETES_VERSION (once per version; cached in $CACHE_DIR)"
   local started=$SECONDS
-  go_build "$module" "$K8S_DIR/bin" "$KUBERNETES_LDFLAGS" "${pkgs[@]}"
-  log "built Kubernetes in $((SECONDS - started)) s"
-  out=$("$K8S_DIR/bin/kube-apiserver" --version)
-  [ "$out" = "Kubernetes $KUBERNETES_VERSION" ] || { log "kube-apiserver --version says '$out'"; exit 1; }
+  go_build "$K8S_DIR/module" "$out_dir" "$KUBERNETES_LDFLAGS" "${pkgs[@]}"
+  log "built $names in $((SECONDS - started)) s"
+  out=$("$out_dir/$1" --version)
+  [ "$out" = "Kubernetes $KUBERNETES_VERSION" ] || { log "$1 --version says '$out'"; exit 1; }
 }
+
+build_kubernetes() { build_from_kubernetes "$K8S_DIR/bin" kube-apiserver kube-controller-manager kubectl; }
 
 # wrapper_module DIR NAME MODULE VERSION: a wrapper module in DIR that
 # requires MODULE at VERSION, once Go is known to be new enough for it.

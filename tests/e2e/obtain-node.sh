@@ -67,18 +67,7 @@ PAUSE_DIR=$K8S_DIR/pause
 PAUSE_IMAGE=localhost/pravega-flink-autoscaler/pause
 NODE_BIN_DIR=$CACHE_DIR/bin/node-kubernetes-$KUBERNETES_VERSION-containerd-$CONTAINERD_VERSION-runc-$RUNC_VERSION
 
-build_kubelet() {
-  local pkgs=(k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler) out
-  kubernetes_module
-  log "downloading the modules of the kubelet, kube-proxy and kube-scheduler $KUBERNETES_VERSION"
-  go_download "$K8S_DIR/module" "${pkgs[@]}"
-  log "building the kubelet, kube-proxy and kube-scheduler $KUBERNETES_VERSION (once per version; cached in $CACHE_DIR)"
-  local started=$SECONDS
-  go_build "$K8S_DIR/module" "$K8S_DIR/node-bin" "$KUBERNETES_LDFLAGS" "${pkgs[@]}"
-  log "built the kubelet, kube-proxy and kube-scheduler in $((SECONDS - started)) s"
-  out=$("$K8S_DIR/node-bin/kubelet" --version)
-  [ "$out" = "Kubernetes $KUBERNETES_VERSION" ] || { log "kubelet --version says '$out'"; exit 1; }
-}
+build_kubelet() { build_from_kubernetes "$K8S_DIR/node-bin" kubelet kube-proxy kube-scheduler; }
 
 build_containerd() {
   local module=$CONTAINERD_DIR/module ldflags pkg=github.com/containerd/containerd/v2
