@@ -99,10 +99,11 @@ background generator env RUST_LOG=info "$bin_dir/generator" --simulate --listen 
 generator=${pids[-1]}
 wait_for 30 "the simulated controller's /prometheus" python3 -c \
   "import urllib.request; urllib.request.urlopen('http://$sim:10080/prometheus', timeout=1)"
+# A pod is refused until its namespace's default ServiceAccount exists.
+wait_for 60 "serviceaccount pravega/default" kc -n pravega get serviceaccount default
 controller_pod pravega-pravega-controller-0 "$sim"
 "$root/apiservice/gen-keda-client-cert.sh" --out "$work/keda-client" --serving-ca "$work/serving/ca.crt" >/dev/null
 adapter_args+=(--keda-client-ca-file="$work/keda-client/client-ca.crt")
-wait_for 60 "serviceaccount pravega/default" kc -n pravega get serviceaccount default
 start_adapter
 apply_files keda-secrets -k "$work/keda-client"
 apply_files manifests-keda -k "$root/manifests/keda" --force-conflicts
