@@ -3,6 +3,10 @@
 CARGO   ?= cargo
 KUBECTL ?= kubectl
 IMAGE_REPO ?= ghcr.io/pravega-flink-autoscaler
+# Cargo profile of the images' binaries: release for make images, as users
+# run them; make test builds its images from the dev binaries it has built
+# anyway (scripts/images.sh).
+IMAGE_PROFILE ?= release
 VERSION ?= 0.1.0
 # make run (scripts/run.sh): where the simulated controller and the adapter
 # listen. It builds the generator without its `pravega` feature (the
@@ -39,7 +43,7 @@ test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real P
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
 	BIN=target/debug tests/clock_step.sh
-	CARGO='$(CARGO)' tests/images/run.sh
+	CARGO='$(CARGO)' IMAGE_PROFILE=dev tests/images/run.sh
 	$(MAKE) --no-print-directory test-chart
 	tests/pravega/run.sh
 	tests/e2e/run.sh
@@ -52,7 +56,7 @@ test-unit: ## cargo tests only (no root needed)
 
 test-images: ## only the images (root): make images, then their files, user and libraries checked, and the binaries run from them
 	tests/prerequisites.sh
-	CARGO='$(CARGO)' tests/images/run.sh
+	CARGO='$(CARGO)' IMAGE_PROFILE='$(IMAGE_PROFILE)' tests/images/run.sh
 
 test-chart: ## the Helm chart: README generated from values.yaml, helm lint and template, equal to the kustomize manifests (the first run builds helm into ~/.cache/pravega-flink-autoscaler)
 	KUBECTL='$(KUBECTL)' tests/chart/run.sh
@@ -117,7 +121,7 @@ hpa-external hpa-object: ## apply one HPA form (never both)
 
 images: ## OCI archives of the three images in target/images/ (root): FROM scratch with buildah, no registry, no daemon; reused while their inputs are unchanged
 	tests/prerequisites.sh
-	CARGO='$(CARGO)' IMAGE_REPO='$(IMAGE_REPO)' VERSION='$(VERSION)' scripts/images.sh
+	CARGO='$(CARGO)' IMAGE_REPO='$(IMAGE_REPO)' VERSION='$(VERSION)' IMAGE_PROFILE='$(IMAGE_PROFILE)' scripts/images.sh
 
 images-docker: ## the same images with a Docker engine, pulling the build's base images from a registry
 	for t in adapter generator flink-reader; do \
