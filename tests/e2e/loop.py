@@ -139,6 +139,7 @@ def pods(args):
     cgroups = {}
     readers = 0
     while True:
+        final = stop.is_set()  # one more poll after SIGTERM: what happened meanwhile
         try:
             listed = [p for ns in args.namespaces for p in api.get(f"/api/v1/namespaces/{ns}/pods")["items"]]
         except Exception as error:  # the apiserver is briefly away: keep what was seen
@@ -174,8 +175,9 @@ def pods(args):
         with open(tmp, "w") as f:
             json.dump({"readers": readers, "stopped": stopped, "restarts": sum(restarts.values()), "memory": memory}, f)
         os.replace(tmp, args.state)
-        if stop.wait(args.poll):
+        if final:
             break
+        stop.wait(args.poll)
 
 
 def cri_time(line):
@@ -215,6 +217,7 @@ def pod_logs(args):
     to the same file until the container exits."""
     stop = stop_on(signal.SIGTERM, signal.SIGINT)
     while True:
+        final = stop.is_set()  # one more pass after SIGTERM
         for pod_dir in os.listdir(args.pod_logs):
             parts = pod_dir.split("_")
             if len(parts) != 3 or parts[0] not in args.namespaces:
@@ -230,8 +233,9 @@ def pod_logs(args):
                             os.link(os.path.join(path, name), link)
                         except FileNotFoundError:  # removed in between
                             pass
-        if stop.wait(args.poll):
+        if final:
             break
+        stop.wait(args.poll)
 
 
 # --- record ----------------------------------------------------------------------------
