@@ -37,7 +37,7 @@ run: ## adapter + simulated Pravega controller on localhost, no cluster needed
 run-check: ## make run's printed queries, checked (part of make test)
 	$(MAKE) --no-print-directory run RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
-test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real Pravega, real-control-plane e2e and its node, the whole loop on Pravega and its chart
+test: ## the whole suite: lint, unit, integration, images, manifests, Helm chart, real Pravega, real-control-plane e2e on its node, the whole loop on Pravega with the project's pods, and its chart
 	tests/prerequisites.sh
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
@@ -46,7 +46,7 @@ test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real P
 	CARGO='$(CARGO)' IMAGE_PROFILE=dev tests/images/run.sh
 	$(MAKE) --no-print-directory test-chart
 	tests/pravega/run.sh
-	tests/e2e/run.sh
+	E2E_NODE=1 tests/e2e/run.sh
 	tests/e2e/node-check.sh
 	LOOP_SOURCE=pravega LOOP_HPA_SYNC=15s tests/e2e/loop.sh
 	$(MAKE) --no-print-directory loop-chart
@@ -70,7 +70,7 @@ test-node: ## only the e2e control plane's real node: kubelet, containerd, runc,
 test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
 	tests/pravega/run.sh
 
-test-loop: ## the whole loop on the e2e control plane (root): Pravega -> adapter -> HPA (15 s sync) -> supervised flink-readers, then a simulated stream at 15 s and 3 s sync (~17 min); series and charts in target/loop
+test-loop: ## the whole loop on the e2e control plane and its node (root): Pravega -> the adapter's pods -> HPA (15 s sync) -> flink-reader pods, then a simulated stream at 15 s and 3 s sync (~17 min); series and charts in target/loop
 	LOOP_SOURCE=pravega LOOP_HPA_SYNC=15s tests/e2e/loop.sh
 	LOOP_SOURCE=simulate LOOP_HPA_SYNC=15s tests/e2e/loop.sh
 	LOOP_SOURCE=simulate LOOP_HPA_SYNC=3s tests/e2e/loop.sh
