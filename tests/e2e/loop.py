@@ -110,13 +110,17 @@ def memory_of(cgroup):
     for path, _, files in os.walk(cgroup):
         if "cgroup.procs" not in files:
             continue
-        with open(os.path.join(path, "cgroup.procs")) as f:
-            for pid in f.read().split():
-                try:
-                    with open(f"/proc/{pid}/status") as status:
-                        hwm += next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
-                except (OSError, StopIteration):
-                    pass
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = f.read().split()
+        except OSError:  # the container's cgroup went with it
+            continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as status:
+                    hwm += next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+            except (OSError, StopIteration):
+                pass
     return peak, hwm / 1024
 
 

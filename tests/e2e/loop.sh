@@ -282,6 +282,7 @@ kc -n pravega delete hpa flink-taskmanager >/dev/null
 kc -n pravega scale deployment flink-taskmanager --replicas=0 >/dev/null
 kc -n pravega wait --for=delete pods -l app.kubernetes.io/name=flink-taskmanager --timeout=60s >/dev/null ||
   fail "flink-taskmanager's pods did not exit within 60 s of its scale to 0"
+kill -0 "$pods_watch" 2>/dev/null || fail "the pods watch exited early: $(tail -n 5 "$work/logs/pods.log")"
 stop "$pods_watch"
 rm -rf "$out/readers-$name"
 cp -r "$readers_dir" "$out/readers-$name"
