@@ -3,6 +3,10 @@
 CARGO   ?= cargo
 KUBECTL ?= kubectl
 IMAGE_REPO ?= ghcr.io/pravega-flink-autoscaler
+# Cargo profile of the images' binaries: release for make images, as users
+# run them; make test builds its images from the dev binaries it has built
+# anyway (scripts/images.sh).
+IMAGE_PROFILE ?= release
 VERSION ?= 0.1.0
 # make run (scripts/run.sh): where the simulated controller and the adapter
 # listen. It builds the generator without its `pravega` feature (the
@@ -33,16 +37,16 @@ run: ## adapter + simulated Pravega controller on localhost, no cluster needed
 run-check: ## make run's printed queries, checked (part of make test)
 	$(MAKE) --no-print-directory run RUN_CHECK=1 SIM_ADDR=127.0.0.1:18081 ADAPTER_ADDR=127.0.0.1:18080
 
-test: ## the whole suite: lint, unit, integration, manifests, Helm chart, real Pravega, real-control-plane e2e and its node, the whole loop on Pravega and its chart
+test: ## the whole suite: lint, unit, integration, images, manifests, Helm chart, real Pravega, real-control-plane e2e on its node, the whole loop on Pravega with the project's pods, and its chart
 	tests/prerequisites.sh
 	$(MAKE) --no-print-directory lint
 	$(CARGO) test --workspace --locked
 	$(MAKE) --no-print-directory run-check
 	BIN=target/debug tests/clock_step.sh
-	CARGO='$(CARGO)' tests/images/run.sh
+	CARGO='$(CARGO)' IMAGE_PROFILE=dev tests/images/run.sh
 	$(MAKE) --no-print-directory test-chart
 	tests/pravega/run.sh
-	tests/e2e/run.sh
+	E2E_NODE=1 tests/e2e/run.sh
 	tests/e2e/node-check.sh
 	LOOP_SOURCE=pravega LOOP_HPA_SYNC=15s tests/e2e/loop.sh
 	$(MAKE) --no-print-directory loop-chart
@@ -52,7 +56,7 @@ test-unit: ## cargo tests only (no root needed)
 
 test-images: ## only the images (root): make images, then their files, user and libraries checked, and the binaries run from them
 	tests/prerequisites.sh
-	CARGO='$(CARGO)' tests/images/run.sh
+	CARGO='$(CARGO)' IMAGE_PROFILE='$(IMAGE_PROFILE)' tests/images/run.sh
 
 test-chart: ## the Helm chart: README generated from values.yaml, helm lint and template, equal to the kustomize manifests (the first run builds helm into ~/.cache/pravega-flink-autoscaler)
 	KUBECTL='$(KUBECTL)' tests/chart/run.sh
@@ -69,7 +73,7 @@ test-keda: ## a real KEDA 2.20.2 (operator, metrics server; built once into ~/.c
 test-pravega: ## only the workload and adapter against a real Pravega 0.13, two controllers (root, JDK, Maven; ~6 min, ~8 the first time)
 	tests/pravega/run.sh
 
-test-loop: ## the whole loop on the e2e control plane (root): Pravega -> adapter -> HPA (15 s sync) -> supervised flink-readers, then a simulated stream at 15 s and 3 s sync (~17 min); series and charts in target/loop
+test-loop: ## the whole loop on the e2e control plane and its node (root): Pravega -> the adapter's pods -> HPA (15 s sync) -> flink-reader pods, then a simulated stream at 15 s and 3 s sync (~17 min); series and charts in target/loop
 	LOOP_SOURCE=pravega LOOP_HPA_SYNC=15s tests/e2e/loop.sh
 	LOOP_SOURCE=simulate LOOP_HPA_SYNC=15s tests/e2e/loop.sh
 	LOOP_SOURCE=simulate LOOP_HPA_SYNC=3s tests/e2e/loop.sh
@@ -120,7 +124,7 @@ hpa-external hpa-object: ## apply one HPA form (never both)
 
 images: ## OCI archives of the three images in target/images/ (root): FROM scratch with buildah, no registry, no daemon; reused while their inputs are unchanged
 	tests/prerequisites.sh
-	CARGO='$(CARGO)' IMAGE_REPO='$(IMAGE_REPO)' VERSION='$(VERSION)' scripts/images.sh
+	CARGO='$(CARGO)' IMAGE_REPO='$(IMAGE_REPO)' VERSION='$(VERSION)' IMAGE_PROFILE='$(IMAGE_PROFILE)' scripts/images.sh
 
 images-docker: ## the same images with a Docker engine, pulling the build's base images from a registry
 	for t in adapter generator flink-reader; do \

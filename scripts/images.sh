@@ -14,7 +14,7 @@
 #   ctr -n k8s.io images import target/images/generator.tar
 #   podman load -i target/images/generator.tar
 #
-# How: the release build of the workspace, then the last stages of
+# How: the build of the three binaries (IMAGE_PROFILE), then the last stages of
 # manifests/docker/Dockerfile run by `buildah bud`, with the host's binaries
 # in place of its builder stage and manifests/docker/rootfs.sh's output in
 # place of its rootfs stage. An archive is rebuilt only when its inputs
@@ -22,21 +22,30 @@
 # reference); target/images/NAME.inputs records them.
 #
 # Environment: IMAGE_REPO (ghcr.io/pravega-flink-autoscaler), VERSION
-# (0.1.0), CARGO (cargo).
+# (0.1.0), CARGO (cargo), IMAGE_PROFILE (release): the Cargo profile the
+# binaries are built with, release as users run them; `make test` uses dev,
+# the build `cargo test` and the loop already made (target/debug), since a
+# cold release build costs ~28 CPU-minutes. The dev binaries need the same
+# libraries (check.py verifies), and are larger: they keep debug info.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 repo=${IMAGE_REPO:-ghcr.io/pravega-flink-autoscaler}
 version=${VERSION:-0.1.0}
 cargo=${CARGO:-cargo}
+profile=${IMAGE_PROFILE:-release}
+case $profile in
+  dev) bin_dir=target/debug ;;
+  *) bin_dir=target/$profile ;;
+esac
 out=target/images
 ctx=$out/context
 
 [ "$(id -u)" -eq 0 ] || { echo "images: buildah's storage needs root" >&2; exit 1; }
 command -v buildah >/dev/null || { echo "images: buildah is missing (tests/prerequisites.sh installs it)" >&2; exit 1; }
 
-# The same build as the Dockerfile's builder stage.
-$cargo build --release --locked -p pravega-metrics-adapter -p generator -p flink-reader
+# The same build as the Dockerfile's builder stage (release there).
+$cargo build --profile "$profile" --locked -p pravega-metrics-adapter -p generator -p flink-reader
 
 # The root filesystem, written again when rootfs.sh changes.
 mkdir -p "$ctx/builder/out" "$ctx/rootfs"
@@ -71,10 +80,10 @@ for target in adapter generator flink-reader; do
   name=$target
   [ "$target" = adapter ] && name=pravega-metrics-adapter
   ref=$repo/$name:$version
-  ln -f "target/release/$name" "$ctx/builder/out/$name" 2>/dev/null \
-    || cp -p "target/release/$name" "$ctx/builder/out/$name"
+  ln -f "$bin_dir/$name" "$ctx/builder/out/$name" 2>/dev/null \
+    || cp -p "$bin_dir/$name" "$ctx/builder/out/$name"
   inputs=$(printf '%s\n' "ref $ref" "epoch $epoch" "rootfs $rootfs_digest" \
-    "$(sha256sum "target/release/$name" manifests/docker/Dockerfile scripts/images.sh)")
+    "$(sha256sum "$bin_dir/$name" manifests/docker/Dockerfile scripts/images.sh)")
   if [ -f "$out/$name.tar" ] && [ "$(cat "$out/$name.inputs" 2>/dev/null)" = "$inputs" ]; then
     echo "images: $out/$name.tar ($ref) is up to date"
     continue

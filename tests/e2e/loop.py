@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """The parts of tests/e2e/loop.sh that run for minutes:
 
-  supervise  stands in for the kubelet: polls the flink-taskmanager
-             Deployment's spec.replicas and keeps that many flink-reader
-             processes running (starts them on scale-up, SIGTERM on
-             scale-down, newest first; one that is terminating still counts
-             as running until it exits, as a terminating pod does).
+  pods       watches the node's pods: the flink-taskmanager pods whose
+             reader runs (a terminating one counts until it exits), when
+             each stopped, their restarts, and every pod's memory peaks
+             from its cgroup, into a state file.
+  handoffs   each reader's SIGTERM (its log) to its container stopped.
+  pod-logs   hard-links the kubelet's container logs into a directory, so
+             they outlive their pods (scale-down deletes them).
   record     samples the loop once a second into a TSV file: the event
              rate the generator targets, the events the readers read per
              second (from their sequence logs), the true segment count (the
              simulator's gauge, or a command such as pravega-segments that
              asks Pravega's controller), the adapter's value, the HPA's
-             desired replicas, the Deployment's replicas, running readers.
+             desired replicas, the Deployment's replicas, running readers
+             (from the pods' state file).
   window     prints the scale-down stabilization window of an HPA.
   analyze    reads the TSV and checks the loop; prints FIGURE lines.
 
@@ -19,6 +22,7 @@ Only the standard library: it runs where run.sh runs.
 """
 
 import argparse
+import calendar
 import json
 import math
 import os
@@ -77,69 +81,165 @@ def stop_on(*signals):
     return stop
 
 
-# --- supervise -----------------------------------------------------------------------
+# --- pods ------------------------------------------------------------------------------
 
 
-def supervise(args):
+def cgroup_of(root, uid, cache):
+    """The pod's memory cgroup directory under ROOT (the kubelet's cgroupRoot
+    in the memory hierarchy), or None while it does not exist."""
+    if uid not in cache:
+        for path, dirs, _ in os.walk(root):
+            if f"pod{uid}" in dirs:
+                cache[uid] = os.path.join(path, f"pod{uid}")
+                break
+        else:
+            return None
+    return cache[uid]
+
+
+def memory_of(cgroup):
+    """(cgroup peak, the sum of its processes' peak resident sets), MiB:
+    memory.max_usage_in_bytes counts page cache too (cgroup v1), VmHWM counts
+    the binary's mapped pages wherever they were charged."""
+    try:
+        with open(os.path.join(cgroup, "memory.max_usage_in_bytes")) as f:
+            peak = int(f.read()) / 1048576
+    except OSError:
+        return None
+    hwm = 0
+    for path, _, files in os.walk(cgroup):
+        if "cgroup.procs" not in files:
+            continue
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                pids = f.read().split()
+        except OSError:  # the container's cgroup went with it
+            continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as status:
+                    hwm += next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+            except (OSError, StopIteration):
+                pass
+    return peak, hwm / 1024
+
+
+def running(pod):
+    return any("running" in c.get("state", {}) for c in pod.get("status", {}).get("containerStatuses") or [])
+
+
+def pods(args):
+    """Watches the pods of NAMESPACES until SIGTERM: the flink-taskmanager
+    pods running a container (a terminating pod counts until its container
+    exits, as it holds its segments until then), when each was first seen
+    stopped (not running, or gone) after running, their restarts, and every
+    pod's memory peaks from its cgroup. Writes them to --state."""
     api = Api(args.server, args.pki)
-    running = []  # [(Popen, index)] oldest first, not asked to stop
-    terminating = {}  # pid -> (Popen, time SIGTERM was sent)
-    handoffs = []  # seconds from SIGTERM to exit
-    next_index = 0
     stop = stop_on(signal.SIGTERM, signal.SIGINT)
-
-    def write_state():
+    seen_running = set()  # taskmanager pods seen running
+    stopped = {}  # taskmanager pod name -> when first seen stopped (Unix time)
+    restarts = {}  # taskmanager pod name -> its highest restartCount
+    memory = {}  # "namespace/pod" -> {"cgroup_peak_mib", "rss_peak_mib"}
+    cgroups = {}
+    readers = 0
+    while True:
+        final = stop.is_set()  # one more poll after SIGTERM: what happened meanwhile
+        try:
+            listed = [p for ns in args.namespaces for p in api.get(f"/api/v1/namespaces/{ns}/pods")["items"]]
+        except Exception as error:  # the apiserver is briefly away: keep what was seen
+            log("pods: listing failed:", error)
+            listed = None
+        if listed is not None:
+            now = time.time()
+            names = set()
+            readers = 0
+            for pod in listed:
+                meta = pod["metadata"]
+                name = meta["name"]
+                if meta.get("labels", {}).get("app.kubernetes.io/name") == "flink-taskmanager":
+                    names.add(name)
+                    restarts[name] = max(
+                        [restarts.get(name, 0)] + [c.get("restartCount", 0) for c in pod.get("status", {}).get("containerStatuses") or []]
+                    )
+                    if running(pod):
+                        readers += 1
+                        seen_running.add(name)
+                    elif name in seen_running:
+                        stopped.setdefault(name, now)
+                cgroup = cgroup_of(args.cgroup_root, meta["uid"], cgroups)
+                sample = memory_of(cgroup) if cgroup else None
+                if sample:
+                    key = f"{meta['namespace']}/{name}"
+                    seen = memory.get(key, {"cgroup_peak_mib": 0, "rss_peak_mib": 0})
+                    memory[key] = {"cgroup_peak_mib": round(max(seen["cgroup_peak_mib"], sample[0]), 1),
+                                   "rss_peak_mib": round(max(seen["rss_peak_mib"], sample[1]), 1)}
+            for name in seen_running - names:  # gone from the API
+                stopped.setdefault(name, now)
         tmp = args.state + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"readers": len(running) + len(terminating), "terminating": len(terminating), "handoffs": handoffs}, f)
+            json.dump({"readers": readers, "stopped": stopped, "restarts": sum(restarts.values()), "memory": memory}, f)
         os.replace(tmp, args.state)
+        if final:
+            break
+        stop.wait(args.poll)
 
-    deadline = time.monotonic() + args.seconds
-    while not stop.is_set() and time.monotonic() < deadline:
+
+def cri_time(line):
+    """The Unix time of a CRI log line (RFC 3339 with nanoseconds, UTC)."""
+    stamp = line.split(" ", 1)[0].rstrip("Z")
+    whole, _, fraction = stamp.partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (fraction or "0"))
+
+
+def handoffs(args):
+    """Each reader's hand-off: from the SIGTERM it logged (its container log's
+    time stamp) to its container first seen stopped by `pods` (an upper
+    bound, within that poll). Prints `POD SECONDS` lines, slowest last."""
+    with open(args.state) as f:
+        stopped = json.load(f)["stopped"]
+    out = []
+    for name, at in stopped.items():
         try:
-            want = api.get(DEPLOYMENT)["spec"].get("replicas", 1)
-        except Exception as error:  # the apiserver is briefly away: keep what runs
-            log("supervise: reading the Deployment failed:", error)
-            want = len(running)
-        # A reader that exits by itself is restarted, as a kubelet restarts a
-        # container; the restart is logged, and counted by the assertions.
-        for proc, index in list(running):
-            if proc.poll() is not None:
-                log(f"supervise: reader-{index} exited by itself with {proc.returncode}; restarting it")
-                running.remove((proc, index))
-        while len(running) < want:
-            index = next_index
-            next_index += 1
-            out = open(os.path.join(args.log_dir, f"reader-{index}.log"), "w")
-            proc = subprocess.Popen(
-                [args.reader, f"--reader-id=reader-{index}", f"--listen=127.0.0.1:{args.first_port + index}"]
-                + [arg.replace("{index}", str(index)) for arg in args.reader_arg],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-            running.append((proc, index))
-            log(f"supervise: started reader-{index} (pid {proc.pid}); {len(running)} wanted {want}")
-        while len(running) > want:
-            proc, index = running.pop()
-            proc.send_signal(signal.SIGTERM)
-            terminating[proc.pid] = (proc, time.monotonic())
-            log(f"supervise: SIGTERM to reader-{index} (pid {proc.pid}); {len(running)} wanted {want}")
-        for pid, (proc, since) in list(terminating.items()):
-            if proc.poll() is not None:
-                handoffs.append(round(time.monotonic() - since, 3))
-                del terminating[pid]
-            elif time.monotonic() - since > args.grace:
-                proc.kill()  # terminationGracePeriodSeconds ran out
-        write_state()
-        time.sleep(args.poll)
-    for proc, _ in running:
-        proc.send_signal(signal.SIGTERM)
-    for proc, _ in running + list(terminating.values()):
-        try:
-            proc.wait(timeout=args.grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    write_state()
+            with open(os.path.join(args.logs, f"{name}.log"), errors="replace") as f:
+                signalled = [cri_time(line) for line in f if "SIGTERM received" in line]
+        except OSError:
+            continue
+        if signalled:
+            out.append((round(at - signalled[0], 3), name))
+    for seconds, name in sorted(out):
+        print(name, seconds)
+
+
+# --- pod-logs --------------------------------------------------------------------------
+
+
+def pod_logs(args):
+    """Until SIGTERM: hard-links each container log of the node's pod-logs
+    directory (NAMESPACE_POD_UID/CONTAINER/RESTART.log) into --into as
+    POD.log (POD.RESTART.log for a restarted container). The link keeps the
+    file once the kubelet removes it with its pod, and the kubelet appends
+    to the same file until the container exits."""
+    stop = stop_on(signal.SIGTERM, signal.SIGINT)
+    while True:
+        final = stop.is_set()  # one more pass after SIGTERM
+        for pod_dir in os.listdir(args.pod_logs):
+            parts = pod_dir.split("_")
+            if len(parts) != 3 or parts[0] not in args.namespaces:
+                continue
+            for path, _, files in os.walk(os.path.join(args.pod_logs, pod_dir)):
+                for name in files:
+                    restart = name.split(".")[0]
+                    if not name.endswith(".log") or not restart.isdigit():
+                        continue
+                    link = os.path.join(args.into, f"{parts[1]}.log" if restart == "0" else f"{parts[1]}.{restart}.log")
+                    if not os.path.exists(link):
+                        try:
+                            os.link(os.path.join(path, name), link)
+                        except FileNotFoundError:  # removed in between
+                            pass
+        if final:
+            break
+        stop.wait(args.poll)
 
 
 # --- record ----------------------------------------------------------------------------
@@ -186,12 +286,19 @@ def record(args):
     with open(args.out, "w") as out:
         out.write("\t".join(COLUMNS) + "\n")
         tick = 0
+        generator = "not reached"
         while tick < args.seconds and not stop.is_set():
             row = {"t": round(time.monotonic() - started, 2)}
-            try:
-                row["event_rate"] = sample(plain_get(args.generator_metrics), "generator_target_rate")
-            except Exception:  # the generator has stopped
-                row["event_rate"] = None
+            row["event_rate"] = None
+            if generator != "stopped":
+                try:
+                    row["event_rate"] = sample(plain_get(args.generator_metrics), "generator_target_rate")
+                    generator = "reached"
+                except Exception:
+                    # Once reached, it has stopped: its pod's address is gone,
+                    # and asking again would wait out the timeout every second.
+                    if generator == "reached":
+                        generator = "stopped"
             row["read_rate"] = None
             if reads:
                 read_now = reads.count()
@@ -407,17 +514,21 @@ def analyze(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    s = commands.add_parser("supervise")
-    s.add_argument("--server", required=True)
-    s.add_argument("--pki", required=True)
-    s.add_argument("--reader", required=True)
-    s.add_argument("--reader-arg", action="append", default=[], help="passed to every reader; {index} becomes its number")
-    s.add_argument("--state", required=True)
-    s.add_argument("--log-dir", required=True)
-    s.add_argument("--seconds", type=float, required=True)
-    s.add_argument("--first-port", type=int, default=18100)
-    s.add_argument("--poll", type=float, default=0.5)
-    s.add_argument("--grace", type=float, default=30.0)
+    p = commands.add_parser("pods")
+    p.add_argument("--server", required=True)
+    p.add_argument("--pki", required=True)
+    p.add_argument("--namespaces", nargs="+", required=True)
+    p.add_argument("--cgroup-root", required=True, help="the kubelet's cgroupRoot in the memory hierarchy")
+    p.add_argument("--state", required=True)
+    p.add_argument("--poll", type=float, default=0.5)
+    h = commands.add_parser("handoffs", help="each reader's SIGTERM (its log) to its container seen stopped")
+    h.add_argument("state", help="the state file of `pods`")
+    h.add_argument("logs", help="the directory of the pods' logs (POD.log)")
+    g = commands.add_parser("pod-logs")
+    g.add_argument("pod_logs", help="the kubelet's podLogsDir")
+    g.add_argument("--into", required=True)
+    g.add_argument("--namespaces", nargs="+", required=True)
+    g.add_argument("--poll", type=float, default=0.5)
     r = commands.add_parser("record")
     r.add_argument("--server", required=True)
     r.add_argument("--pki", required=True)
@@ -443,8 +554,12 @@ def main():
     )
     a.add_argument("--min-segment-counts", type=int, default=3, help="distinct true segment counts the run must see")
     args = parser.parse_args()
-    if args.command == "supervise":
-        supervise(args)
+    if args.command == "pods":
+        pods(args)
+    elif args.command == "pod-logs":
+        pod_logs(args)
+    elif args.command == "handoffs":
+        handoffs(args)
     elif args.command == "record":
         record(args)
     elif args.command == "window":

@@ -196,6 +196,17 @@ failSwapOn: false
 # See the top of this file.
 protectKernelDefaults: true
 podLogsDir: $node_dir/pod-logs
+# The node shares the machine's disk with everything else on it: the default
+# thresholds (imagefs.available 15 %, nodefs.available 10 % of the disk)
+# taint it with disk-pressure whenever the machine's disk is that full,
+# whatever this node uses. Absolute amounts, a few times what its images
+# and logs take; memory and inodes as the defaults.
+evictionHard:
+  memory.available: 100Mi
+  nodefs.available: 1Gi
+  imagefs.available: 1Gi
+  nodefs.inodesFree: 5%
+  imagefs.inodesFree: 5%
 # CoreDNS (start_cluster_dns) at the kube-dns Service's address.
 clusterDNS: [$cluster_dns]
 clusterDomain: cluster.local

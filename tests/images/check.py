@@ -297,9 +297,10 @@ def main(root, fresh):
     script = open(os.path.join(root, "scripts/images.sh")).read()
     dockerfile_build = re.search(r"cargo build[^&\\]*?(?=\s*&&|$)", builder_lines)
     script_build = re.search(r"^\$cargo (build .*)$", script, re.M)
-    check(dockerfile_build and script_build
-          and dockerfile_build.group(0).split()[1:] == script_build.group(1).split(),
-          "the Dockerfile's builder stage and scripts/images.sh run the same cargo build",
+    # images.sh's profile is IMAGE_PROFILE, release unless set: --release.
+    script_words = script_build.group(1).replace('--profile "$profile"', "--release").split() if script_build else None
+    check(dockerfile_build and script_build and dockerfile_build.group(0).split()[1:] == script_words,
+          "the Dockerfile's builder stage and scripts/images.sh (IMAGE_PROFILE unset) run the same cargo build",
           f"  Dockerfile: {dockerfile_build and dockerfile_build.group(0)}\n"
           f"  images.sh:  {script_build and script_build.group(1)}")
 
@@ -352,7 +353,9 @@ def main(root, fresh):
             if c[0] != "--from=builder":
                 continue
             dest = c[2].lstrip("/")
-            binary = os.path.join(root, "target/release", os.path.basename(c[1]))
+            # What images.sh handed buildah as the builder stage: the
+            # binary of the profile it built (IMAGE_PROFILE).
+            binary = os.path.join(images, "context", "builder", c[1].lstrip("/"))
             with open(binary, "rb") as f:
                 digest = hashlib.sha256(f.read()).hexdigest()
             expected[dest] = ("file", os.stat(binary).st_mode & 0o7777, 0, 0, "", digest)

@@ -13,6 +13,12 @@
 # the controllers' REST servers (and /prometheus) off 127.0.0.1:10080 and
 # :10081, e.g. to the pod addresses of the e2e loop.
 #
+# PRAVEGA_HOST (127.0.0.1) is where the segment store listens and the
+# address it publishes to clients (the controllers hand it out), and the
+# controllers' published gRPC address: the e2e loop sets its namespace's
+# address, which its node's pods reach, so readers and the generator in pods
+# talk to the segment store directly, as clients do.
+#
 # Loopback only: every address is 127.0.0.1 (or one the caller added to
 # lo), but the controller's gRPC server (io.grpc NettyServerBuilder.forPort)
 # binds every interface and has no address setting, so the callers start
@@ -28,6 +34,7 @@ classpath="$lib/*"
 
 ZK_PORT=${ZK_PORT:-2181}
 SEGMENTSTORE_PORT=${SEGMENTSTORE_PORT:-12345}
+HOST=${PRAVEGA_HOST:-127.0.0.1}
 # The test stream's segments live on these containers; the controllers and
 # the segment store must agree on the count (Pravega checks it).
 CONTAINERS=2
@@ -76,7 +83,9 @@ wait_for() { # name (its pid file), what, seconds, command...
     done
 }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+port_open() { # port [host]
+    (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null
+}
 
 start_zookeeper() {
     mkdir -p "$run/zookeeper"
@@ -111,9 +120,9 @@ start_segmentstore() {
     launch segmentstore -Xmx768m -XX:MaxDirectMemorySize=512m \
         -Dpravegaservice.zk.connect.uri=127.0.0.1:$ZK_PORT \
         -Dpravegaservice.container.count=$CONTAINERS \
-        -Dpravegaservice.service.listener.host.nameOrIp=127.0.0.1 \
+        -Dpravegaservice.service.listener.host.nameOrIp="$HOST" \
         -Dpravegaservice.service.listener.port=$SEGMENTSTORE_PORT \
-        -Dpravegaservice.service.published.host.nameOrIp=127.0.0.1 \
+        -Dpravegaservice.service.published.host.nameOrIp="$HOST" \
         -Dpravegaservice.service.published.port=$SEGMENTSTORE_PORT \
         -Dpravegaservice.rest.listener.enable=false \
         -Dpravegaservice.dataLog.impl.name=INMEMORY \
@@ -131,7 +140,7 @@ start_segmentstore() {
         -DautoScale.cache.cleanUp.interval.seconds=${AUTOSCALE_CACHE_CLEANUP_SECONDS:-5} \
         -Dpravega.configurationFile="$run/segmentstore.properties" \
         io.pravega.segmentstore.server.host.ServiceStarter
-    wait_for segmentstore "segment store" 120 port_open "$SEGMENTSTORE_PORT" || { tail -40 "$run/segmentstore.log" >&2; exit 1; }
+    wait_for segmentstore "segment store" 120 port_open "$SEGMENTSTORE_PORT" "$HOST" || { tail -40 "$run/segmentstore.log" >&2; exit 1; }
 }
 
 start_controller() { # name grpc-port rest-address
@@ -150,7 +159,7 @@ start_controller() { # name grpc-port rest-address
         -Dcontroller.hostMonitor.enable=true \
         -Dcontroller.rebalance.interval.seconds.min=2 \
         -Dcontroller.service.rpc.listener.port=$grpc \
-        -Dcontroller.service.rpc.published.host.nameOrIp=127.0.0.1 \
+        -Dcontroller.service.rpc.published.host.nameOrIp="$HOST" \
         -Dcontroller.service.rpc.published.port=$grpc \
         -Dcontroller.service.rest.listener.host.ip="${rest%:*}" \
         -Dcontroller.service.rest.listener.port="${rest##*:}" \

@@ -107,7 +107,7 @@ where
         ("adapter_value", "value the adapter serves", RGBColor(250, 160, 150), 6),
         ("hpa_desired", "HPA desired replicas", RGBColor(240, 180, 40), 4),
         ("replicas", "Deployment replicas", RGBColor(40, 90, 220), 2),
-        ("readers", "running flink-reader processes", RGBColor(0, 0, 0), 1),
+        ("readers", "running flink-reader containers", RGBColor(0, 0, 0), 1),
     ];
     let count_max = lines.iter().filter_map(|l| data.column(l.0).ok()).flatten().map(|p| p.1).fold(0.0, f64::max).max(1.0) + 4.0; // headroom for the legend
     let mut lower =
