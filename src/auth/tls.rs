@@ -116,17 +116,9 @@ impl ServingCertificate {
 
     /// Server config for TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1.
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(TlsError::Config)?
-            .with_client_cert_verifier(Arc::new(RequestClientCertificate(provider())))
-            .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+        self.config_with(Arc::new(RequestClientCertificate(provider())), &[b"h2", b"http/1.1"])
     }
-}
 
-impl ServingCertificate {
     /// Server config for gRPC (HTTP/2 only, TLS 1.2 and 1.3) that requires
     /// a client certificate chaining to the CA bundle `client_ca` in the
     /// handshake: a client without one, or with one of another CA, is
@@ -144,12 +136,18 @@ impl ServingCertificate {
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
             .build()
             .map_err(|source| TlsError::ClientVerifier { path, source })?;
+        self.config_with(verifier, &[b"h2"])
+    }
+
+    /// TLS 1.2 and 1.3 with this certificate, client certificates checked
+    /// by `verifier`, offering the `alpn` protocols.
+    fn config_with(self: &Arc<Self>, verifier: Arc<dyn ClientCertVerifier>, alpn: &[&[u8]]) -> Result<Arc<ServerConfig>, TlsError> {
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(TlsError::Config)?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"h2".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
 }
